@@ -1,0 +1,98 @@
+// swift-tools-version: 6.2
+import PackageDescription
+
+/// Every target of our own builds in Swift 6 language mode with warnings as errors.
+let strict: [SwiftSetting] = [
+    .treatAllWarnings(as: .error),
+]
+
+let package = Package(
+    name: "pgquorum",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "pgquorum", targets: ["pgquorum"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+    ],
+    targets: [
+        // System libraries, found through pkg-config (scripts/setup installs them).
+        .systemLibrary(
+            name: "CLMDB",
+            pkgConfig: "lmdb",
+            providers: [.apt(["liblmdb-dev"])]
+        ),
+        .systemLibrary(
+            name: "CLibPQ",
+            pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"])]
+        ),
+
+        // The consensus algorithm as a pure state machine: no I/O, no clocks.
+        .target(name: "Raft", swiftSettings: strict),
+
+        // The event schema, its encoding, LMDB storage, the witness service and its client.
+        .target(
+            name: "EventLog",
+            dependencies: [
+                "Raft",
+                "CLMDB",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+
+        // PostgreSQL on one host: libpq, the postgres child process, replication operations.
+        .target(
+            name: "NodeControl",
+            dependencies: [
+                "CLibPQ",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+
+        // The reducer, the policy and the node manager loop.
+        .target(
+            name: "Manager",
+            dependencies: [
+                "EventLog",
+                "NodeControl",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+
+        // The executable: a thin @main and one file per subcommand.
+        .executableTarget(
+            name: "pgquorum",
+            dependencies: [
+                "Manager",
+                "EventLog",
+                "NodeControl",
+                "Raft",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+
+        // Fixtures shared by the test targets: temporary folders, free ports, a real PostgreSQL.
+        .target(
+            name: "TestSupport",
+            dependencies: ["NodeControl"],
+            path: "Tests/TestSupport",
+            swiftSettings: strict
+        ),
+
+        .testTarget(name: "RaftTests", dependencies: ["Raft"], swiftSettings: strict),
+        .testTarget(name: "EventLogTests", dependencies: ["EventLog", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "NodeControlTests", dependencies: ["NodeControl", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "ManagerTests", dependencies: ["Manager"], swiftSettings: strict),
+        .testTarget(name: "pgquorumTests", dependencies: ["pgquorum", "NodeControl", "TestSupport"], swiftSettings: strict),
+    ]
+)

@@ -1,0 +1,51 @@
+import Foundation
+import Testing
+import TestSupport
+
+@testable import NodeControl
+
+@Suite("child processes")
+struct ChildProcessTests {
+    @Test("runCommand captures standard output and error together")
+    func capturesOutput() throws {
+        let result = try runCommand("/bin/sh", ["-c", "echo out; echo err >&2"])
+        #expect(result.termination == .exited(code: 0))
+        #expect(result.output == "out\nerr\n")
+    }
+
+    @Test("a failing command throws with its exit code and output tail")
+    func failureCarriesTail() {
+        let error = #expect(throws: ProcessError.self) {
+            try runCommand("/bin/sh", ["-c", "echo first; echo 'the reason' >&2; exit 3"])
+        }
+        #expect(error == .failed(command: "/bin/sh -c echo first; echo 'the reason' >&2; exit 3",
+                                 termination: .exited(code: 3), outputTail: "first\nthe reason"))
+    }
+
+    @Test("a command past its timeout is killed, not waited for")
+    func timeout() {
+        let clock = ContinuousClock()
+        let started = clock.now
+        let error = #expect(throws: ProcessError.self) {
+            try runCommand("/bin/sh", ["-c", "echo started; exec sleep 30"], timeout: .milliseconds(300))
+        }
+        #expect(error == .timedOut(command: "/bin/sh -c echo started; exec sleep 30", seconds: 0.3, outputTail: "started"))
+        #expect(clock.now - started < .seconds(10))
+    }
+
+    @Test("a missing program gives a spawn error")
+    func missingProgram() {
+        let error = #expect(throws: ProcessError.self) { try runCommand("/nonexistent/program", []) }
+        #expect(error == .spawnFailed(command: "/nonexistent/program", message: "No such file or directory"))
+    }
+
+    @Test("a spawned child is stopped by signal and reaped by pid")
+    func stopBySignal() async throws {
+        let child = try ChildProcess.spawn("/bin/sleep", ["30"])
+        #expect(child.isRunning)
+        let ended = await child.stop(signal: SIGTERM, grace: .seconds(5))
+        #expect(ended == .signaled(signal: SIGTERM))
+        #expect(!child.isRunning)
+        #expect(kill(child.pid, 0) != 0)
+    }
+}

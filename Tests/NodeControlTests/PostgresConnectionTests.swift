@@ -1,0 +1,77 @@
+import Foundation
+import Testing
+import TestSupport
+
+@testable import NodeControl
+
+@Suite("libpq connection against a real PostgreSQL 15")
+struct PostgresConnectionTests {
+    @Test("a query with parameters runs on a postgres the test started and stopped")
+    func queryWithParameters() async throws {
+        let server = try PostgresFixture()
+        do {
+            try await server.start()
+            let connection = try PostgresConnection(server.connectionOptions())
+            let sum = try connection.scalar("SELECT $1::int + $2::int", ["40", "2"])
+            #expect(sum == "42")
+
+            // A parameter is never interpolated into the SQL text.
+            let quoted = try connection.scalar("SELECT $1::text", ["'; DROP TABLE x; --"])
+            #expect(quoted == "'; DROP TABLE x; --")
+
+            try connection.query("CREATE TABLE t (id int PRIMARY KEY, note text)")
+            let insert = try connection.query("INSERT INTO t VALUES ($1, $2), ($3, $4)", ["1", "one", "2", nil])
+            #expect(insert.affectedRows == 2)
+            let rows = try connection.query("SELECT id, note FROM t ORDER BY id")
+            #expect(rows == PostgresResult(columns: ["id", "note"], rows: [["1", "one"], ["2", nil]], affectedRows: 2))
+            #expect(rows.value(1, "id") == "2")
+            #expect(try connection.scalar("SHOW server_version_num").map { $0.hasPrefix("15") } == true)
+
+            let error = #expect(throws: PostgresError.self) { try connection.query("SELEC 1") }
+            #expect(error?.sqlState == "42601")
+            #expect(error?.description.contains("syntax error") == true)
+            // The connection is still usable after a failed statement.
+            #expect(try connection.scalar("SELECT 1") == "1")
+            connection.close()
+            #expect(!connection.isOpen)
+
+            let pid = server.process?.pid
+            let ended = await server.stop()
+            #expect(ended == .exited(code: 0))
+            if let pid { #expect(kill(pid, 0) != 0) }
+        } catch {
+            await server.destroy()
+            throw error
+        }
+        await server.destroy()
+    }
+
+    @Test("a refused connection names the target and never prints the password")
+    func refusedConnectionHidesPassword() throws {
+        let port = try FreePort.next()
+        var options = PostgresConnectionOptions(
+            host: "127.0.0.1", port: port, user: "alice", database: "app", password: "hunter2-secret")
+        options.connectTimeoutSeconds = 1
+        let error = #expect(throws: PostgresError.self) { try PostgresConnection(options) }
+        let text = error?.description ?? ""
+        #expect(text.hasPrefix("could not connect to PostgreSQL at host=127.0.0.1 port=\(port) user=alice dbname=app password=********: "))
+        #expect(text.contains("Connection refused"))
+        #expect(!text.contains("hunter2-secret"))
+        #expect(!String(describing: options).contains("hunter2-secret"))
+    }
+
+    @Test("a password echoed in a server message is redacted")
+    func redaction() {
+        let options = PostgresConnectionOptions(host: "h", port: 1, user: "u", database: "d", password: "pw!")
+        #expect(options.redact("password pw! rejected; pw!") == "password ******** rejected; ********")
+    }
+
+    @Test("settings travel in libpq options with spaces escaped")
+    func settingsEscaped() {
+        var options = PostgresConnectionOptions(host: "h", port: 5432, user: "u", database: "d")
+        options.settings = ["statement_timeout": "5s", "application_name": "a b"]
+        let pairs = Dictionary(uniqueKeysWithValues: options.keywordValues())
+        #expect(pairs["options"] == #"-c application_name=a\ b -c statement_timeout=5s"#)
+        #expect(pairs["password"] == nil)
+    }
+}

@@ -1,0 +1,41 @@
+import Foundation
+import NodeControl
+import Testing
+
+/// Runs the built `pgquorum` executable, which SwiftPM places beside the test binary.
+func runPGQuorum(_ arguments: [String]) throws -> CommandResult {
+    let testBinary = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+    var folder = URL(fileURLWithPath: testBinary).deletingLastPathComponent()
+    // On Linux the test binary is `<products>/pgquorumPackageTests.xctest`.
+    while !FileManager.default.isExecutableFile(atPath: folder.appendingPathComponent("pgquorum").path),
+        folder.path != "/"
+    {
+        folder.deleteLastPathComponent()
+    }
+    return try runCommand(folder.appendingPathComponent("pgquorum").path, arguments, timeout: .seconds(30), check: false)
+}
+
+@Suite("the pgquorum executable")
+struct CommandLineTests {
+    @Test("--version prints the version")
+    func version() throws {
+        let result = try runPGQuorum(["--version"])
+        #expect(result.termination == .exited(code: 0))
+        #expect(result.output == "0.1.0\n")
+    }
+
+    @Test("--help explains what pgquorum is")
+    func help() throws {
+        let result = try runPGQuorum(["--help"])
+        #expect(result.termination == .exited(code: 0))
+        #expect(result.output.hasPrefix("OVERVIEW: High availability for PostgreSQL, decided by a quorum of witnesses."))
+        #expect(result.output.contains("USAGE: pgquorum"))
+    }
+
+    @Test("an unknown flag is an error on stderr with a non-zero exit")
+    func unknownFlag() throws {
+        let result = try runPGQuorum(["--no-such-flag"])
+        #expect(result.termination == .exited(code: 64))
+        #expect(result.output.contains("Unknown option '--no-such-flag'"))
+    }
+}
