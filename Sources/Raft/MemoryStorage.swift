@@ -3,21 +3,17 @@
 /// It follows the same contract as the durable storage: the conformance suite runs against both.
 public final class MemoryStorage: RaftStorage {
     private var hardState = HardState()
-    private var bootstrapConfiguration: Configuration
     private var latestSnapshot = Snapshot()
     /// The log after the snapshot; `entries[0]` has index `latestSnapshot.metadata.index + 1`.
     private var log: [Entry] = []
 
-    /// An empty storage; with `configuration`, a replica that starts as a member of it.
-    public init(configuration: Configuration = Configuration()) {
-        self.bootstrapConfiguration = configuration
-    }
+    /// An empty storage. `RaftNode.bootstrap` writes a new cluster's first entries into it.
+    public init() {}
 
     private var offset: UInt64 { latestSnapshot.metadata.index }
 
-    public func initialState() throws -> (hardState: HardState, configuration: Configuration) {
-        let configuration = latestSnapshot.isEmpty ? bootstrapConfiguration : latestSnapshot.metadata.configuration
-        return (hardState, configuration)
+    public func initialState() throws -> (hardState: HardState, membership: Membership) {
+        (hardState, latestSnapshot.metadata.membership)
     }
 
     public func entries(from low: UInt64, to high: UInt64, maxBytes: Int) throws -> [Entry] {
@@ -83,11 +79,11 @@ public final class MemoryStorage: RaftStorage {
         }
     }
 
-    public func compact(to index: UInt64, configuration: Configuration, data: [UInt8]) throws {
+    public func compact(to index: UInt64, membership: Membership, data: [UInt8]) throws {
         guard index > offset else { throw StorageError.snapshotOutOfDate(offered: index, held: offset) }
         let term = try term(at: index)
         log.removeFirst(Int(index - offset))
         latestSnapshot = Snapshot(
-            metadata: SnapshotMetadata(index: index, term: term, configuration: configuration), data: data)
+            metadata: SnapshotMetadata(index: index, term: term, membership: membership), data: data)
     }
 }

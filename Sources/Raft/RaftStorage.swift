@@ -32,9 +32,10 @@ public enum StorageError: Error, Equatable, CustomStringConvertible {
 /// Writes go through `persist`, one call per ready batch, which a durable storage commits
 /// atomically: either all of it is on disk when it returns, or none of it.
 public protocol RaftStorage: AnyObject {
-    /// The hard state and configuration saved last (the configuration of the latest snapshot,
-    /// or that of the initial bootstrap).
-    func initialState() throws -> (hardState: HardState, configuration: Configuration)
+    /// The hard state saved last and the membership of the latest snapshot (empty without
+    /// one). Raft derives the current membership by replaying the committed membership
+    /// changes after the snapshot.
+    func initialState() throws -> (hardState: HardState, membership: Membership)
     /// Entries in `[low, high)`, stopping early after `maxBytes` (at least one entry is
     /// returned when any is in range).
     func entries(from low: UInt64, to high: UInt64, maxBytes: Int) throws -> [Entry]
@@ -51,5 +52,5 @@ public protocol RaftStorage: AnyObject {
     func persist(hardState: HardState?, entries: [Entry], snapshot: Snapshot?) throws
     /// Records a snapshot of the application state at `index` (which must be applied and in the
     /// log) and discards the log entries up to and including `index`.
-    func compact(to index: UInt64, configuration: Configuration, data: [UInt8]) throws
+    func compact(to index: UInt64, membership: Membership, data: [UInt8]) throws
 }

@@ -5,7 +5,7 @@ public typealias NodeID = UInt64
 /// that Raft itself interprets.
 public enum EntryKind: UInt8, Sendable, Equatable {
     case normal = 0
-    case configurationChange = 1
+    case membershipChange = 1
 }
 
 /// One position of the replicated log.
@@ -42,8 +42,8 @@ public struct HardState: Sendable, Equatable {
     }
 }
 
-/// The voting members of the cluster. Empty in a replica that has not been bootstrapped.
-public struct Configuration: Sendable, Equatable {
+/// The voting members of the cluster. Empty in a replica that has not joined one yet.
+public struct Membership: Sendable, Equatable {
     public var voters: Set<NodeID>
 
     public init(voters: Set<NodeID> = []) {
@@ -52,18 +52,64 @@ public struct Configuration: Sendable, Equatable {
 
     /// The number of votes (or acknowledgments) that make a majority.
     public var quorum: Int { voters.count / 2 + 1 }
+
+    /// The membership after `change`.
+    public func applying(_ change: MembershipChange) -> Membership {
+        var next = self
+        switch change {
+        case .addVoter(let id): next.voters.insert(id)
+        case .removeVoter(let id): next.voters.remove(id)
+        }
+        return next
+    }
 }
 
-/// Where a snapshot stands in the log and the configuration in force there.
+/// One single-server membership change (Raft thesis §4.1). Replacing a voter is a removal
+/// followed by an addition; only one change may be in flight at a time.
+public enum MembershipChange: Sendable, Equatable, CustomStringConvertible {
+    case addVoter(NodeID)
+    case removeVoter(NodeID)
+
+    /// The entry payload: one operation byte and the node id, big-endian.
+    public var encoded: [UInt8] {
+        let (operation, id): (UInt8, NodeID) =
+            switch self {
+            case .addVoter(let id): (1, id)
+            case .removeVoter(let id): (2, id)
+            }
+        return [operation] + (0..<8).reversed().map { UInt8(truncatingIfNeeded: id >> ($0 * 8)) }
+    }
+
+    /// Decodes a payload made by `encoded`; nil for anything else.
+    public init?(encoded bytes: [UInt8]) {
+        guard bytes.count == 9 else { return nil }
+        let id = bytes[1...].reduce(UInt64(0)) { ($0 << 8) | UInt64($1) }
+        guard id != 0 else { return nil }
+        switch bytes[0] {
+        case 1: self = .addVoter(id)
+        case 2: self = .removeVoter(id)
+        default: return nil
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .addVoter(let id): return "add voter \(id)"
+        case .removeVoter(let id): return "remove voter \(id)"
+        }
+    }
+}
+
+/// Where a snapshot stands in the log and the membership in force there.
 public struct SnapshotMetadata: Sendable, Equatable {
     public var index: UInt64
     public var term: UInt64
-    public var configuration: Configuration
+    public var membership: Membership
 
-    public init(index: UInt64 = 0, term: UInt64 = 0, configuration: Configuration = Configuration()) {
+    public init(index: UInt64 = 0, term: UInt64 = 0, membership: Membership = Membership()) {
         self.index = index
         self.term = term
-        self.configuration = configuration
+        self.membership = membership
     }
 }
 

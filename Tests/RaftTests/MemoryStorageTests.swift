@@ -10,7 +10,7 @@ struct MemoryStorageTests {
 
     @Test("append, read back, replace a conflicting suffix")
     func appendAndTruncate() throws {
-        let storage = MemoryStorage(configuration: Configuration(voters: [1, 2, 3]))
+        let storage = MemoryStorage()
         try storage.persist(hardState: HardState(term: 1, vote: 1, commit: 0), entries: entries(1...5, term: 1), snapshot: nil)
         #expect(try storage.firstIndex() == 1)
         #expect(try storage.lastIndex() == 5)
@@ -21,7 +21,7 @@ struct MemoryStorageTests {
         #expect(try storage.term(at: 4) == 2)
         let state = try storage.initialState()
         #expect(state.hardState == HardState(term: 2, vote: 2, commit: 3))
-        #expect(state.configuration == Configuration(voters: [1, 2, 3]))
+        #expect(state.membership == Membership())
         #expect(throws: StorageError.nonContiguous(expected: 5, got: 7)) {
             try storage.persist(hardState: nil, entries: entries(7...7, term: 2), snapshot: nil)
         }
@@ -42,7 +42,7 @@ struct MemoryStorageTests {
     func compaction() throws {
         let storage = MemoryStorage()
         try storage.persist(hardState: nil, entries: entries(1...10, term: 3), snapshot: nil)
-        try storage.compact(to: 6, configuration: Configuration(voters: [1]), data: [42])
+        try storage.compact(to: 6, membership: Membership(voters: [1]), data: [42])
         #expect(try storage.firstIndex() == 7)
         #expect(try storage.lastIndex() == 10)
         #expect(try storage.term(at: 6) == 3)
@@ -50,15 +50,15 @@ struct MemoryStorageTests {
         #expect(throws: StorageError.compacted(index: 6, firstIndex: 7)) {
             try storage.entries(from: 6, to: 8, maxBytes: .max)
         }
-        #expect(try storage.snapshot() == Snapshot(metadata: SnapshotMetadata(index: 6, term: 3, configuration: Configuration(voters: [1])), data: [42]))
-        #expect(try storage.initialState().configuration == Configuration(voters: [1]))
+        #expect(try storage.snapshot() == Snapshot(metadata: SnapshotMetadata(index: 6, term: 3, membership: Membership(voters: [1])), data: [42]))
+        #expect(try storage.initialState().membership == Membership(voters: [1]))
     }
 
     @Test("installing a snapshot past the log discards the log")
     func snapshotInstall() throws {
         let storage = MemoryStorage()
         try storage.persist(hardState: nil, entries: entries(1...3, term: 1), snapshot: nil)
-        let snapshot = Snapshot(metadata: SnapshotMetadata(index: 20, term: 4, configuration: Configuration(voters: [1, 2])), data: [7])
+        let snapshot = Snapshot(metadata: SnapshotMetadata(index: 20, term: 4, membership: Membership(voters: [1, 2])), data: [7])
         try storage.persist(hardState: HardState(term: 4, vote: nil, commit: 20), entries: entries(21...22, term: 4), snapshot: snapshot)
         #expect(try storage.firstIndex() == 21)
         #expect(try storage.lastIndex() == 22)
@@ -72,7 +72,7 @@ struct MemoryStorageTests {
     func snapshotInsideLog() throws {
         let storage = MemoryStorage()
         try storage.persist(hardState: nil, entries: entries(1...8, term: 2), snapshot: nil)
-        let snapshot = Snapshot(metadata: SnapshotMetadata(index: 5, term: 2, configuration: Configuration(voters: [1])), data: [])
+        let snapshot = Snapshot(metadata: SnapshotMetadata(index: 5, term: 2, membership: Membership(voters: [1])), data: [])
         try storage.persist(hardState: nil, entries: [], snapshot: snapshot)
         #expect(try storage.firstIndex() == 6)
         #expect(try storage.entries(from: 6, to: 9, maxBytes: .max) == entries(6...8, term: 2))

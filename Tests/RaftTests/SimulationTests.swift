@@ -1,0 +1,56 @@
+import Foundation
+import Testing
+
+@testable import Raft
+
+@Suite("deterministic simulation")
+struct SimulationTests {
+    /// CI runs `RAFT_SIMULATION_SEEDS` seeds (1,000 by default) from `RAFT_SIMULATION_FIRST_SEED`.
+    /// A failing seed is printed and replays exactly with `RAFT_SIMULATION_FIRST_SEED=N
+    /// RAFT_SIMULATION_SEEDS=1`.
+    @Test("safety under faults, then liveness once healed, over many seeds")
+    func manySeeds() throws {
+        let environment = ProcessInfo.processInfo.environment
+        let count = environment["RAFT_SIMULATION_SEEDS"].flatMap(UInt64.init) ?? 1000
+        let first = environment["RAFT_SIMULATION_FIRST_SEED"].flatMap(UInt64.init) ?? 1
+        print("raft simulation: seeds \(first)..<\(first + count)")
+        var totals = Simulation.Statistics()
+        for seed in first..<(first + count) {
+            var simulation = try Simulation(seed: seed)
+            do {
+                try simulation.run()
+            } catch let failure as SimulationFailure {
+                Issue.record("raft simulation failed: \(failure)\nreplay: RAFT_SIMULATION_FIRST_SEED=\(seed) RAFT_SIMULATION_SEEDS=1 swift test --filter SimulationTests")
+                return
+            }
+            let s = simulation.statistics
+            totals.elections += s.elections
+            totals.crashes += s.crashes
+            totals.partitions += s.partitions
+            totals.compactions += s.compactions
+            totals.snapshotsInstalled += s.snapshotsInstalled
+            totals.membershipChanges += s.membershipChanges
+            totals.transfers += s.transfers
+            totals.committed += s.committed
+        }
+        print("raft simulation: \(totals)")
+        // The faults must really have happened, or the run proves little.
+        #expect(totals.crashes > count)
+        #expect(totals.partitions > count)
+        #expect(totals.snapshotsInstalled > 0)
+        #expect(totals.membershipChanges > 0)
+        #expect(totals.transfers > 0)
+        #expect(totals.committed > 10 * count)
+    }
+
+    @Test("the same seed replays exactly")
+    func replay() throws {
+        var first = try Simulation(seed: 42)
+        try first.run()
+        var second = try Simulation(seed: 42)
+        try second.run()
+        #expect(first.appliedAt.count == second.appliedAt.count)
+        #expect(first.appliedAt.keys.sorted().map { first.appliedAt[$0]!.hash } == second.appliedAt.keys.sorted().map { second.appliedAt[$0]!.hash })
+        #expect(first.now == second.now)
+    }
+}
