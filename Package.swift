@@ -89,7 +89,7 @@ let package = Package(
             swiftSettings: strict
         ),
 
-        .testTarget(name: "RaftTests", dependencies: ["Raft"], swiftSettings: strict),
+        .testTarget(name: "RaftTests", dependencies: ["Raft"], exclude: ["testdata"], swiftSettings: strict),
         .testTarget(name: "EventLogTests", dependencies: ["EventLog", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "NodeControlTests", dependencies: ["NodeControl", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "ManagerTests", dependencies: ["Manager"], swiftSettings: strict),

@@ -57,13 +57,26 @@ extension RaftNode {
                 progress[voter] = peer
             }
         case .removeVoter(let voter):
-            progress[voter] = nil
             if voter == id {
-                // A leader removed from the cluster steps down; the others elect a new one.
-                becomeFollower(term: term, leader: nil)
+                try stepDownAfterRemoval()
                 return
             }
+            progress[voter] = nil
             if transferee == voter { transferee = nil }
         }
+    }
+
+    /// A leader whose removal committed tells the remaining voters that it committed, hands
+    /// leadership to the most up-to-date of them (so the cluster need not wait an election
+    /// timeout), and steps down.
+    private mutating func stepDownAfterRemoval() throws {
+        progress[id] = nil
+        try broadcastAppend()
+        let successor = progress.filter { membership.voters.contains($0.key) }
+            .max { ($0.value.match, $1.key) < ($1.value.match, $0.key) }?.key
+        if let successor {
+            send(Message(kind: .timeoutNow, from: id, to: successor, term: term))
+        }
+        becomeFollower(term: term, leader: nil)
     }
 }

@@ -53,7 +53,7 @@ final class Cluster {
     private func record(_ id: NodeID, _ event: ReplicaEvent) {
         switch event {
         case .softState(let soft, let term):
-            trace.append("\(id) is \(soft.role) at term \(term)" + (soft.leader.map { ", leader \($0)" } ?? ""))
+            trace.append("\(id) is \(soft.role.rawValue) at term \(term)" + (soft.leader.map { ", leader \($0)" } ?? ""))
         case .persisted:
             break
         case .snapshotInstalled(let metadata, _):
@@ -139,7 +139,7 @@ final class Cluster {
             guard let raft = replicas[id]?.raft else { return "\(id): down" }
             let s = raft.status
             let voters = s.membership.voters.sorted().map(String.init).joined(separator: ",")
-            return "\(id): \(s.role) term=\(s.term) leader=\(s.leader.map(String.init) ?? "none") "
+            return "\(id): \(s.role.rawValue) term=\(s.term) leader=\(s.leader.map(String.init) ?? "none") "
                 + "commit=\(s.commit) applied=\(s.applied) last=\(s.lastIndex) voters=(\(voters))"
         }
     }
