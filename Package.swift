@@ -81,6 +81,14 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // Benchmarks: `swift run -c release pgquorum-bench --help` (figures in docs/BENCHMARKS.md).
+        .executableTarget(
+            name: "pgquorum-bench",
+            dependencies: ["Raft", "EventLog"],
+            path: "Benchmarks/pgquorum-bench",
+            swiftSettings: strict
+        ),
+
         // Fixtures shared by the test targets: temporary folders, free ports, a real PostgreSQL.
         .target(
             name: "TestSupport",

@@ -1,0 +1,37 @@
+// pgquorum-bench: prints the figures recorded in docs/BENCHMARKS.md.
+//
+//   swift run -c release pgquorum-bench raft [--entries N] [--batch N] [--payload BYTES]
+//
+// Every figure is measured in this process on this machine; compare ratios from one run.
+import Foundation
+import Raft
+
+func argument(_ name: String, default value: Int) -> Int {
+    let arguments = CommandLine.arguments
+    guard let position = arguments.firstIndex(of: name), position + 1 < arguments.count,
+        let parsed = Int(arguments[position + 1])
+    else { return value }
+    return parsed
+}
+
+let usage = """
+    usage: pgquorum-bench raft [--entries N] [--batch N] [--payload BYTES] [--runs N]
+
+      raft   entries committed per second by a 3-replica in-process Raft cluster on
+             in-memory storage: the leader proposes batches, messages are delivered
+             in process, every replica persists and applies every entry.
+    """
+
+let command = CommandLine.arguments.dropFirst().first
+switch command {
+case "raft":
+    try RaftBenchmark(
+        entries: argument("--entries", default: 2_000_000),
+        batch: argument("--batch", default: 256),
+        payloadBytes: argument("--payload", default: 128),
+        runs: argument("--runs", default: 5)
+    ).run()
+default:
+    print(usage)
+    exit(command == nil || command == "--help" ? 0 : 64)
+}
