@@ -98,7 +98,15 @@ let package = Package(
         ),
 
         .testTarget(name: "RaftTests", dependencies: ["Raft"], exclude: ["testdata"], swiftSettings: strict),
-        .testTarget(name: "EventLogTests", dependencies: ["EventLog", "TestSupport"], swiftSettings: strict),
+        // The child process of the LMDB crash test (EventLogTests runs and kills it).
+        .executableTarget(
+            name: "lmdb-crash-child",
+            dependencies: ["EventLog", "Raft"],
+            path: "Tests/LMDBCrashChild",
+            swiftSettings: strict
+        ),
+
+        .testTarget(name: "EventLogTests", dependencies: ["EventLog", "Raft", "TestSupport", "lmdb-crash-child"], swiftSettings: strict),
         .testTarget(name: "NodeControlTests", dependencies: ["NodeControl", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "ManagerTests", dependencies: ["Manager"], swiftSettings: strict),
         .testTarget(name: "pgquorumTests", dependencies: ["pgquorum", "NodeControl", "TestSupport"], swiftSettings: strict),

@@ -1,6 +1,7 @@
 // pgquorum-bench: prints the figures recorded in docs/BENCHMARKS.md.
 //
 //   swift run -c release pgquorum-bench raft [--entries N] [--batch N] [--payload BYTES]
+//   swift run -c release pgquorum-bench lmdb [--seconds S] [--payload BYTES] [--dir DIR]
 //
 // Every figure is measured in this process on this machine; compare ratios from one run.
 import Foundation
@@ -16,10 +17,13 @@ func argument(_ name: String, default value: Int) -> Int {
 
 let usage = """
     usage: pgquorum-bench raft [--entries N] [--batch N] [--payload BYTES] [--runs N]
+           pgquorum-bench lmdb [--seconds S] [--payload BYTES] [--runs N] [--dir DIR]
 
       raft   entries committed per second by a 3-replica in-process Raft cluster on
              in-memory storage: the leader proposes batches, messages are delivered
              in process, every replica persists and applies every entry.
+      lmdb   durable appends per second to the LMDB Raft storage with one entry and with
+             100 entries per write transaction, and commit latency p50/p99.
     """
 
 let command = CommandLine.arguments.dropFirst().first
@@ -30,6 +34,14 @@ case "raft":
         batch: argument("--batch", default: 256),
         payloadBytes: argument("--payload", default: 128),
         runs: argument("--runs", default: 5)
+    ).run()
+case "lmdb":
+    let position = CommandLine.arguments.firstIndex(of: "--dir")
+    try LMDBBenchmark(
+        directory: position.flatMap { $0 + 1 < CommandLine.arguments.count ? CommandLine.arguments[$0 + 1] : nil },
+        seconds: Double(argument("--seconds", default: 3)),
+        payloadBytes: argument("--payload", default: 128),
+        runs: argument("--runs", default: 3)
     ).run()
 default:
     print(usage)

@@ -1,18 +1,11 @@
 import Foundation
 import NodeControl
 import Testing
+import TestSupport
 
 /// Runs the built `pgquorum` executable, which SwiftPM places beside the test binary.
 func runPGQuorum(_ arguments: [String]) throws -> CommandResult {
-    let testBinary = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
-    var folder = URL(fileURLWithPath: testBinary).deletingLastPathComponent()
-    // On Linux the test binary is `<products>/pgquorumPackageTests.xctest`.
-    while !FileManager.default.isExecutableFile(atPath: folder.appendingPathComponent("pgquorum").path),
-        folder.path != "/"
-    {
-        folder.deleteLastPathComponent()
-    }
-    return try runCommand(folder.appendingPathComponent("pgquorum").path, arguments, timeout: .seconds(30), check: false)
+    try runCommand(try BuiltProducts.path(of: "pgquorum"), arguments, timeout: .seconds(30), check: false)
 }
 
 @Suite("the pgquorum executable")

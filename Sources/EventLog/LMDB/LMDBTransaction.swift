@@ -107,6 +107,42 @@ public struct LMDBTransaction: ~Copyable {
         }
     }
 
+    /// Deletes every key from `start` on, up to and including `last` when given; returns how
+    /// many were deleted.
+    @discardableResult
+    public func deleteRange(_ database: LMDBDatabase, from start: [UInt8], through last: [UInt8]? = nil) throws -> Int {
+        try withCursor(database) { cursor in
+            var deleted = 0
+            var found = try start.withUnsafeBytes { startBytes -> Bool in
+                var keyVal = MDB_val(mv_size: startBytes.count, mv_data: UnsafeMutableRawPointer(mutating: startBytes.baseAddress))
+                var dataVal = MDB_val()
+                let code = mdb_cursor_get(cursor, &keyVal, &dataVal, MDB_SET_RANGE)
+                if code == MDB_NOTFOUND { return false }
+                try lmdbCheck(code, "mdb_cursor_get", "\(context) database \(database.name)")
+                return last.map { Self.compare(keyVal, $0) <= 0 } ?? true
+            }
+            while found {
+                try lmdbCheck(mdb_cursor_del(cursor, 0), "mdb_cursor_del", "\(context) database \(database.name)")
+                deleted += 1
+                var keyVal = MDB_val()
+                var dataVal = MDB_val()
+                // After a delete, MDB_NEXT returns the record that followed the deleted one.
+                let code = mdb_cursor_get(cursor, &keyVal, &dataVal, MDB_NEXT)
+                if code == MDB_NOTFOUND { break }
+                try lmdbCheck(code, "mdb_cursor_get", "\(context) database \(database.name)")
+                found = last.map { Self.compare(keyVal, $0) <= 0 } ?? true
+            }
+            return deleted
+        }
+    }
+
+    /// Bytewise comparison of a key in the map with `other`, as LMDB's default order.
+    private static func compare(_ key: MDB_val, _ other: [UInt8]) -> Int {
+        let bytes = UnsafeRawBufferPointer(start: key.mv_data, count: key.mv_size)
+        for (a, b) in zip(bytes, other) where a != b { return a < b ? -1 : 1 }
+        return key.mv_size == other.count ? 0 : (key.mv_size < other.count ? -1 : 1)
+    }
+
     private func withCursor<T>(_ database: LMDBDatabase, _ body: (OpaquePointer) throws -> T) throws -> T {
         var cursor: OpaquePointer?
         try lmdbCheck(mdb_cursor_open(handle, database.handle, &cursor), "mdb_cursor_open", "\(context) database \(database.name)")

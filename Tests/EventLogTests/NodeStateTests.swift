@@ -1,6 +1,6 @@
 import Testing
 
-@testable import Manager
+@testable import EventLog
 
 @Suite("node states")
 struct NodeStateTests {

@@ -1,0 +1,221 @@
+/// A PostgreSQL node's id within a formation, assigned at registration. Zero is never valid.
+public typealias PGNodeID = UInt32
+
+/// A write-ahead log position (`pg_lsn`) as a 64-bit number.
+public typealias LSN = UInt64
+
+/// One fact appended to the event log (DESIGN §3). Goal states are never written: every
+/// reader derives them by replaying these.
+public enum ClusterEvent: Sendable, Equatable {
+    /// A node manager registered a PostgreSQL instance at `pgquorum node create`.
+    case nodeRegistered(NodeRegistration)
+    /// The witness leader's coalesced heartbeats: the latest report of every node heard since
+    /// the last tick.
+    case nodeReports([NodeReport])
+    /// A node manager reached a state.
+    case stateReached(node: PGNodeID, state: NodeState)
+    /// An operator asked for something through the CLI.
+    case operatorRequest(OperatorRequest)
+    /// An operator changed the formation's settings.
+    case settingsChanged(FormationSettings)
+    /// Nothing happened for a tick; the entry only advances log time.
+    case tick
+    /// The set of witnesses changed (mirrors a Raft membership change, for display).
+    case membershipChanged([WitnessMember])
+
+    /// The kind byte on the wire and on disk.
+    var kind: UInt8 {
+        switch self {
+        case .nodeRegistered: return 1
+        case .nodeReports: return 2
+        case .stateReached: return 3
+        case .operatorRequest: return 4
+        case .settingsChanged: return 5
+        case .tick: return 6
+        case .membershipChanged: return 7
+        }
+    }
+
+    /// The short name `pgquorum log` shows and filters by.
+    public var kindName: String {
+        switch self {
+        case .nodeRegistered: return "node-registered"
+        case .nodeReports: return "node-reports"
+        case .stateReached: return "state-reached"
+        case .operatorRequest: return "operator-request"
+        case .settingsChanged: return "settings-changed"
+        case .tick: return "tick"
+        case .membershipChanged: return "membership-changed"
+        }
+    }
+}
+
+/// What a node manager registers about its PostgreSQL instance.
+public struct NodeRegistration: Sendable, Equatable {
+    public var node: PGNodeID
+    public var name: String
+    public var host: String
+    public var port: UInt16
+    /// `pg_control_system().system_identifier`: every node of a formation shares it.
+    public var systemIdentifier: UInt64
+    /// 0 never becomes primary; higher wins elections (pg_auto_failover's default is 50).
+    public var candidatePriority: UInt8
+    /// Whether this node counts in `synchronous_standby_names` (false: asynchronous standby).
+    public var replicationQuorum: Bool
+
+    public init(
+        node: PGNodeID, name: String, host: String, port: UInt16, systemIdentifier: UInt64,
+        candidatePriority: UInt8 = 50, replicationQuorum: Bool = true
+    ) {
+        self.node = node
+        self.name = name
+        self.host = host
+        self.port = port
+        self.systemIdentifier = systemIdentifier
+        self.candidatePriority = candidatePriority
+        self.replicationQuorum = replicationQuorum
+    }
+}
+
+/// How a standby replicates, as `pg_stat_replication.sync_state` says on its primary.
+public enum SyncState: UInt8, Sendable, Equatable, CaseIterable {
+    case unknown = 0
+    case async = 1
+    case potential = 2
+    case sync = 3
+    case quorum = 4
+}
+
+/// One node's heartbeat: what its manager last observed of its postgres.
+public struct NodeReport: Sendable, Equatable {
+    public var node: PGNodeID
+    public var reachedState: NodeState
+    public var postgresRunning: Bool
+    /// The postgres timeline (a *timeline* is not a Raft *term*).
+    public var timeline: UInt32
+    public var flushLSN: LSN
+    public var replayLSN: LSN
+    public var syncState: SyncState
+    /// Replication lag behind the primary, in bytes (zero on the primary).
+    public var lagBytes: UInt64
+    /// When the manager sent the report, on its own monotonic clock (nanoseconds). The
+    /// primary's lease runs from the send time of its last committed report (DESIGN §5).
+    public var sentAtNanos: UInt64
+
+    public init(
+        node: PGNodeID, reachedState: NodeState, postgresRunning: Bool, timeline: UInt32 = 0, flushLSN: LSN = 0,
+        replayLSN: LSN = 0, syncState: SyncState = .unknown, lagBytes: UInt64 = 0, sentAtNanos: UInt64 = 0
+    ) {
+        self.node = node
+        self.reachedState = reachedState
+        self.postgresRunning = postgresRunning
+        self.timeline = timeline
+        self.flushLSN = flushLSN
+        self.replayLSN = replayLSN
+        self.syncState = syncState
+        self.lagBytes = lagBytes
+        self.sentAtNanos = sentAtNanos
+    }
+}
+
+/// What an operator can ask for through the CLI.
+public enum OperatorRequest: Sendable, Equatable {
+    /// A planned switchover, to `target` or to the best candidate.
+    case switchover(target: PGNodeID?)
+    /// Put a node into maintenance (`true`) or take it out (`false`).
+    case maintenance(node: PGNodeID, enabled: Bool)
+    /// Remove a node from the formation.
+    case dropNode(node: PGNodeID)
+}
+
+/// The formation's tunables, changed only through the log so every reader agrees on them.
+/// Durations are in milliseconds of log time (DESIGN §4).
+public struct FormationSettings: Sendable, Equatable {
+    /// `k` in `synchronous_standby_names = 'ANY k (…)'`; 0 turns synchronous replication off.
+    public var numberSyncStandbys: UInt8 = 1
+    /// Strict mode keeps writes waiting when too few standbys are left; availability mode (the
+    /// default) drops to `wait_primary` and lets writes through.
+    public var strictSyncMode: Bool = false
+    /// How often node managers report.
+    public var heartbeatIntervalMillis: UInt32 = 500
+    /// A node with no committed report for this long is unhealthy.
+    public var nodeUnhealthyTimeoutMillis: UInt32 = 2_500
+    /// A node whose reports say postgres is down for this long is unhealthy.
+    public var postgresRestartTimeoutMillis: UInt32 = 5_000
+    /// How long the primary keeps writing after its last committed report (< unhealthy timeout).
+    public var primaryLeaseMillis: UInt32 = 1_500
+
+    public init() {}
+
+    /// Checks the relations DESIGN §5 needs between the timeouts.
+    public func validate() throws(SettingsError) {
+        guard heartbeatIntervalMillis > 0 else { throw SettingsError("heartbeat interval must be positive") }
+        guard primaryLeaseMillis > heartbeatIntervalMillis else {
+            throw SettingsError("primary lease (\(primaryLeaseMillis) ms) must exceed the heartbeat interval (\(heartbeatIntervalMillis) ms)")
+        }
+        // A margin for clock-rate drift between the primary and the witness leader.
+        guard UInt64(primaryLeaseMillis) * 5 <= UInt64(nodeUnhealthyTimeoutMillis) * 4 else {
+            throw SettingsError(
+                "primary lease (\(primaryLeaseMillis) ms) must be at most 80% of the node unhealthy timeout (\(nodeUnhealthyTimeoutMillis) ms)")
+        }
+    }
+}
+
+/// Settings that cannot work together.
+public struct SettingsError: Error, Equatable, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// One witness of the control plane.
+public struct WitnessMember: Sendable, Equatable {
+    public var id: UInt64
+    public var address: String
+
+    public init(id: UInt64, address: String) {
+        self.id = id
+        self.address = address
+    }
+}
+
+/// When the witness leader appended an event.
+public struct LogStamp: Sendable, Equatable {
+    /// The leader's monotonic clock in nanoseconds since its term began: durations are
+    /// measured only between stamps of the same Raft term (DESIGN §4).
+    public var leaderClockNanos: UInt64
+    /// The leader's wall clock in milliseconds since 1970, for display only.
+    public var wallTimeMillis: Int64
+
+    public init(leaderClockNanos: UInt64, wallTimeMillis: Int64) {
+        self.leaderClockNanos = leaderClockNanos
+        self.wallTimeMillis = wallTimeMillis
+    }
+}
+
+/// The payload of one Raft entry: an event of one formation, stamped by the leader.
+public struct EventRecord: Sendable, Equatable {
+    public static let defaultFormation = "default"
+
+    public var formation: String
+    public var stamp: LogStamp
+    public var event: ClusterEvent
+
+    public init(formation: String = EventRecord.defaultFormation, stamp: LogStamp, event: ClusterEvent) {
+        self.formation = formation
+        self.stamp = stamp
+        self.event = event
+    }
+}
+
+/// An event record with its place in the log.
+public struct LogEntry: Sendable, Equatable {
+    public var index: UInt64
+    public var term: UInt64
+    public var record: EventRecord
+
+    public init(index: UInt64, term: UInt64, record: EventRecord) {
+        self.index = index
+        self.term = term
+        self.record = record
+    }
+}

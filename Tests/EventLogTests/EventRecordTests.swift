@@ -1,0 +1,144 @@
+import Raft
+import Testing
+
+@testable import EventLog
+
+/// One record of every event kind, with values at the edges of their ranges.
+let sampleRecords: [EventRecord] = {
+    let stamp = LogStamp(leaderClockNanos: 1_234_567_890, wallTimeMillis: 1_795_000_000_000)
+    var settings = FormationSettings()
+    settings.numberSyncStandbys = 2
+    settings.strictSyncMode = true
+    let events: [ClusterEvent] = [
+        .nodeRegistered(NodeRegistration(node: 1, name: "node-1", host: "10.0.0.1", port: 5432, systemIdentifier: .max, candidatePriority: 100, replicationQuorum: false)),
+        .nodeReports([]),
+        .nodeReports([
+            NodeReport(node: 1, reachedState: .primary, postgresRunning: true, timeline: 3, flushLSN: 0x1_0000_0028, replayLSN: 0, syncState: .unknown, lagBytes: 0, sentAtNanos: 99),
+            NodeReport(node: .max, reachedState: .secondary, postgresRunning: false, timeline: .max, flushLSN: .max, replayLSN: .max, syncState: .quorum, lagBytes: .max, sentAtNanos: .max),
+        ]),
+        .stateReached(node: 2, state: .waitPrimary),
+        .operatorRequest(.switchover(target: nil)),
+        .operatorRequest(.switchover(target: 3)),
+        .operatorRequest(.maintenance(node: 2, enabled: true)),
+        .operatorRequest(.dropNode(node: 4)),
+        .settingsChanged(settings),
+        .tick,
+        .membershipChanged([WitnessMember(id: 1, address: "127.0.0.1:7001"), WitnessMember(id: 2, address: "[::1]:7002")]),
+    ]
+    return events.map { EventRecord(formation: "default", stamp: stamp, event: $0) }
+        + [EventRecord(formation: "formation-é", stamp: LogStamp(leaderClockNanos: 0, wallTimeMillis: -1), event: .tick)]
+}()
+
+@Suite("event records")
+struct EventRecordTests {
+    @Test("every kind encodes and decodes to itself")
+    func roundTrip() throws {
+        for record in sampleRecords {
+            #expect(try EventRecord(decoding: record.encoded()) == record)
+        }
+        let kinds = Set(sampleRecords.map(\.event.kindName))
+        #expect(kinds == ["node-registered", "node-reports", "state-reached", "operator-request", "settings-changed", "tick", "membership-changed"])
+        for state in NodeState.allCases {
+            let record = EventRecord(stamp: LogStamp(leaderClockNanos: 1, wallTimeMillis: 1), event: .stateReached(node: 1, state: state))
+            #expect(try EventRecord(decoding: record.encoded()) == record)
+        }
+    }
+
+    @Test("the byte layout of a tick is pinned: version, kind, formation, clocks, CRC32C")
+    func pinnedLayout() {
+        let record = EventRecord(formation: "f", stamp: LogStamp(leaderClockNanos: 2, wallTimeMillis: 3), event: .tick)
+        let bytes = record.encoded()
+        let body: [UInt8] = [1, 6, 0, 1, 0x66, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3]
+        #expect(bytes == body + withUnsafeBytes(of: CRC32C.checksum(body).bigEndian) { Array($0) })
+    }
+
+    @Test("CRC32C matches the standard check value")
+    func crcCheckValue() {
+        // The CRC-32C of "123456789" is 0xE3069283 (RFC 3720, appendix B.4).
+        #expect(CRC32C.checksum(Array("123456789".utf8)) == 0xE306_9283)
+        let long = (0..<1000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        #expect(CRC32C.checksum(Array(long[500...]), continuing: CRC32C.checksum(Array(long[..<500]))) == CRC32C.checksum(long))
+    }
+
+    @Test("an unknown version, a flipped bit, a short record each give a typed error")
+    func typedErrors() {
+        var bytes = sampleRecords[0].encoded()
+        var future = bytes
+        future[0] = 2
+        let body = Array(future.dropLast(4))
+        future = body + withUnsafeBytes(of: CRC32C.checksum(body).bigEndian) { Array($0) }
+        #expect(throws: DecodingError.unknownVersion(2, supported: 1)) { try EventRecord(decoding: future) }
+        bytes[10] ^= 0x04
+        #expect {
+            try EventRecord(decoding: bytes)
+        } throws: { error in
+            if case DecodingError.checksumMismatch = error { return true }
+            return false
+        }
+        #expect(throws: DecodingError.truncated(field: "checksum", needed: 4, available: 3)) { try EventRecord(decoding: [1, 2, 3]) }
+        #expect(throws: DecodingError.self) { try EventRecord(decoding: []) }
+    }
+
+    @Test("a record with a valid checksum but a bad field is refused, naming the field")
+    func badFieldsWithValidChecksum() {
+        func sealed(_ body: [UInt8]) -> [UInt8] { body + withUnsafeBytes(of: CRC32C.checksum(body).bigEndian) { Array($0) } }
+        let header: [UInt8] = [1, 3, 0, 1, 0x66] + [UInt8](repeating: 0, count: 16)
+        #expect(throws: DecodingError.invalidValue(field: "node", reason: "node id 0")) {
+            try EventRecord(decoding: sealed(header + [0, 0, 0, 0, 1]))
+        }
+        #expect(throws: DecodingError.unknownKind(field: "node state", value: 99)) {
+            try EventRecord(decoding: sealed(header + [0, 0, 0, 1, 99]))
+        }
+        #expect(throws: DecodingError.trailingBytes(count: 1)) {
+            try EventRecord(decoding: sealed(header + [0, 0, 0, 1, 1, 0]))
+        }
+        #expect(throws: DecodingError.unknownKind(field: "event kind", value: 77)) {
+            try EventRecord(decoding: sealed([1, 77, 0, 1, 0x66] + [UInt8](repeating: 0, count: 16)))
+        }
+        let hugeCount: [UInt8] = [1, 2, 0, 1, 0x66] + [UInt8](repeating: 0, count: 16) + [0xff, 0xff, 0xff, 0xff]
+        #expect(throws: DecodingError.invalidValue(field: "report count", reason: "count 4294967295 exceeds the maximum of 1024")) {
+            try EventRecord(decoding: sealed(hugeCount))
+        }
+    }
+
+    @Test("100,000 random and mutated inputs never crash the decoder")
+    func fuzz() {
+        var generator = SeededGenerator(seed: 0xF00D)
+        var accepted = 0
+        var refused = 0
+        let valid = sampleRecords.map { $0.encoded() }
+        for round in 0..<100_000 {
+            var bytes: [UInt8]
+            switch round % 4 {
+            case 0:
+                bytes = (0..<Int(generator.next() % 96)).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
+            case 1:
+                bytes = valid[Int(generator.next() % UInt64(valid.count))]
+                for _ in 0..<(1 + Int(generator.next() % 4)) where !bytes.isEmpty {
+                    bytes[Int(generator.next() % UInt64(bytes.count))] ^= UInt8(truncatingIfNeeded: 1 + generator.next() % 255)
+                }
+            case 2:
+                bytes = valid[Int(generator.next() % UInt64(valid.count))]
+                bytes = Array(bytes.prefix(Int(generator.next() % UInt64(bytes.count + 1))))
+            default:
+                // Mutate the body and re-seal it, so the field checks (not the CRC) must refuse it.
+                var body = Array(valid[Int(generator.next() % UInt64(valid.count))].dropLast(4))
+                if !body.isEmpty {
+                    body[Int(generator.next() % UInt64(body.count))] = UInt8(truncatingIfNeeded: generator.next())
+                }
+                if generator.next() % 3 == 0 { body += [UInt8(truncatingIfNeeded: generator.next())] }
+                bytes = body + withUnsafeBytes(of: CRC32C.checksum(body).bigEndian) { Array($0) }
+            }
+            do {
+                let record = try EventRecord(decoding: bytes)
+                // Whatever decodes must encode back to the same bytes.
+                #expect(record.encoded() == bytes)
+                accepted += 1
+            } catch {
+                refused += 1
+            }
+        }
+        #expect(accepted + refused == 100_000)
+        #expect(refused > 50_000)
+    }
+}
