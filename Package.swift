@@ -98,16 +98,16 @@ let package = Package(
         ),
 
         .testTarget(name: "RaftTests", dependencies: ["Raft"], exclude: ["testdata"], swiftSettings: strict),
-        // The child process of the LMDB crash test (EventLogTests runs and kills it).
+        // Child processes that tests start and kill (the LMDB crash test, postgres supervision).
         .executableTarget(
-            name: "lmdb-crash-child",
-            dependencies: ["EventLog", "Raft"],
-            path: "Tests/LMDBCrashChild",
+            name: "pgquorum-test-helper",
+            dependencies: ["EventLog", "Raft", "NodeControl"],
+            path: "Tests/TestHelper",
             swiftSettings: strict
         ),
 
-        .testTarget(name: "EventLogTests", dependencies: ["EventLog", "Raft", "TestSupport", "lmdb-crash-child"], swiftSettings: strict),
-        .testTarget(name: "NodeControlTests", dependencies: ["NodeControl", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "EventLogTests", dependencies: ["EventLog", "Raft", "TestSupport", "pgquorum-test-helper"], swiftSettings: strict),
+        .testTarget(name: "NodeControlTests", dependencies: ["NodeControl", "TestSupport", "pgquorum-test-helper"], swiftSettings: strict),
         .testTarget(name: "ManagerTests", dependencies: ["Manager", "EventLog"], swiftSettings: strict),
         .testTarget(name: "pgquorumTests", dependencies: ["pgquorum", "NodeControl", "TestSupport"], swiftSettings: strict),
     ]

@@ -144,11 +144,12 @@ public struct CommandResult: Sendable {
 /// Runs a command to completion, capturing its standard output and error together.
 ///
 /// A command still running after `timeout` is killed and reported as `.timedOut`. With
-/// `check`, a non-zero exit throws `.failed` carrying the output's tail.
+/// `check`, a non-zero exit throws `.failed` carrying the output's tail. `onOutput` sees each
+/// chunk of output as it arrives (for progress reports).
 @discardableResult
 public func runCommand(
     _ executable: String, _ arguments: [String], environment: [String: String]? = nil,
-    timeout: Duration = .seconds(120), check: Bool = true
+    timeout: Duration = .seconds(120), check: Bool = true, onOutput: ((String) -> Void)? = nil
 ) throws(ProcessError) -> CommandResult {
     var fds: [Int32] = [-1, -1]
     guard pipe(&fds) == 0 else {
@@ -195,6 +196,7 @@ public func runCommand(
         if count < 0 && errno == EINTR { continue }
         if count <= 0 { break }
         output.append(contentsOf: buffer[0..<count])
+        onOutput?(String(decoding: buffer[0..<count], as: UTF8.self))
     }
     var status: Int32 = 0
     while waitpid(pid, &status, 0) < 0 && errno == EINTR {}

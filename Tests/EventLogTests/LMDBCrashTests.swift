@@ -8,7 +8,7 @@ import TestSupport
 
 @Suite("LMDB storage under SIGKILL")
 struct LMDBCrashTests {
-    /// The entry the child writes at `index` (the same function as in Tests/LMDBCrashChild).
+    /// The entry the child writes at `index` (the same function as in Tests/TestHelper).
     func expectedEntry(_ index: UInt64) -> Entry {
         let data = Array("entry-\(index)-".utf8) + [UInt8](repeating: UInt8(index % 251), count: Int(index % 64))
         return Entry(term: 1 + index / 1000, index: index, data: data)
@@ -19,12 +19,12 @@ struct LMDBCrashTests {
         let folder = try TemporaryDirectory()
         defer { folder.remove() }
         let store = try folder.makeDirectory("store")
-        let child = try BuiltProducts.path(of: "lmdb-crash-child")
+        let child = try BuiltProducts.path(of: "pgquorum-test-helper")
         var generator = SeededGenerator(seed: 2026)
         var acknowledgedMax: UInt64 = 0
         for round in 1...24 {
             let output = folder.appending("round-\(round).out")
-            let process = try ChildProcess.spawn(child, [store, String(round)], output: .file(path: output))
+            let process = try ChildProcess.spawn(child, ["lmdb-append", store, String(round)], output: .file(path: output))
             // Let it write for a while: the kill lands at a random moment of its loop.
             try await Task.sleep(for: .milliseconds(30 + Int(generator.next() % 170)))
             process.send(SIGKILL)

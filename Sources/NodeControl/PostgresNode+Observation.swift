@@ -1,0 +1,102 @@
+/// One row of `pg_stat_replication` on a primary (or cascading standby).
+public struct ReplicationPeer: Sendable, Equatable {
+    public var applicationName: String
+    public var state: String
+    public var syncState: String
+    public var flushLSN: UInt64?
+    public var replayLSN: UInt64?
+    /// Bytes of WAL between our current position and the peer's replay position.
+    public var lagBytes: UInt64?
+}
+
+/// `pg_stat_wal_receiver` on a standby.
+public struct WALReceiver: Sendable, Equatable {
+    public var status: String
+    public var senderHost: String?
+    public var senderPort: Int?
+    public var receivedTimeline: UInt32?
+    public var flushedLSN: UInt64?
+}
+
+/// What the manager observes of its postgres on each loop.
+public struct PostgresObservation: Sendable, Equatable {
+    public var inRecovery: Bool
+    public var timeline: UInt32
+    /// The primary's current write position; on a standby, the last received position.
+    public var currentLSN: UInt64
+    /// WAL flushed to disk (primary), or received and flushed (standby).
+    public var flushLSN: UInt64
+    /// WAL replayed (standby); equal to `flushLSN` on a primary.
+    public var replayLSN: UInt64
+    public var systemIdentifier: UInt64
+    public var defaultTransactionReadOnly: Bool
+    public var synchronousStandbyNames: String
+    public var replication: [ReplicationPeer]
+    public var walReceiver: WALReceiver?
+}
+
+extension PostgresNode {
+    /// Reads the node's role, timeline, positions and replication status in one connection.
+    public func observe() throws(NodeControlError) -> PostgresObservation {
+        try withConnection("observe \(dataDirectory)") { connection throws(PostgresError) -> PostgresObservation in
+            let base = try connection.query(
+                """
+                SELECT pg_is_in_recovery(), system_identifier::text, current_setting('default_transaction_read_only'),
+                       current_setting('synchronous_standby_names'),
+                       (SELECT timeline_id FROM pg_control_checkpoint())
+                FROM pg_control_system()
+                """)
+            let row = base.rows[0]
+            let inRecovery = row[0] == "t"
+            var observation = PostgresObservation(
+                inRecovery: inRecovery, timeline: UInt32(row[4] ?? "") ?? 0, currentLSN: 0, flushLSN: 0, replayLSN: 0,
+                systemIdentifier: UInt64(row[1] ?? "") ?? 0, defaultTransactionReadOnly: row[2] == "on",
+                synchronousStandbyNames: row[3] ?? "", replication: [], walReceiver: nil)
+            if inRecovery {
+                let positions = try connection.query("SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text").rows[0]
+                observation.replayLSN = positions[1].flatMap(LSNFormat.parse) ?? 0
+                observation.flushLSN = positions[0].flatMap(LSNFormat.parse) ?? observation.replayLSN
+                observation.currentLSN = observation.flushLSN
+                observation.walReceiver = try walReceiver(connection)
+                if let timeline = observation.walReceiver?.receivedTimeline, timeline > observation.timeline {
+                    observation.timeline = timeline
+                }
+            } else {
+                let positions = try connection.query(
+                    "SELECT pg_current_wal_lsn()::text, pg_current_wal_flush_lsn()::text, substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"
+                ).rows[0]
+                observation.currentLSN = positions[0].flatMap(LSNFormat.parse) ?? 0
+                observation.flushLSN = positions[1].flatMap(LSNFormat.parse) ?? 0
+                observation.replayLSN = observation.flushLSN
+                observation.timeline = positions[2].flatMap { UInt32($0, radix: 16) } ?? observation.timeline
+            }
+            observation.replication = try replicationPeers(connection)
+            return observation
+        }
+    }
+
+    private func replicationPeers(_ connection: PostgresConnection) throws(PostgresError) -> [ReplicationPeer] {
+        let result = try connection.query(
+            """
+            SELECT application_name, state, sync_state, flush_lsn::text, replay_lsn::text,
+                   pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END,
+                                   replay_lsn)::bigint
+            FROM pg_stat_replication ORDER BY application_name
+            """)
+        return result.rows.map { row in
+            ReplicationPeer(
+                applicationName: row[0] ?? "", state: row[1] ?? "", syncState: row[2] ?? "",
+                flushLSN: row[3].flatMap(LSNFormat.parse), replayLSN: row[4].flatMap(LSNFormat.parse),
+                lagBytes: row[5].flatMap { Int64($0) }.map { UInt64(max(0, $0)) })
+        }
+    }
+
+    private func walReceiver(_ connection: PostgresConnection) throws(PostgresError) -> WALReceiver? {
+        let result = try connection.query(
+            "SELECT status, sender_host, sender_port, received_tli, flushed_lsn::text FROM pg_stat_wal_receiver")
+        guard let row = result.rows.first else { return nil }
+        return WALReceiver(
+            status: row[0] ?? "", senderHost: row[1], senderPort: row[2].flatMap { Int($0) },
+            receivedTimeline: row[3].flatMap { UInt32($0) }, flushedLSN: row[4].flatMap(LSNFormat.parse))
+    }
+}

@@ -1,0 +1,127 @@
+import Foundation
+
+extension PostgresNode {
+    /// The file our settings live in, included at the end of postgresql.conf.
+    var settingsFile: String { dataDirectory + "/pgquorum.conf" }
+    /// The file of standby settings (upstream, slot), included after `settingsFile`.
+    var standbySettingsFile: String { dataDirectory + "/pgquorum-standby.conf" }
+
+    /// Creates the run folder (0700) and, when the data directory is missing or empty, a new
+    /// cluster with initdb; then writes our settings and `pg_hba.conf`. Idempotent: an
+    /// existing cluster keeps its data and gets its configuration rewritten.
+    ///
+    /// `peers` are the addresses (host or CIDR) allowed to replicate from this node.
+    public func initialize(peers: [String]) throws(NodeControlError) {
+        try prepareRunDirectory()
+        if !fileExists(dataDirectory + "/PG_VERSION") {
+            if fileExists(dataDirectory), let contents = try? FileManager.default.contentsOfDirectory(atPath: dataDirectory), !contents.isEmpty {
+                throw .dataDirectoryNotEmpty(path: dataDirectory)
+            }
+            try makeDirectory(dataDirectory, mode: 0o700)
+            try runServerProgram(
+                "initdb",
+                ["-D", dataDirectory, "-U", "postgres", "-E", "UTF8", "--locale=C", "--auth-local=trust", "--auth-host=scram-sha-256"],
+                operation: "initdb of \(dataDirectory)")
+        }
+        try writeSettings()
+        try writeHBA(peers: peers)
+    }
+
+    /// The run folder holds the socket, log and password file: private to the server user.
+    func prepareRunDirectory() throws(NodeControlError) {
+        try makeDirectory(configuration.runDirectory, mode: 0o700)
+    }
+
+    /// Writes `pgquorum.conf` and makes sure postgresql.conf includes it.
+    public func writeSettings() throws(NodeControlError) {
+        var settings: [(String, String)] = [
+            ("listen_addresses", configuration.listenAddress),
+            ("port", String(configuration.port)),
+            ("unix_socket_directories", configuration.runDirectory),
+            ("unix_socket_permissions", "0700"),
+            ("wal_level", "replica"),
+            // pg_rewind needs hint bits WAL-logged (or data checksums).
+            ("wal_log_hints", "on"),
+            ("max_wal_senders", "16"),
+            ("max_replication_slots", "16"),
+            ("hot_standby", "on"),
+            ("hot_standby_feedback", "on"),
+            ("wal_receiver_status_interval", "1s"),
+            // Keep WAL around so that pg_rewind finds the old primary's history after a failover.
+            ("wal_keep_size", "512MB"),
+            ("password_encryption", "scram-sha-256"),
+            ("cluster_name", configuration.applicationName),
+            ("logging_collector", "off"),
+            ("log_line_prefix", "%m [%p] "),
+        ]
+        settings += configuration.extraSettings.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+        let body = settings.map { "\($0.0) = '\(escapeConfValue($0.1))'" }.joined(separator: "\n")
+        try writeFile(settingsFile, "# Written by pgquorum; changes here are overwritten.\n\(body)\n", mode: 0o600)
+        if !fileExists(standbySettingsFile) {
+            try writeFile(standbySettingsFile, "# Written by pgquorum: standby settings.\n", mode: 0o600)
+        }
+        let mainFile = dataDirectory + "/postgresql.conf"
+        let main = try readFile(mainFile)
+        let includes = "include_if_exists = 'pgquorum.conf'\ninclude_if_exists = 'pgquorum-standby.conf'\n"
+        if !main.contains("include_if_exists = 'pgquorum.conf'") {
+            try writeFile(mainFile, main + "\n# pgquorum\n" + includes, mode: 0o600)
+        }
+    }
+
+    /// Writes pg_hba.conf: local trust for the postgres superuser (the socket folder is
+    /// private), SCRAM for the replication role from each peer.
+    public func writeHBA(peers: [String]) throws(NodeControlError) {
+        var lines = [
+            "# Written by pgquorum; changes here are overwritten.",
+            "local   all          postgres                        trust",
+        ]
+        let user = configuration.replicationUser
+        for peer in peers.sorted() {
+            let address = peer.contains("/") ? peer : (peer.contains(":") ? "\(peer)/128" : "\(peer)/32")
+            lines.append("host    replication  \(user)  \(address)  scram-sha-256")
+            lines.append("host    postgres     \(user)  \(address)  scram-sha-256")
+        }
+        try writeFile(dataDirectory + "/pg_hba.conf", lines.joined(separator: "\n") + "\n", mode: 0o600)
+    }
+
+    /// Saves the replication password where libpq finds it (`PGPASSFILE`, and `passfile=` in
+    /// `primary_conninfo`): a .pgpass file readable only by the server user.
+    public func writeReplicationPassword(_ password: String) throws(NodeControlError) {
+        guard !password.isEmpty, !password.contains(":"), !password.contains("\\"), !password.contains("\n") else {
+            throw .invalidConfiguration("the replication password must be non-empty without ':', '\\' or newlines")
+        }
+        try prepareRunDirectory()
+        try writeFile(passfilePath, "*:*:*:\(configuration.replicationUser):\(password)\n", mode: 0o600)
+    }
+
+    /// Creates (or updates) the replication role on a running primary: LOGIN REPLICATION with
+    /// the SCRAM password, and the functions pg_rewind needs (PostgreSQL docs, pg_rewind).
+    public func createReplicationRole(password: String) throws(NodeControlError) {
+        let user = configuration.replicationUser
+        try withConnection("create the replication role \(user)") { connection throws(PostgresError) in
+            let exists = try connection.scalar("SELECT count(*) FROM pg_roles WHERE rolname = $1", [user]) == "1"
+            let verb = exists ? "ALTER" : "CREATE"
+            // The password goes through a parameter into format(%L): never spliced by us.
+            let statement = try connection.scalar("SELECT format('\(verb) ROLE \(user) LOGIN REPLICATION PASSWORD %L', $1::text)", [password]) ?? ""
+            try connection.query(statement)
+            for function in [
+                "pg_catalog.pg_ls_dir(text, boolean, boolean)", "pg_catalog.pg_stat_file(text, boolean)",
+                "pg_catalog.pg_read_binary_file(text)", "pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)",
+            ] {
+                try connection.query("GRANT EXECUTE ON FUNCTION \(function) TO \(user)")
+            }
+        }
+    }
+
+    /// A fresh random password: 32 characters from the kernel's random source.
+    public static func generatePassword() -> String {
+        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+        var generator = SystemRandomNumberGenerator()
+        return String((0..<32).map { _ in alphabet[Int(generator.next() % UInt64(alphabet.count))] })
+    }
+}
+
+/// Quotes a value for a postgresql.conf line: single quotes doubled, backslashes escaped.
+func escapeConfValue(_ value: String) -> String {
+    value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "'", with: "''")
+}

@@ -1,0 +1,151 @@
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One PostgreSQL instance on this host, supervised as a direct child of this process.
+///
+/// Postgres is started through `setpriv` with a parent-death signal (SIGKILL), so it dies
+/// with the process that started it (DESIGN §5 rule 2); as root, `setpriv` also drops to the
+/// postgres OS user. Every operation is idempotent where it can be and throws a
+/// `NodeControlError` that carries the failing command's output tail.
+public final class PostgresNode: Sendable {
+    public let configuration: PostgresNodeConfiguration
+    private let child = Mutex<ChildProcess?>(nil)
+
+    public init(_ configuration: PostgresNodeConfiguration) throws(NodeControlError) {
+        try configuration.validate()
+        self.configuration = configuration
+    }
+
+    var installation: PostgresInstallation { configuration.installation }
+    public var dataDirectory: String { configuration.dataDirectory }
+    public var logPath: String { configuration.runDirectory + "/postgres.log" }
+    var passfilePath: String { configuration.runDirectory + "/replication.pgpass" }
+
+    /// Options for a local superuser connection over the private Unix socket.
+    public func localConnectionOptions(database: String = "postgres") -> PostgresConnectionOptions {
+        var options = PostgresConnectionOptions(host: configuration.runDirectory, port: configuration.port, user: "postgres", database: database)
+        options.connectTimeoutSeconds = 5
+        options.applicationName = "pgquorum_manager"
+        return options
+    }
+
+    /// Opens a local superuser connection.
+    public func connect(_ operation: String) throws(NodeControlError) -> PostgresConnection {
+        do {
+            return try PostgresConnection(localConnectionOptions())
+        } catch {
+            throw .postgres(operation: operation, error: error)
+        }
+    }
+
+    /// Runs `body` on a fresh local connection, mapping errors to `operation`.
+    @discardableResult
+    func withConnection<T>(_ operation: String, _ body: (PostgresConnection) throws(PostgresError) -> T) throws(NodeControlError) -> T {
+        let connection = try connect(operation)
+        defer { connection.close() }
+        do {
+            return try body(connection)
+        } catch {
+            throw .postgres(operation: operation, error: error)
+        }
+    }
+
+    // MARK: - The postgres process
+
+    /// The postmaster's pid while it runs under us.
+    public var pid: pid_t? {
+        child.withLock { $0?.isRunning == true ? $0?.pid : nil }
+    }
+
+    /// Whether the postmaster we started is still running.
+    public var isRunning: Bool { pid != nil }
+
+    /// How the postmaster ended, once it has.
+    public var termination: Termination? {
+        child.withLock { $0?.poll() }
+    }
+
+    /// Starts postgres and waits until it accepts connections. Does nothing if it runs.
+    public func start() async throws(NodeControlError) {
+        if isRunning { return }
+        try requireDataDirectory()
+        let command: (executable: String, arguments: [String])
+        do {
+            command = try installation.command("postgres", ["-D", dataDirectory], parentDeathSignal: "KILL")
+        } catch {
+            throw .startFailed(dataDirectory: dataDirectory, reason: String(describing: error), logTail: "")
+        }
+        let process: ChildProcess
+        do {
+            try ensureFile(logPath)
+            process = try ChildProcess.spawn(command.executable, command.arguments, output: .file(path: logPath))
+        } catch let error as ProcessError {
+            throw .startFailed(dataDirectory: dataDirectory, reason: String(describing: error), logTail: "")
+        } catch let error as NodeControlError {
+            throw error
+        } catch {
+            throw .startFailed(dataDirectory: dataDirectory, reason: String(describing: error), logTail: "")
+        }
+        child.withLock { $0 = process }
+        let clock = ContinuousClock()
+        let deadline = clock.now + configuration.startTimeout
+        while true {
+            if let ended = process.poll() {
+                throw .startFailed(dataDirectory: dataDirectory, reason: "postgres \(ended)", logTail: logTail())
+            }
+            if let connection = try? PostgresConnection(localConnectionOptions()) {
+                connection.close()
+                return
+            }
+            if clock.now >= deadline {
+                await process.stop(signal: SIGKILL, grace: .seconds(5))
+                throw .startFailed(dataDirectory: dataDirectory, reason: "no connection within \(configuration.startTimeout)", logTail: logTail())
+            }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    /// Stops postgres in `mode`, escalating to the next mode (and finally SIGKILL) when it
+    /// does not end within the stop timeout. Does nothing if it is not running.
+    @discardableResult
+    public func stop(_ mode: ShutdownMode = .fast) async -> Termination? {
+        guard let process = child.withLock({ $0 }) else { return nil }
+        let signals: [Int32]
+        switch mode {
+        case .smart: signals = [SIGTERM, SIGINT, SIGQUIT, SIGKILL]
+        case .fast: signals = [SIGINT, SIGQUIT, SIGKILL]
+        case .immediate: signals = [SIGQUIT, SIGKILL]
+        }
+        for signal in signals {
+            process.send(signal)
+            if let ended = await process.wait(timeout: configuration.stopTimeout) { return ended }
+        }
+        return await process.wait(timeout: .seconds(60))
+    }
+
+    /// Asks the running postgres to re-read its configuration files.
+    public func reload() throws(NodeControlError) {
+        _ = try withConnection("reload the configuration of \(dataDirectory)") { connection throws(PostgresError) in
+            try connection.query("SELECT pg_reload_conf()")
+        }
+    }
+
+    /// The last lines of the server log, for error messages.
+    public func logTail() -> String {
+        guard let text = try? readFile(logPath) else { return "" }
+        return tail(text)
+    }
+
+    func requireDataDirectory() throws(NodeControlError) {
+        guard fileExists(dataDirectory) else { throw .dataDirectoryMissing(path: dataDirectory) }
+        guard fileExists(dataDirectory + "/PG_VERSION") else { throw .notADataDirectory(path: dataDirectory) }
+    }
+
+    /// Creates `path` empty if missing, owned by the server user.
+    func ensureFile(_ path: String) throws(NodeControlError) {
+        if !fileExists(path) { try writeFile(path, "", mode: 0o640) }
+    }
+}
