@@ -57,10 +57,7 @@ struct PostgresNodeTests {
     func promoteAndRewind() async throws {
         try await withNodes(["node_1", "node_2"]) { nodes in
             let (oldPrimary, newPrimary) = (nodes[0], nodes[1])
-            try await oldPrimary.startPrimary()
-            try oldPrimary.node.createSlot("node_2")
-            try newPrimary.node.basebackup(from: oldPrimary.source, slot: "node_2")
-            try await newPrimary.node.start()
+            try await startPrimaryAndStandby(oldPrimary, newPrimary)
             try oldPrimary.sql("CREATE TABLE t (id int PRIMARY KEY)")
             try oldPrimary.sql("INSERT INTO t VALUES (1)")
             try await waitUntil("row 1 reaches the standby") { try newPrimary.sql("SELECT count(*) FROM t") == "1" }
@@ -98,10 +95,7 @@ struct PostgresNodeTests {
     func synchronousCommitWaits() async throws {
         try await withNodes(["node_1", "node_2"]) { nodes in
             let (primary, standby) = (nodes[0], nodes[1])
-            try await primary.startPrimary()
-            try primary.node.createSlot("node_2")
-            try standby.node.basebackup(from: primary.source, slot: "node_2")
-            try await standby.node.start()
+            try await startPrimaryAndStandby(primary, standby)
             try primary.sql("CREATE TABLE t (id int)")
             try primary.node.setSynchronousStandbyNames("ANY 1 (node_2)")
             try await waitUntil("node_2 is a quorum standby") {
@@ -185,6 +179,15 @@ struct PostgresNodeTests {
             #expect(clock.now - killed < .seconds(1))
         }
     }
+}
+
+/// Starts `primary`, then clones `standby` from it through a slot named after the standby
+/// and starts it streaming.
+func startPrimaryAndStandby(_ primary: NodeFixture, _ standby: NodeFixture) async throws {
+    try await primary.startPrimary()
+    try primary.node.createSlot(standby.name)
+    try standby.node.basebackup(from: primary.source, slot: standby.name)
+    try await standby.node.start()
 }
 
 /// Whether `pid` is a live process (a zombie waiting to be reaped counts as dead).
