@@ -108,7 +108,7 @@ let package = Package(
 
         .testTarget(name: "EventLogTests", dependencies: ["EventLog", "Raft", "TestSupport", "pgquorum-test-helper"], swiftSettings: strict),
         .testTarget(name: "NodeControlTests", dependencies: ["NodeControl", "TestSupport", "pgquorum-test-helper"], swiftSettings: strict),
-        .testTarget(name: "ManagerTests", dependencies: ["Manager", "EventLog"], swiftSettings: strict),
+        .testTarget(name: "ManagerTests", dependencies: ["Manager", "EventLog"], exclude: ["testdata"], swiftSettings: strict),
         .testTarget(name: "pgquorumTests", dependencies: ["pgquorum", "NodeControl", "TestSupport"], swiftSettings: strict),
     ]
 )

@@ -42,27 +42,11 @@ extension ClusterEvent {
     func encodePayload(into writer: inout ByteWriter) {
         switch self {
         case .nodeRegistered(let registration):
-            writer.write(registration.node)
-            writer.write(registration.name)
-            writer.write(registration.host)
-            writer.write(registration.port)
-            writer.write(registration.systemIdentifier)
-            writer.write(registration.candidatePriority)
-            writer.write(registration.replicationQuorum)
+            writer.write(registration)
         case .nodeReports(let reports):
             precondition(reports.count <= EventRecord.reportsPerEntryMax, "\(reports.count) reports in one entry")
             writer.write(UInt32(reports.count))
-            for report in reports {
-                writer.write(report.node)
-                writer.write(report.reachedState.code)
-                writer.write(report.postgresRunning)
-                writer.write(report.timeline)
-                writer.write(report.flushLSN)
-                writer.write(report.replayLSN)
-                writer.write(report.syncState.rawValue)
-                writer.write(report.lagBytes)
-                writer.write(report.sentAtNanos)
-            }
+            for report in reports { writer.write(report) }
         case .stateReached(let node, let state):
             writer.write(node)
             writer.write(state.code)
@@ -80,12 +64,7 @@ extension ClusterEvent {
                 writer.write(node)
             }
         case .settingsChanged(let settings):
-            writer.write(settings.numberSyncStandbys)
-            writer.write(settings.strictSyncMode)
-            writer.write(settings.heartbeatIntervalMillis)
-            writer.write(settings.nodeUnhealthyTimeoutMillis)
-            writer.write(settings.postgresRestartTimeoutMillis)
-            writer.write(settings.primaryLeaseMillis)
+            writer.write(settings)
         case .tick:
             break
         case .membershipChanged(let members):
@@ -101,46 +80,19 @@ extension ClusterEvent {
     static func decodePayload(kind: UInt8, from reader: inout ByteReader) throws(DecodingError) -> ClusterEvent {
         switch kind {
         case 1:
-            let registration = NodeRegistration(
-                node: try readNodeID(&reader, "registered node"), name: try reader.readString("node name"),
-                host: try reader.readString("node host"), port: try reader.readUInt16("node port"),
-                systemIdentifier: try reader.readUInt64("system identifier"),
-                candidatePriority: try reader.readUInt8("candidate priority"),
-                replicationQuorum: try reader.readBool("replication quorum"))
-            guard registration.candidatePriority <= 100 else {
-                throw .invalidValue(field: "candidate priority", reason: "\(registration.candidatePriority) is above 100")
-            }
-            guard !registration.name.isEmpty, !registration.host.isEmpty, registration.port != 0 else {
-                throw .invalidValue(field: "registration", reason: "empty name or host, or port 0")
-            }
-            return .nodeRegistered(registration)
+            return .nodeRegistered(try reader.readRegistration())
         case 2:
             let count = try reader.readCount("report count", maxCount: EventRecord.reportsPerEntryMax)
             var reports: [NodeReport] = []
             reports.reserveCapacity(count)
-            for _ in 0..<count {
-                reports.append(
-                    NodeReport(
-                        node: try readNodeID(&reader, "reporting node"), reachedState: try readState(&reader),
-                        postgresRunning: try reader.readBool("postgres running"), timeline: try reader.readUInt32("timeline"),
-                        flushLSN: try reader.readUInt64("flush LSN"), replayLSN: try reader.readUInt64("replay LSN"),
-                        syncState: try readSyncState(&reader), lagBytes: try reader.readUInt64("lag"),
-                        sentAtNanos: try reader.readUInt64("report send time")))
-            }
+            for _ in 0..<count { reports.append(try reader.readReport()) }
             return .nodeReports(reports)
         case 3:
-            return .stateReached(node: try readNodeID(&reader, "node"), state: try readState(&reader))
+            return .stateReached(node: try reader.readNodeID("node"), state: try reader.readNodeState())
         case 4:
             return .operatorRequest(try readOperatorRequest(&reader))
         case 5:
-            var settings = FormationSettings()
-            settings.numberSyncStandbys = try reader.readUInt8("number of sync standbys")
-            settings.strictSyncMode = try reader.readBool("strict sync mode")
-            settings.heartbeatIntervalMillis = try reader.readUInt32("heartbeat interval")
-            settings.nodeUnhealthyTimeoutMillis = try reader.readUInt32("node unhealthy timeout")
-            settings.postgresRestartTimeoutMillis = try reader.readUInt32("postgres restart timeout")
-            settings.primaryLeaseMillis = try reader.readUInt32("primary lease")
-            return .settingsChanged(settings)
+            return .settingsChanged(try reader.readSettings())
         case 6:
             return .tick
         case 7:
@@ -155,23 +107,6 @@ extension ClusterEvent {
         }
     }
 
-    private static func readNodeID(_ reader: inout ByteReader, _ field: String) throws(DecodingError) -> PGNodeID {
-        let node = try reader.readUInt32(field)
-        guard node != 0 else { throw .invalidValue(field: field, reason: "node id 0") }
-        return node
-    }
-
-    private static func readState(_ reader: inout ByteReader) throws(DecodingError) -> NodeState {
-        let code = try reader.readUInt8("node state")
-        guard let state = NodeState(code: code) else { throw .unknownKind(field: "node state", value: code) }
-        return state
-    }
-
-    private static func readSyncState(_ reader: inout ByteReader) throws(DecodingError) -> SyncState {
-        let code = try reader.readUInt8("sync state")
-        guard let state = SyncState(rawValue: code) else { throw .unknownKind(field: "sync state", value: code) }
-        return state
-    }
 
     private static func readOperatorRequest(_ reader: inout ByteReader) throws(DecodingError) -> OperatorRequest {
         let kind = try reader.readUInt8("operator request")
@@ -180,9 +115,9 @@ extension ClusterEvent {
             let target = try reader.readUInt32("switchover target")
             return .switchover(target: target == 0 ? nil : target)
         case 2:
-            return .maintenance(node: try readNodeID(&reader, "maintenance node"), enabled: try reader.readBool("maintenance"))
+            return .maintenance(node: try reader.readNodeID("maintenance node"), enabled: try reader.readBool("maintenance"))
         case 3:
-            return .dropNode(node: try readNodeID(&reader, "dropped node"))
+            return .dropNode(node: try reader.readNodeID("dropped node"))
         default:
             throw .unknownKind(field: "operator request", value: kind)
         }
@@ -197,10 +132,97 @@ extension NodeState {
         .joinSecondary, .maintenance, .prepareMaintenance, .waitMaintenance, .dropped,
     ]
 
-    var code: UInt8 { UInt8(Self.wireOrder.firstIndex(of: self)! + 1) }
+    public var code: UInt8 { UInt8(Self.wireOrder.firstIndex(of: self)! + 1) }
 
-    init?(code: UInt8) {
+    public init?(code: UInt8) {
         guard code >= 1, Int(code) <= Self.wireOrder.count else { return nil }
         self = Self.wireOrder[Int(code) - 1]
+    }
+}
+
+/// The parts of events that other records (the reducer's snapshot) store too.
+extension ByteWriter {
+    public mutating func write(_ registration: NodeRegistration) {
+        write(registration.node)
+        write(registration.name)
+        write(registration.host)
+        write(registration.port)
+        write(registration.systemIdentifier)
+        write(registration.candidatePriority)
+        write(registration.replicationQuorum)
+    }
+
+    public mutating func write(_ report: NodeReport) {
+        write(report.node)
+        write(report.reachedState.code)
+        write(report.postgresRunning)
+        write(report.timeline)
+        write(report.flushLSN)
+        write(report.replayLSN)
+        write(report.syncState.rawValue)
+        write(report.lagBytes)
+        write(report.sentAtNanos)
+    }
+
+    public mutating func write(_ settings: FormationSettings) {
+        write(settings.numberSyncStandbys)
+        write(settings.strictSyncMode)
+        write(settings.heartbeatIntervalMillis)
+        write(settings.nodeUnhealthyTimeoutMillis)
+        write(settings.postgresRestartTimeoutMillis)
+        write(settings.primaryLeaseMillis)
+    }
+}
+
+extension ByteReader {
+    public mutating func readNodeID(_ field: String) throws(DecodingError) -> PGNodeID {
+        let node = try readUInt32(field)
+        guard node != 0 else { throw .invalidValue(field: field, reason: "node id 0") }
+        return node
+    }
+
+    public mutating func readNodeState(_ field: String = "node state") throws(DecodingError) -> NodeState {
+        let code = try readUInt8(field)
+        guard let state = NodeState(code: code) else { throw .unknownKind(field: field, value: code) }
+        return state
+    }
+
+    public mutating func readRegistration() throws(DecodingError) -> NodeRegistration {
+        let registration = NodeRegistration(
+            node: try readNodeID("registered node"), name: try readString("node name"), host: try readString("node host"),
+            port: try readUInt16("node port"), systemIdentifier: try readUInt64("system identifier"),
+            candidatePriority: try readUInt8("candidate priority"), replicationQuorum: try readBool("replication quorum"))
+        guard registration.candidatePriority <= 100 else {
+            throw .invalidValue(field: "candidate priority", reason: "\(registration.candidatePriority) is above 100")
+        }
+        guard !registration.name.isEmpty, !registration.host.isEmpty, registration.port != 0 else {
+            throw .invalidValue(field: "registration", reason: "empty name or host, or port 0")
+        }
+        return registration
+    }
+
+    public mutating func readReport() throws(DecodingError) -> NodeReport {
+        let node = try readNodeID("reporting node")
+        let state = try readNodeState()
+        let running = try readBool("postgres running")
+        let timeline = try readUInt32("timeline")
+        let flush = try readUInt64("flush LSN")
+        let replay = try readUInt64("replay LSN")
+        let syncCode = try readUInt8("sync state")
+        guard let sync = SyncState(rawValue: syncCode) else { throw .unknownKind(field: "sync state", value: syncCode) }
+        return NodeReport(
+            node: node, reachedState: state, postgresRunning: running, timeline: timeline, flushLSN: flush, replayLSN: replay,
+            syncState: sync, lagBytes: try readUInt64("lag"), sentAtNanos: try readUInt64("report send time"))
+    }
+
+    public mutating func readSettings() throws(DecodingError) -> FormationSettings {
+        var settings = FormationSettings()
+        settings.numberSyncStandbys = try readUInt8("number of sync standbys")
+        settings.strictSyncMode = try readBool("strict sync mode")
+        settings.heartbeatIntervalMillis = try readUInt32("heartbeat interval")
+        settings.nodeUnhealthyTimeoutMillis = try readUInt32("node unhealthy timeout")
+        settings.postgresRestartTimeoutMillis = try readUInt32("postgres restart timeout")
+        settings.primaryLeaseMillis = try readUInt32("primary lease")
+        return settings
     }
 }

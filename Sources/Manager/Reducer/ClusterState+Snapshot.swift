@@ -1,0 +1,69 @@
+import EventLog
+
+/// The Raft snapshot of a formation: the serialized `ClusterState` at an index (DESIGN §3).
+/// A reader that falls behind compaction restarts from it and replays the rest.
+extension ClusterState {
+    public static let snapshotVersion: UInt8 = 1
+    /// The most nodes a formation holds.
+    public static let nodesMax = 256
+
+    public func snapshotData() -> [UInt8] {
+        var writer = ByteWriter(capacity: 256 + nodes.count * 128)
+        writer.write(Self.snapshotVersion)
+        writer.write(formation)
+        writer.write(settings)
+        writer.write(appliedIndex)
+        writer.write(term)
+        writer.write(nowNanos)
+        writer.write(waitingReason ?? "")
+        precondition(nodes.count <= Self.nodesMax, "\(nodes.count) nodes in one formation")
+        writer.write(UInt32(nodes.count))
+        for node in sortedNodes {
+            writer.write(node.registration)
+            writer.write(node.reached.code)
+            writer.write(node.goal.code)
+            writer.write(node.goalReason)
+            writer.write(node.lastReport != nil)
+            if let report = node.lastReport { writer.write(report) }
+            writer.write(node.lastHeardNanos)
+            writer.write(node.postgresDownSinceNanos != nil)
+            writer.write(node.postgresDownSinceNanos ?? 0)
+            writer.write(node.electionLSN != nil)
+            writer.write(node.electionLSN ?? 0)
+            writer.write(Int64(node.priorityBoost))
+        }
+        writer.appendChecksum()
+        return writer.bytes
+    }
+
+    public init(snapshot bytes: [UInt8]) throws(DecodingError) {
+        var reader = try ByteReader(checksummed: bytes)
+        let version = try reader.readUInt8("snapshot version")
+        guard version == Self.snapshotVersion else { throw .unknownVersion(version, supported: Self.snapshotVersion) }
+        self.init(formation: try reader.readString("formation"))
+        settings = try reader.readSettings()
+        appliedIndex = try reader.readUInt64("applied index")
+        term = try reader.readUInt64("term")
+        nowNanos = try reader.readUInt64("log time")
+        let waiting = try reader.readString("waiting reason")
+        waitingReason = waiting.isEmpty ? nil : waiting
+        let count = try reader.readCount("node count", maxCount: Self.nodesMax)
+        for _ in 0..<count {
+            var node = NodeRecord(registration: try reader.readRegistration())
+            node.reached = try reader.readNodeState("reached state")
+            node.goal = try reader.readNodeState("goal state")
+            node.goalReason = try reader.readString("goal reason")
+            node.lastReport = try reader.readBool("has report") ? try reader.readReport() : nil
+            node.lastHeardNanos = try reader.readUInt64("last heard")
+            let down = try reader.readBool("postgres down")
+            let downSince = try reader.readUInt64("postgres down since")
+            node.postgresDownSinceNanos = down ? downSince : nil
+            let hasElectionLSN = try reader.readBool("has election LSN")
+            let electionLSN = try reader.readUInt64("election LSN")
+            node.electionLSN = hasElectionLSN ? electionLSN : nil
+            node.priorityBoost = Int(try reader.readInt64("priority boost"))
+            nodes[node.id] = node
+        }
+        try reader.finish()
+    }
+}

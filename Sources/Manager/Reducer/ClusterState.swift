@@ -1,0 +1,71 @@
+import EventLog
+
+/// What the reducer knows about one PostgreSQL node.
+public struct NodeRecord: Sendable, Equatable {
+    public var registration: NodeRegistration
+    /// The state its manager last said it reached.
+    public var reached: NodeState = .initial
+    /// The state the policy wants it in, and why.
+    public var goal: NodeState = .initial
+    public var goalReason: String = "registered"
+    /// The last report committed for it (LSNs, timeline, postgres running).
+    public var lastReport: NodeReport?
+    /// When a report from it was last committed, on the current term's clock (nanoseconds).
+    /// After a Raft leader change this restarts at the new term's first entry (DESIGN §4).
+    public var lastHeardNanos: UInt64 = 0
+    /// Since when its reports say postgres is down (nil while it runs).
+    public var postgresDownSinceNanos: UInt64?
+    /// The LSN it reported while in report_lsn, for an election.
+    public var electionLSN: LSN?
+    /// Added to the candidate priority for the current election (a switchover target).
+    public var priorityBoost: Int = 0
+
+    public var id: PGNodeID { registration.node }
+
+    /// Whether the node's goal and reached state agree.
+    public var isConverged: Bool { goal == reached }
+
+    /// The LSN that counts for this node: its election report, else its flush (or replay) LSN.
+    public var lsn: LSN {
+        if let electionLSN { return electionLSN }
+        guard let report = lastReport else { return 0 }
+        return max(report.flushLSN, report.replayLSN)
+    }
+
+    public var timeline: UInt32 { lastReport?.timeline ?? 0 }
+
+    public var effectivePriority: Int { Int(registration.candidatePriority) + priorityBoost }
+}
+
+/// The formation's state derived from the event log: every reader that replays the same log
+/// computes the same value (DESIGN §3).
+public struct ClusterState: Sendable, Equatable {
+    public var formation: String
+    public var settings = FormationSettings()
+    public internal(set) var nodes: [PGNodeID: NodeRecord] = [:]
+    /// The log position of the last applied entry.
+    public var appliedIndex: UInt64 = 0
+    /// The Raft term of the last applied entry; log time is measured within it.
+    public var term: UInt64 = 0
+    /// The leader clock of the last applied entry, in nanoseconds since its term began.
+    public var nowNanos: UInt64 = 0
+    /// Why the formation is waiting, when it waits (an election short of reports, …).
+    public var waitingReason: String?
+
+    public init(formation: String = EventRecord.defaultFormation) {
+        self.formation = formation
+    }
+
+    /// The nodes in id order: every rule iterates in this order, so decisions never depend on
+    /// hashing.
+    public var sortedNodes: [NodeRecord] { nodes.keys.sorted().map { nodes[$0]! } }
+
+    public subscript(node: PGNodeID) -> NodeRecord? {
+        get { nodes[node] }
+        set { nodes[node] = newValue }
+    }
+
+    mutating func remove(_ node: PGNodeID) {
+        nodes[node] = nil
+    }
+}

@@ -1,0 +1,42 @@
+import EventLog
+
+extension ClusterState {
+    /// The name a node's walreceiver uses (`application_name`), as listed in
+    /// `synchronous_standby_names`.
+    public static func applicationName(of node: PGNodeID) -> String { "pgquorum_\(node)" }
+
+    /// `synchronous_standby_names` for `node` if it is the primary: `ANY k (…)` over the quorum
+    /// standbys while its goal is primary (or apply_settings) and k ≥ 1; empty otherwise.
+    public func synchronousStandbyNames(for node: PGNodeID) -> String {
+        guard let record = nodes[node], [.primary, .applySettings].contains(record.goal), settings.numberSyncStandbys > 0 else { return "" }
+        let names = quorumStandbys(excluding: node).map { Self.applicationName(of: $0.id) }
+        guard !names.isEmpty else { return "" }
+        return "ANY \(settings.numberSyncStandbys) (\(names.joined(separator: ", ")))"
+    }
+
+    /// Where a standby streams from: the most advanced standby while it fast-forwards, the
+    /// primary otherwise; nil when it should follow nobody (report_lsn, no primary).
+    public func upstream(of node: PGNodeID) -> NodeRegistration? {
+        guard let record = nodes[node] else { return nil }
+        if record.goal == .fastForward { return fastForwardSource?.registration }
+        guard [.catchingUp, .secondary, .joinSecondary, .waitMaintenance].contains(record.goal),
+            let primary = primaryNode, primary.id != node, Self.writableGoals.contains(primary.goal)
+        else { return nil }
+        return primary.registration
+    }
+
+    /// The client connection string: every node, the one accepting writes found by libpq
+    /// (`target_session_attrs=read-write`), with timeouts so that a client whose primary was
+    /// cut off by the network gives up in seconds, not when the kernel does.
+    public func connectionURI(database: String = "postgres") -> String {
+        let hosts = sortedNodes.filter { $0.goal != .dropped }.map { node -> String in
+            let host = node.registration.host.contains(":") ? "[\(node.registration.host)]" : node.registration.host
+            return "\(host):\(node.registration.port)"
+        }
+        let parameters = [
+            "target_session_attrs=read-write", "connect_timeout=2", "tcp_user_timeout=5000",
+            "keepalives=1", "keepalives_idle=2", "keepalives_interval=1", "keepalives_count=3",
+        ]
+        return "postgresql://\(hosts.joined(separator: ","))/\(database)?\(parameters.joined(separator: "&"))"
+    }
+}

@@ -1,0 +1,34 @@
+import EventLog
+
+extension ClusterState {
+    /// A node is unhealthy when no report of it committed for `nodeUnhealthyTimeout` of log
+    /// time, or its reports say postgres has been down for longer than
+    /// `postgresRestartTimeout` (DESIGN §4).
+    public func isHealthy(_ node: NodeRecord) -> Bool {
+        if nowNanos >= node.lastHeardNanos,
+            nowNanos - node.lastHeardNanos > UInt64(settings.nodeUnhealthyTimeoutMillis) * 1_000_000
+        {
+            return false
+        }
+        if let since = node.postgresDownSinceNanos, nowNanos >= since,
+            nowNanos - since > UInt64(settings.postgresRestartTimeoutMillis) * 1_000_000
+        {
+            return false
+        }
+        return node.lastReport != nil
+    }
+
+    /// Whether the node's primary lease has provably run out: nothing of it committed for the
+    /// unhealthy timeout, which exceeds the lease by the drift margin `FormationSettings`
+    /// enforces, measured on this term's clock.
+    public func leaseExpired(_ node: NodeRecord) -> Bool {
+        nowNanos >= node.lastHeardNanos
+            && nowNanos - node.lastHeardNanos > UInt64(settings.nodeUnhealthyTimeoutMillis) * 1_000_000
+    }
+
+    /// One word for `pgquorum status`.
+    public func healthWord(_ node: NodeRecord) -> String {
+        if node.lastReport == nil { return "unknown" }
+        return isHealthy(node) ? "good" : "bad"
+    }
+}

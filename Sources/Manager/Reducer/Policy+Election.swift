@@ -1,0 +1,135 @@
+import EventLog
+import NodeControl
+
+extension ClusterState {
+    /// A node is being promoted, or standbys are reporting their LSN for an election.
+    public var electionInProgress: Bool {
+        sortedNodes.contains { [.reportLSN, .fastForward, .preparePromotion, .stopReplication].contains($0.goal) }
+    }
+
+    /// The node on its way to becoming primary, if any.
+    var promotedNode: NodeRecord? {
+        sortedNodes.first { [.fastForward, .preparePromotion, .stopReplication].contains($0.goal) }
+    }
+
+    /// The old primary during a failover: a primary-owned goal, or a primary being dropped
+    /// that has not yet said it stopped.
+    var fencedPrimary: NodeRecord? {
+        sortedNodes.first { Self.primaryOwnedGoals.contains($0.goal) }
+            ?? sortedNodes.first {
+                $0.goal == .dropped && (Self.writableGoals.contains($0.reached) || Self.primaryOwnedGoals.contains($0.reached))
+            }
+    }
+
+    /// Starts a failover when the primary is unhealthy and a healthy candidate exists. A
+    /// primary in wait_primary has no standby in sync and is never failed over automatically:
+    /// promoting any standby could lose acknowledged writes.
+    mutating func failoverTrigger(_ changes: inout [GoalChange]) {
+        guard let primary = primaryNode, [.primary, .applySettings].contains(primary.goal), !isHealthy(primary) else { return }
+        let candidates = sortedNodes.filter {
+            $0.id != primary.id && $0.goal == .secondary && $0.reached == .secondary && isHealthy($0)
+                && $0.registration.candidatePriority > 0
+        }
+        guard !candidates.isEmpty else {
+            waitingReason = "primary node \(primary.id) is unhealthy but no healthy standby with priority > 0 can take over"
+            return
+        }
+        assign(primary.id, .draining, "the primary is unhealthy: fence it and elect a new one", &changes)
+        askForLSNReports(excluding: primary.id, &changes)
+    }
+
+    /// Asks every healthy standby to stop following the primary and report its LSN.
+    mutating func askForLSNReports(excluding primary: PGNodeID, _ changes: inout [GoalChange]) {
+        for node in sortedNodes
+        where node.id != primary && [.secondary, .catchingUp].contains(node.goal) && isHealthy(node) {
+            assign(node.id, .reportLSN, "election: stop following the primary and report the LSN", &changes)
+        }
+    }
+
+    /// The election (DESIGN §4): wait until every possible synchronous quorum is represented
+    /// among the reports — with `ANY k` over n quorum standbys, n − k + 1 of them — then pick
+    /// the highest candidate priority, then the highest timeline and LSN.
+    mutating func electionRules(_ changes: inout [GoalChange]) {
+        guard promotedNode == nil, sortedNodes.contains(where: { $0.goal == .reportLSN }) else { return }
+        let oldPrimary = fencedPrimary ?? primaryNode
+        // Standbys that come back while the election waits are asked for their LSN too.
+        if let oldPrimary { askForLSNReports(excluding: oldPrimary.id, &changes) }
+        let quorum = quorumStandbys(excluding: oldPrimary?.id)
+        let reported = sortedNodes.filter { $0.goal == .reportLSN && $0.reached == .reportLSN && $0.electionLSN != nil }
+        let k = Int(settings.numberSyncStandbys)
+        let required = k >= 1 ? max(quorum.count - k + 1, 1) : max(quorum.filter { isHealthy($0) }.count, 1)
+        let reportedQuorum = reported.filter { $0.registration.replicationQuorum }
+        if reportedQuorum.count < required {
+            let missing = quorum.filter { node in !reported.contains { $0.id == node.id } }.map { "node \($0.id)" }
+            waitingReason = "election waits for LSN reports: \(reportedQuorum.count) of \(required) quorum standbys reported"
+                + (missing.isEmpty ? "" : "; missing \(missing.joined(separator: ", "))")
+            return
+        }
+        let candidates = reported.filter { $0.effectivePriority > 0 && isHealthy($0) }
+        guard let winner = candidates.max(by: { rank($0) < rank($1) }) else {
+            waitingReason = "election waits: no reporting standby has a candidate priority above 0"
+            return
+        }
+        let mostAdvanced = reported.max { ($0.timeline, $0.lsn, -Int($0.id)) < ($1.timeline, $1.lsn, -Int($1.id)) }!
+        waitingReason = nil
+        for node in reported where node.priorityBoost != 0 { nodes[node.id]!.priorityBoost = 0 }
+        if (winner.timeline, winner.lsn) < (mostAdvanced.timeline, mostAdvanced.lsn) {
+            assign(winner.id, .fastForward,
+                   "elected (priority \(winner.registration.candidatePriority)); fetching WAL up to \(LSNFormat.format(mostAdvanced.lsn)) from node \(mostAdvanced.id)",
+                   &changes)
+        } else {
+            assign(winner.id, .preparePromotion,
+                   "elected: priority \(winner.registration.candidatePriority), most advanced LSN \(LSNFormat.format(winner.lsn))", &changes)
+        }
+    }
+
+    /// Orders candidates: priority, then timeline and LSN, then the lower node id.
+    private func rank(_ node: NodeRecord) -> (Int, UInt32, LSN, Int) {
+        (node.effectivePriority, node.timeline, node.lsn, -Int(node.id))
+    }
+
+    /// The node to fetch missing WAL from during fast-forward: the most advanced reporter.
+    public var fastForwardSource: NodeRecord? {
+        sortedNodes.filter { $0.goal == .reportLSN || $0.goal == .joinSecondary }
+            .max { ($0.timeline, $0.lsn, -Int($0.id)) < ($1.timeline, $1.lsn, -Int($1.id)) }
+    }
+
+    /// Drives the elected node to primary: fast-forward, then read-only promotion, then writes
+    /// once the old primary is fenced or its lease has provably run out (DESIGN §5 rule 1).
+    mutating func promotionRules(_ changes: inout [GoalChange]) {
+        guard let winner = promotedNode, winner.isConverged else { return }
+        let old = fencedPrimary
+        switch winner.goal {
+        case .fastForward:
+            assign(winner.id, .preparePromotion, "caught up with the most advanced standby", &changes)
+        case .preparePromotion:
+            assign(winner.id, .stopReplication, "promote, read-only until the old primary is fenced", &changes)
+            if let old, old.goal == .draining {
+                assign(old.id, .demoteTimeout, "a standby is being promoted: stay fenced", &changes)
+            }
+            for node in sortedNodes where node.goal == .reportLSN && node.id != winner.id {
+                assign(node.id, .joinSecondary, "lost the election to node \(winner.id): follow it", &changes)
+            }
+        case .stopReplication:
+            var reason = "no old primary to fence: take writes"
+            if let old {
+                let fenced = [.demoteTimeout, .demoted, .maintenance, .dropped].contains(old.reached)
+                    || (old.goal == .prepareMaintenance && old.reached == .prepareMaintenance)
+                guard fenced || leaseExpired(old) else {
+                    waitingReason = "node \(winner.id) stays read-only until node \(old.id) is fenced or its lease runs out"
+                    return
+                }
+                if old.goal == .prepareMaintenance {
+                    assign(old.id, .maintenance, "a new primary took over: maintenance can start", &changes)
+                } else if old.goal != .dropped {
+                    assign(old.id, .demoted, fenced ? "fenced: a new primary took over" : "lease ran out: a new primary took over", &changes)
+                }
+                reason = fenced ? "node \(old.id) is fenced: take writes" : "the lease of node \(old.id) ran out: take writes"
+            }
+            waitingReason = nil
+            assign(winner.id, .waitPrimary, reason, &changes)
+        default:
+            break
+        }
+    }
+}

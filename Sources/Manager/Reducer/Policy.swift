@@ -1,0 +1,151 @@
+import EventLog
+
+/// The policy: pg_auto_failover's monitor rules (src/monitor/group_state_machine.c), adapted
+/// to log time and quorum reports. Each rule looks at the whole state, in node-id order, and
+/// assigns goals with a one-line reason; the rules run until none changes anything.
+extension ClusterState {
+    /// Rules run at most this many rounds per entry; each round changes at least one goal.
+    static let policyRoundsMax = 32
+
+    static let writableGoals: Set<NodeState> = [.single, .waitPrimary, .primary, .applySettings]
+    static let primaryOwnedGoals: Set<NodeState> = [.draining, .demoteTimeout, .prepareMaintenance]
+    /// pg_auto_failover's promote_wal_log_threshold and enable_sync_wal_log_threshold: 16 MB.
+    static let catchUpDistanceBytes: UInt64 = 16 << 20
+
+    mutating func runPolicy(changes: inout [GoalChange]) {
+        for _ in 0..<Self.policyRoundsMax {
+            let before = changes.count
+            removeDroppedNodes()
+            bootstrapRules(&changes)
+            primaryRules(&changes)
+            standbyRules(&changes)
+            failoverTrigger(&changes)
+            electionRules(&changes)
+            promotionRules(&changes)
+            rejoinRules(&changes)
+            if changes.count == before { return }
+        }
+        preconditionFailure("policy did not settle in \(Self.policyRoundsMax) rounds at index \(appliedIndex): \(changes.suffix(8))")
+    }
+
+    /// The node that is, or just was, the primary: a writable goal first, else a primary-owned one.
+    public var primaryNode: NodeRecord? {
+        sortedNodes.first { Self.writableGoals.contains($0.goal) }
+            ?? sortedNodes.first { Self.primaryOwnedGoals.contains($0.goal) }
+    }
+
+    /// The standbys that count in `synchronous_standby_names` and in an election's quorum.
+    public func quorumStandbys(excluding primary: PGNodeID?) -> [NodeRecord] {
+        sortedNodes.filter {
+            $0.id != primary && $0.registration.replicationQuorum
+                && ![.maintenance, .dropped, .initial, .waitStandby, .prepareMaintenance].contains($0.goal)
+                && !Self.writableGoals.contains($0.goal) && !Self.primaryOwnedGoals.contains($0.goal)
+                && $0.goal != .demoted
+        }
+    }
+
+    /// Healthy standbys in sync with the primary that count in the quorum.
+    func healthyQuorumSecondaries(of primary: NodeRecord) -> [NodeRecord] {
+        quorumStandbys(excluding: primary.id).filter { $0.goal == .secondary && $0.reached == .secondary && isHealthy($0) }
+    }
+
+    private mutating func removeDroppedNodes() {
+        for node in sortedNodes where node.goal == .dropped && node.reached == .dropped {
+            remove(node.id)
+        }
+    }
+
+    // MARK: - Bootstrap
+
+    private mutating func bootstrapRules(_ changes: inout [GoalChange]) {
+        for node in sortedNodes where node.goal == .initial {
+            if primaryNode == nil && !electionInProgress {
+                if node.registration.candidatePriority > 0 {
+                    assign(node.id, .single, "first node of the formation: it becomes the primary", &changes)
+                }
+            } else {
+                assign(node.id, .waitStandby, "a primary exists: wait until it can be cloned", &changes)
+            }
+        }
+        guard let primary = primaryNode, primary.goal == .single, primary.isConverged else { return }
+        if sortedNodes.contains(where: { $0.goal == .waitStandby && $0.isConverged }) {
+            assign(primary.id, .waitPrimary, "a standby registered: prepare replication", &changes)
+        }
+    }
+
+    // MARK: - Primary
+
+    private mutating func primaryRules(_ changes: inout [GoalChange]) {
+        guard let primary = primaryNode, Self.writableGoals.contains(primary.goal), primary.goal != .single else { return }
+        let others = sortedNodes.filter { $0.id != primary.id && $0.goal != .dropped }
+        if others.isEmpty && primary.isConverged {
+            assign(primary.id, .single, "every standby was dropped", &changes)
+            return
+        }
+        let k = Int(settings.numberSyncStandbys)
+        let inSync = healthyQuorumSecondaries(of: primary).count
+        let enough = inSync >= max(k, 1)
+        switch (primary.goal, primary.isConverged) {
+        case (.waitPrimary, true) where enough:
+            assign(primary.id, .primary, "\(inSync) quorum standby(s) caught up: synchronous replication on", &changes)
+        case (.applySettings, true):
+            assign(primary.id, enough ? .primary : .waitPrimary, "new replication settings applied", &changes)
+        case (.primary, _) where inSync < k:
+            if settings.strictSyncMode {
+                waitingReason = "strict sync mode: writes wait until \(k) quorum standby(s) are back (\(inSync) in sync)"
+            } else {
+                assign(primary.id, .waitPrimary, "only \(inSync) of \(k) quorum standby(s) in sync: synchronous replication off", &changes)
+            }
+        default:
+            break
+        }
+    }
+
+    // MARK: - Standbys
+
+    private mutating func standbyRules(_ changes: inout [GoalChange]) {
+        guard let primary = primaryNode, Self.writableGoals.contains(primary.goal) else { return }
+        let primaryReady = primary.isConverged && [.waitPrimary, .primary, .applySettings].contains(primary.goal)
+        for node in sortedNodes where node.id != primary.id {
+            switch (node.goal, node.isConverged) {
+            case (.waitStandby, true) where primaryReady:
+                assign(node.id, .catchingUp, "the primary is ready: clone it and catch up", &changes)
+            case (.catchingUp, true) where primaryReady && isHealthy(node) && caughtUp(node, with: primary):
+                assign(node.id, .secondary, "caught up with the primary on its timeline: a failover candidate", &changes)
+            case (.secondary, _) where !isHealthy(node):
+                assign(node.id, .catchingUp, "unhealthy: not a failover candidate until it catches up", &changes)
+            case (.waitMaintenance, true) where primary.reached == .waitPrimary || primary.goal != .primary:
+                assign(node.id, .maintenance, "the primary no longer waits for this node", &changes)
+            default:
+                break
+            }
+        }
+    }
+
+    /// Same timeline as the primary, and within 16 MB of its LSN.
+    func caughtUp(_ node: NodeRecord, with primary: NodeRecord) -> Bool {
+        guard let report = node.lastReport, let primaryReport = primary.lastReport, report.postgresRunning else { return false }
+        guard report.timeline == primaryReport.timeline, node.lsn > 0 else { return false }
+        return primary.lsn <= node.lsn || primary.lsn - node.lsn <= Self.catchUpDistanceBytes
+    }
+
+    // MARK: - Rejoining after a failover
+
+    private mutating func rejoinRules(_ changes: inout [GoalChange]) {
+        guard let primary = primaryNode, [.waitPrimary, .primary].contains(primary.goal),
+            [.waitPrimary, .primary].contains(primary.reached), isHealthy(primary)
+        else { return }
+        for node in sortedNodes where node.id != primary.id && node.isConverged {
+            switch node.goal {
+            case .demoted:
+                assign(node.id, .catchingUp, "a new primary runs: rewind and follow it", &changes)
+            case .joinSecondary:
+                assign(node.id, .secondary, "follow the new primary", &changes)
+            case .reportLSN where !electionInProgress:
+                assign(node.id, .secondary, "the primary is healthy: follow it again", &changes)
+            default:
+                break
+            }
+        }
+    }
+}

@@ -1,0 +1,102 @@
+import EventLog
+
+/// A goal the policy assigned, with the one-line reason `pgquorum log` prints.
+public struct GoalChange: Sendable, Equatable, CustomStringConvertible {
+    public var node: PGNodeID
+    public var from: NodeState
+    public var to: NodeState
+    public var reason: String
+
+    public var description: String { "node \(node): goal \(from.rawValue) -> \(to.rawValue) (\(reason))" }
+}
+
+extension ClusterState {
+    /// Applies one committed entry and returns the goals it changed. Deterministic: no clock
+    /// but the entry's stamp, no randomness, iteration in node-id order.
+    @discardableResult
+    public mutating func apply(_ entry: LogEntry) -> [GoalChange] {
+        advanceTime(term: entry.term, leaderClockNanos: entry.record.stamp.leaderClockNanos)
+        appliedIndex = entry.index
+        // Every formation's entries advance log time; only ours change our nodes.
+        guard entry.record.formation == formation else { return [] }
+        var changes: [GoalChange] = []
+        applyEvent(entry.record.event, changes: &changes)
+        runPolicy(changes: &changes)
+        return changes
+    }
+
+    /// Log time: within a term, the leader's clock; at a new term every timer restarts from
+    /// the new term's first entry, so a witness with a wrong clock can delay a failover by one
+    /// timeout, never cause one (DESIGN §4).
+    mutating func advanceTime(term entryTerm: UInt64, leaderClockNanos: UInt64) {
+        if entryTerm != term {
+            term = entryTerm
+            nowNanos = leaderClockNanos
+            for id in nodes.keys {
+                nodes[id]!.lastHeardNanos = leaderClockNanos
+                if nodes[id]!.postgresDownSinceNanos != nil { nodes[id]!.postgresDownSinceNanos = leaderClockNanos }
+            }
+        } else {
+            nowNanos = max(nowNanos, leaderClockNanos)
+        }
+    }
+
+    private mutating func applyEvent(_ event: ClusterEvent, changes: inout [GoalChange]) {
+        switch event {
+        case .nodeRegistered(let registration):
+            if var existing = nodes[registration.node] {
+                existing.registration = registration
+                nodes[registration.node] = existing
+            } else {
+                var record = NodeRecord(registration: registration)
+                record.lastHeardNanos = nowNanos
+                nodes[registration.node] = record
+            }
+        case .nodeReports(let reports):
+            for report in reports where nodes[report.node] != nil {
+                var node = nodes[report.node]!
+                node.lastReport = report
+                node.reached = report.reachedState
+                node.lastHeardNanos = nowNanos
+                node.postgresDownSinceNanos = report.postgresRunning ? nil : (node.postgresDownSinceNanos ?? nowNanos)
+                node.electionLSN = report.reachedState == .reportLSN ? max(report.flushLSN, report.replayLSN) : nil
+                nodes[report.node] = node
+            }
+        case .stateReached(let id, let state):
+            guard var node = nodes[id] else { return }
+            node.reached = state
+            node.lastHeardNanos = nowNanos
+            if state != .reportLSN { node.electionLSN = nil }
+            nodes[id] = node
+        case .operatorRequest(let request):
+            handle(request, changes: &changes)
+        case .settingsChanged(let newSettings):
+            do {
+                try newSettings.validate()
+                settings = newSettings
+                waitingReason = nil
+                if let primary = primaryNode, [.primary, .waitPrimary].contains(primary.goal), primary.isConverged {
+                    assign(primary.id, .applySettings, "replication settings changed", &changes)
+                }
+            } catch {
+                waitingReason = "settings change ignored: \(error)"
+            }
+        case .tick, .membershipChanged:
+            break
+        }
+    }
+
+    /// Sets a node's goal, recording the change when it is one.
+    mutating func assign(_ id: PGNodeID, _ goal: NodeState, _ reason: String, _ changes: inout [GoalChange]) {
+        guard var node = nodes[id], node.goal != goal else { return }
+        changes.append(GoalChange(node: id, from: node.goal, to: goal, reason: reason))
+        node.goal = goal
+        node.goalReason = reason
+        nodes[id] = node
+    }
+
+    /// Replays a whole log from an empty state (or continues from `self`).
+    public mutating func replay(_ entries: [LogEntry]) {
+        for entry in entries { apply(entry) }
+    }
+}

@@ -1,0 +1,170 @@
+import EventLog
+import Foundation
+import Testing
+
+@testable import Manager
+
+/// pg_auto_failover's canonical stories, replayed through the reducer. Each block is a
+/// command, `----`, and the goal changes it causes. `MANAGER_REWRITE=1 swift test --filter
+/// ReducerScenarioTests` rewrites the expectations (then read the diff).
+@Suite("reducer scenario files")
+struct ReducerScenarioTests {
+    static let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("testdata")
+
+    static var files: [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []).filter { $0.hasSuffix(".txt") }.sorted()
+    }
+
+    @Test("story", arguments: files)
+    func story(file: String) throws {
+        let path = Self.folder.appendingPathComponent(file).path
+        let blocks = try StoryFile.parse(try String(contentsOfFile: path, encoding: .utf8))
+        var runner = StoryRunner()
+        var rewritten: [String] = []
+        for block in blocks {
+            let actual = runner.run(block.command)
+            #expect(actual == block.expected, "\(file):\(block.line): \(block.command)")
+            rewritten.append((block.comments + [block.command, "----", actual]).joined(separator: "\n") + "\n")
+            // Every reader replaying the same log must reach the same state, from the start or
+            // from a snapshot.
+            var replayed = ClusterState()
+            replayed.replay(runner.log)
+            #expect(replayed == runner.state, "\(file):\(block.line): replay differs")
+            let snapshot = try ClusterState(snapshot: runner.state.snapshotData())
+            #expect(snapshot == runner.state, "\(file):\(block.line): snapshot round trip differs")
+        }
+        if ProcessInfo.processInfo.environment["MANAGER_REWRITE"] == "1" {
+            try rewritten.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        }
+    }
+
+    @Test("the stories are there")
+    func filesExist() {
+        #expect(Self.files.count >= 10)
+    }
+}
+
+struct StoryBlock {
+    var comments: [String]
+    var command: String
+    var expected: String
+    var line: Int
+}
+
+enum StoryFile {
+    struct ParseError: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    static func parse(_ text: String) throws -> [StoryBlock] {
+        var blocks: [StoryBlock] = []
+        var comments: [String] = []
+        let lines = text.components(separatedBy: "\n")
+        var position = 0
+        while position < lines.count {
+            let line = lines[position]
+            position += 1
+            if line.hasPrefix("#") {
+                comments.append(line)
+                continue
+            }
+            if line.trimmingCharacters(in: .whitespaces).isEmpty { continue }
+            let commandLine = position
+            guard position < lines.count, lines[position] == "----" else {
+                throw ParseError(description: "line \(commandLine): \"\(line)\" is not followed by ----")
+            }
+            position += 1
+            var output: [String] = []
+            while position < lines.count, !lines[position].isEmpty {
+                output.append(lines[position])
+                position += 1
+            }
+            blocks.append(StoryBlock(comments: comments, command: line, expected: output.joined(separator: "\n"), line: commandLine))
+            comments = []
+        }
+        return blocks
+    }
+}
+
+extension StoryRunner {
+    /// Runs one command and returns its trace: goal changes, then a changed waiting reason.
+    mutating func run(_ command: String) -> String {
+        let words = command.split(separator: " ").map(String.init)
+        var lines: [String]
+        do {
+            lines = try execute(words)
+        } catch {
+            return "error: \(error)"
+        }
+        if state.waitingReason != lastWaiting {
+            lastWaiting = state.waitingReason
+            lines.append("waiting: \(state.waitingReason ?? "no longer")")
+        }
+        return lines.isEmpty ? "ok" : lines.joined(separator: "\n")
+    }
+
+    private mutating func execute(_ words: [String]) throws -> [String] {
+        guard let verb = words.first else { return [] }
+        var options: [String: String] = [:]
+        var positional: [String] = []
+        for word in words.dropFirst() {
+            let parts = word.split(separator: "=", maxSplits: 1).map(String.init)
+            if parts.count == 2 { options[parts[0]] = parts[1] } else { positional.append(word) }
+        }
+        func node(_ position: Int = 0) throws -> PGNodeID {
+            guard position < positional.count, let id = PGNodeID(positional[position]) else {
+                throw StoryFile.ParseError(description: "\(verb) needs a node id")
+            }
+            return id
+        }
+        var changes: [GoalChange]
+        switch verb {
+        case "register":
+            let id = try node()
+            let registration = NodeRegistration(
+                node: id, name: options["name"] ?? "node\(id)", host: "10.0.0.\(id)", port: 5432, systemIdentifier: 42,
+                candidatePriority: UInt8(options["priority"] ?? "50") ?? 50, replicationQuorum: options["quorum"] != "false")
+            changes = append(.nodeRegistered(registration))
+        case "converge": changes = converge()
+        case "elapse":
+            let text = positional.first ?? "0ms"
+            let milliseconds = text.hasSuffix("ms") ? UInt64(text.dropLast(2)) ?? 0 : (UInt64(text.dropLast()) ?? 0) * 1000
+            changes = elapse(milliseconds: milliseconds)
+        case "lsn":
+            lsnMB[try node()] = UInt64(positional.count > 1 ? positional[1] : "0") ?? 0
+            changes = []
+        case "down":
+            down.insert(try node())
+            changes = []
+        case "up":
+            down.remove(try node())
+            changes = []
+        case "postgres":
+            postgresRunning[try node()] = positional.count > 1 && positional[1] == "up"
+            changes = []
+        case "new-term": changes = newTerm()
+        case "switchover": changes = append(.operatorRequest(.switchover(target: positional.first.flatMap { PGNodeID($0) })))
+        case "maintenance": changes = append(.operatorRequest(.maintenance(node: try node(), enabled: positional.count > 1 && positional[1] == "on")))
+        case "drop": changes = append(.operatorRequest(.dropNode(node: try node())))
+        case "settings":
+            var settings = state.settings
+            if let k = options["k"].flatMap(UInt8.init) { settings.numberSyncStandbys = k }
+            if let strict = options["strict"] { settings.strictSyncMode = strict == "true" }
+            changes = append(.settingsChanged(settings))
+        case "status":
+            return statusLines()
+        case "derived":
+            var lines: [String] = []
+            for record in state.sortedNodes {
+                let names = state.synchronousStandbyNames(for: record.id)
+                if !names.isEmpty { lines.append("\(record.id) synchronous_standby_names: \(names)") }
+                if let upstream = state.upstream(of: record.id) { lines.append("\(record.id) follows \(upstream.host):\(upstream.port)") }
+            }
+            lines.append("uri: \(state.connectionURI())")
+            return lines
+        default:
+            throw StoryFile.ParseError(description: "unknown command \(verb)")
+        }
+        return changes.map(\.description)
+    }
+}
