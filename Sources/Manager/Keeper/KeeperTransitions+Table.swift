@@ -45,10 +45,12 @@ public enum KeeperTransitions {
         + rows([.primary, .waitPrimary], .applySettings, .none, "replication settings changed: re-apply them next")
         + rows([.primary, .waitPrimary, .applySettings], .single, .disableReplication, "every standby was dropped")
         + rows([.demoteTimeout], .primary, .startPostgres, "the old primary was reachable after all: resume")
+        + rows([.demoteTimeout], .waitPrimary, .startPostgres, "fenced by its own lease, and still the primary: resume")
+        + rows([.demoteTimeout], .applySettings, .startPostgres, "fenced by its own lease, and still the primary: resume with the new settings")
         + rows([.demoted, .demoteTimeout, .draining], .single, .resumeAsPrimary, "every other node was dropped: resume as primary")
 
     static let failoverRows: [KeeperTransition] =
-        rows([.primary, .applySettings, .waitPrimary], .draining, .stopPostgres, "a standby takes over: stop taking writes")
+        rows([.primary, .applySettings, .waitPrimary, .demoteTimeout], .draining, .stopPostgres, "a standby takes over: stop taking writes")
         + rows([.primary, .applySettings, .waitPrimary, .draining, .demoteTimeout], .demoted, .stopPostgres, "a standby took over: stay fenced")
         + rows([.primary, .applySettings, .waitPrimary, .draining], .demoteTimeout, .stopPostgres, "fence before the new primary opens for writes")
         + rows(
@@ -75,14 +77,15 @@ public enum KeeperTransitions {
     static let standbyRows: [KeeperTransition] =
         rows([.catchingUp], .secondary, .prepareForSecondary, "caught up on the primary's timeline: a failover candidate")
         + rows([.secondary], .catchingUp, .followNewPrimary, "lagging or unhealthy: not a candidate until it catches up")
+        + rows([.joinSecondary, .reportLSN], .catchingUp, .followNewPrimary, "follow the new primary; not a candidate until it catches up")
 
     static let maintenanceRows: [KeeperTransition] =
-        rows([.primary], .prepareMaintenance, .stopForPrimaryMaintenance, "the primary enters maintenance: a standby takes over")
+        rows([.primary, .demoteTimeout], .prepareMaintenance, .stopForPrimaryMaintenance, "the primary enters maintenance: a standby takes over")
         + rows([.primary], .maintenance, .stopForPrimaryMaintenance, "the primary enters maintenance")
-        + rows([.prepareMaintenance], .maintenance, .stopAndSetUpStandby, "the old primary is out: leave it as a standby without upstream")
+        + rows([.prepareMaintenance, .demoteTimeout], .maintenance, .stopAndSetUpStandby, "the old primary is out: leave it as a standby without upstream")
         + rows([.secondary, .catchingUp], .waitMaintenance, .none, "wait until the primary stops waiting for us")
         + rows([.secondary, .catchingUp, .waitMaintenance], .maintenance, .startMaintenance, "the operator owns this node now")
-        + rows([.maintenance, .prepareMaintenance], .catchingUp, .restartStandby, "maintenance is over: rejoin as a standby")
+        + rows([.maintenance, .prepareMaintenance, .waitMaintenance], .catchingUp, .restartStandby, "maintenance is over: rejoin as a standby")
 
     static let dropRows: [KeeperTransition] =
         rows(NodeState.allCases.filter { $0 != .dropped }, .dropped, .dropNode, "the node is removed from the formation")

@@ -16,6 +16,7 @@ extension ClusterState {
         writer.write(term)
         writer.write(nowNanos)
         writer.write(waitingReason ?? "")
+        writer.write(electionSyncStandbys)
         precondition(nodes.count <= Self.nodesMax, "\(nodes.count) nodes in one formation")
         writer.write(UInt32(nodes.count))
         for node in sortedNodes {
@@ -47,6 +48,7 @@ extension ClusterState {
         nowNanos = try reader.readUInt64("log time")
         let waiting = try reader.readString("waiting reason")
         waitingReason = waiting.isEmpty ? nil : waiting
+        electionSyncStandbys = try reader.readUInt8("election sync standbys")
         let count = try reader.readCount("node count", maxCount: Self.nodesMax)
         for _ in 0..<count {
             var node = NodeRecord(registration: try reader.readRegistration())

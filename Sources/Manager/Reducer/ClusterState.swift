@@ -51,6 +51,10 @@ public struct ClusterState: Sendable, Equatable {
     public var nowNanos: UInt64 = 0
     /// Why the formation is waiting, when it waits (an election short of reports, …).
     public var waitingReason: String?
+    /// The smallest non-zero number of synchronous standbys in force since the current primary
+    /// was promoted (0 if it never had one): writes acknowledged under a smaller `k` need more
+    /// reports to be found, so an election counts with this, not with the latest setting.
+    public var electionSyncStandbys: UInt8 = FormationSettings().numberSyncStandbys
 
     public init(formation: String = EventRecord.defaultFormation) {
         self.formation = formation

@@ -4,7 +4,7 @@ import NodeControl
 extension ClusterState {
     /// A node is being promoted, or standbys are reporting their LSN for an election.
     public var electionInProgress: Bool {
-        sortedNodes.contains { [.reportLSN, .fastForward, .preparePromotion, .stopReplication].contains($0.goal) }
+        sortedNodes.contains { [.reportLSN, .fastForward, .preparePromotion, .stopReplication, .draining, .prepareMaintenance].contains($0.goal) }
     }
 
     /// The node on its way to becoming primary, if any.
@@ -21,11 +21,15 @@ extension ClusterState {
             }
     }
 
-    /// Starts a failover when the primary is unhealthy and a healthy candidate exists. A
-    /// primary in wait_primary has no standby in sync and is never failed over automatically:
-    /// promoting any standby could lose acknowledged writes.
+    /// Starts a failover when the primary is unhealthy and a healthy candidate exists. Only a
+    /// primary that reached primary — synchronous replication on, a quorum standby caught up —
+    /// is failed over automatically: one in wait_primary or apply_settings (even on its way to
+    /// primary) has no set of standbys known to hold its writes, and promoting any could lose
+    /// acknowledged writes.
     mutating func failoverTrigger(_ changes: inout [GoalChange]) {
-        guard let primary = primaryNode, [.primary, .applySettings].contains(primary.goal), !isHealthy(primary) else { return }
+        guard let primary = primaryNode, [.primary, .applySettings].contains(primary.goal), primary.reached == .primary,
+            !isHealthy(primary)
+        else { return }
         let candidates = sortedNodes.filter {
             $0.id != primary.id && $0.goal == .secondary && $0.reached == .secondary && isHealthy($0)
                 && $0.registration.candidatePriority > 0
@@ -41,7 +45,9 @@ extension ClusterState {
     /// Asks every healthy standby to stop following the primary and report its LSN.
     mutating func askForLSNReports(excluding primary: PGNodeID, _ changes: inout [GoalChange]) {
         for node in sortedNodes
-        where node.id != primary && [.secondary, .catchingUp].contains(node.goal) && isHealthy(node) {
+        where node.id != primary && [.secondary, .catchingUp].contains(node.goal)
+            && [.secondary, .catchingUp].contains(node.reached) && isHealthy(node)
+        {
             assign(node.id, .reportLSN, "election: stop following the primary and report the LSN", &changes)
         }
     }
@@ -50,13 +56,19 @@ extension ClusterState {
     /// among the reports — with `ANY k` over n quorum standbys, n − k + 1 of them — then pick
     /// the highest candidate priority, then the highest timeline and LSN.
     mutating func electionRules(_ changes: inout [GoalChange]) {
+        // A planned handover (switchover, maintenance) starts once the primary has stopped.
+        if promotedNode == nil, let old = fencedPrimary, old.isConverged, [.draining, .prepareMaintenance].contains(old.goal),
+            isHealthy(old) || old.lastReport?.postgresRunning == false
+        {
+            askForLSNReports(excluding: old.id, &changes)
+        }
         guard promotedNode == nil, sortedNodes.contains(where: { $0.goal == .reportLSN }) else { return }
         let oldPrimary = fencedPrimary ?? primaryNode
         // Standbys that come back while the election waits are asked for their LSN too.
         if let oldPrimary { askForLSNReports(excluding: oldPrimary.id, &changes) }
         let quorum = quorumStandbys(excluding: oldPrimary?.id)
         let reported = sortedNodes.filter { $0.goal == .reportLSN && $0.reached == .reportLSN && $0.electionLSN != nil }
-        let k = Int(settings.numberSyncStandbys)
+        let k = Int(electionSyncStandbys)
         let required = k >= 1 ? max(quorum.count - k + 1, 1) : max(quorum.filter { isHealthy($0) }.count, 1)
         let reportedQuorum = reported.filter { $0.registration.replicationQuorum }
         if reportedQuorum.count < required {
@@ -108,7 +120,12 @@ extension ClusterState {
                 assign(old.id, .demoteTimeout, "a standby is being promoted: stay fenced", &changes)
             }
             for node in sortedNodes where node.goal == .reportLSN && node.id != winner.id {
-                assign(node.id, .joinSecondary, "lost the election to node \(winner.id): follow it", &changes)
+                if node.reached == .reportLSN {
+                    assign(node.id, .joinSecondary, "lost the election to node \(winner.id): follow it", &changes)
+                } else {
+                    // It never stopped to report: it simply follows the new primary.
+                    assign(node.id, .catchingUp, "node \(winner.id) won the election: follow it", &changes)
+                }
             }
         case .stopReplication:
             var reason = "no old primary to fence: take writes"
@@ -127,6 +144,7 @@ extension ClusterState {
                 reason = fenced ? "node \(old.id) is fenced: take writes" : "the lease of node \(old.id) ran out: take writes"
             }
             waitingReason = nil
+            electionSyncStandbys = settings.numberSyncStandbys
             assign(winner.id, .waitPrimary, reason, &changes)
         default:
             break

@@ -18,15 +18,27 @@ extension ClusterState {
                 waitingReason = "drop request ignored: node \(id) is not registered"
                 return
             }
+            if electionInProgress && [.reportLSN, .fastForward, .preparePromotion, .stopReplication].contains(node.goal) {
+                // Its WAL may be the only copy of acknowledged writes the election must find.
+                waitingReason = "drop of node \(id) refused: it takes part in the election in progress"
+                return
+            }
             let wasPrimary = Self.writableGoals.contains(node.goal) || Self.primaryOwnedGoals.contains(node.goal)
+            let leavesQuorum = primaryNode.map { primary in quorumStandbys(excluding: primary.id).contains { $0.id == id } } ?? false
             assign(id, .dropped, "dropped by the operator", &changes)
-            if wasPrimary { askForLSNReports(excluding: id, &changes) }
+            if wasPrimary {
+                askForLSNReports(excluding: id, &changes)
+            } else if leavesQuorum {
+                resynchronize(after: id, &changes)
+            }
         }
     }
 
     private mutating func switchover(to target: PGNodeID?, _ changes: inout [GoalChange]) {
-        guard let primary = primaryNode, primary.isConverged, [.primary, .waitPrimary].contains(primary.goal) else {
-            waitingReason = "switchover ignored: no converged primary"
+        // As pg_auto_failover's perform_failover: only from a primary with synchronous
+        // replication on, so that the standbys hold every acknowledged write.
+        guard let primary = primaryNode, primary.isConverged, primary.goal == .primary else {
+            waitingReason = "switchover ignored: the primary must be in state primary (synchronous replication on)"
             return
         }
         let candidates = sortedNodes.filter {
@@ -46,26 +58,31 @@ extension ClusterState {
             return
         }
         waitingReason = nil
+        // Standbys are asked for their LSN once the primary stopped (see electionRules): a
+        // clean shutdown first streams every WAL record to the standbys still connected.
         assign(primary.id, .draining, "switchover requested: stop taking writes", &changes)
-        askForLSNReports(excluding: primary.id, &changes)
     }
 
     private mutating func startMaintenance(_ id: PGNodeID, _ changes: inout [GoalChange]) {
         let node = nodes[id]!
         guard let primary = primaryNode else {
-            assign(id, .maintenance, "maintenance requested", &changes)
+            waitingReason = "maintenance of node \(id) ignored: there is no primary"
             return
         }
         if id == primary.id {
             let candidates = sortedNodes.filter {
                 $0.id != id && $0.goal == .secondary && $0.reached == .secondary && isHealthy($0) && $0.registration.candidatePriority > 0
             }
-            guard primary.isConverged, !candidates.isEmpty else {
-                waitingReason = "maintenance of the primary ignored: no healthy standby can take over"
+            guard primary.isConverged, primary.goal == .primary, !candidates.isEmpty else {
+                waitingReason = "maintenance of the primary ignored: it must be primary with a healthy standby to take over"
                 return
             }
             assign(id, .prepareMaintenance, "maintenance requested on the primary: a standby takes over", &changes)
-            askForLSNReports(excluding: id, &changes)
+            return
+        }
+        // As pg_auto_failover's start_maintenance: only a standby that follows the primary.
+        guard [.secondary, .catchingUp].contains(node.goal), node.isConverged, !electionInProgress else {
+            waitingReason = "maintenance of node \(id) ignored: it is \(node.reached.rawValue), not a standby following the primary"
             return
         }
         let k = Int(settings.numberSyncStandbys)
@@ -75,8 +92,18 @@ extension ClusterState {
             assign(primary.id, .waitPrimary, "node \(id) goes to maintenance: too few quorum standbys left", &changes)
             assign(id, .waitMaintenance, "wait until the primary stops waiting for this node", &changes)
         } else {
-            assign(id, .maintenance, node.goal == .maintenance ? node.goalReason : "maintenance requested", &changes)
+            assign(id, .maintenance, "maintenance requested", &changes)
+            if node.registration.replicationQuorum { resynchronize(after: id, &changes) }
         }
+    }
+
+    /// A quorum standby left: it may have been the only one holding the latest acknowledged
+    /// writes. The primary re-applies `synchronous_standby_names` (apply_settings), and its
+    /// manager returns to primary only once a remaining quorum standby flushed past its current
+    /// LSN; until then no automatic failover starts.
+    private mutating func resynchronize(after departed: PGNodeID, _ changes: inout [GoalChange]) {
+        guard let primary = primaryNode, primary.goal == .primary, settings.numberSyncStandbys > 0 else { return }
+        assign(primary.id, .applySettings, "quorum standby node \(departed) left: wait until the others hold every acknowledged write", &changes)
     }
 
     private mutating func stopMaintenance(_ id: PGNodeID, _ changes: inout [GoalChange]) {

@@ -35,14 +35,19 @@ extension ClusterState {
     }
 
     /// The standbys that count in `synchronous_standby_names` and in an election's quorum.
+    /// A node counts once it has streamed from a primary (it reached a standby state), until
+    /// it leaves for maintenance or is dropped.
     public func quorumStandbys(excluding primary: PGNodeID?) -> [NodeRecord] {
         sortedNodes.filter {
             $0.id != primary && $0.registration.replicationQuorum
-                && ![.maintenance, .dropped, .initial, .waitStandby, .prepareMaintenance].contains($0.goal)
+                && ![.maintenance, .dropped, .initial, .waitStandby, .prepareMaintenance, .demoted].contains($0.goal)
                 && !Self.writableGoals.contains($0.goal) && !Self.primaryOwnedGoals.contains($0.goal)
-                && $0.goal != .demoted
+                && !Self.unclonedStates.contains($0.reached)
         }
     }
+
+    /// States of a node that has never streamed from the current history.
+    static let unclonedStates: Set<NodeState> = [.initial, .waitStandby, .dropped]
 
     /// Healthy standbys in sync with the primary that count in the quorum.
     func healthyQuorumSecondaries(of primary: NodeRecord) -> [NodeRecord] {
@@ -60,7 +65,12 @@ extension ClusterState {
     private mutating func bootstrapRules(_ changes: inout [GoalChange]) {
         for node in sortedNodes where node.goal == .initial {
             if primaryNode == nil && !electionInProgress {
-                if node.registration.candidatePriority > 0 {
+                // Only the very first node starts a new cluster: where others hold data, a fresh
+                // primary would throw their history away.
+                let othersHoldData = sortedNodes.contains { $0.id != node.id && !Self.unclonedStates.contains($0.reached) }
+                if othersHoldData {
+                    waitingReason = "node \(node.id) waits: there is no primary to clone and other nodes hold data"
+                } else if node.registration.candidatePriority > 0 {
                     assign(node.id, .single, "first node of the formation: it becomes the primary", &changes)
                 }
             } else {

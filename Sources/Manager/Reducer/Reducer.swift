@@ -74,6 +74,10 @@ extension ClusterState {
             do {
                 try newSettings.validate()
                 settings = newSettings
+                // Writes acknowledged under an earlier, smaller k stay protected by it; turning
+                // synchronous replication off (k = 0) protects nothing new and forgets nothing.
+                let newK = newSettings.numberSyncStandbys
+                if newK > 0 { electionSyncStandbys = electionSyncStandbys == 0 ? newK : min(electionSyncStandbys, newK) }
                 waitingReason = nil
                 if let primary = primaryNode, [.primary, .waitPrimary].contains(primary.goal), primary.isConverged {
                     assign(primary.id, .applySettings, "replication settings changed", &changes)
