@@ -2,6 +2,7 @@
 //
 //   swift run -c release pgquorum-bench raft [--entries N] [--batch N] [--payload BYTES]
 //   swift run -c release pgquorum-bench lmdb [--seconds S] [--payload BYTES] [--dir DIR]
+//   swift run -c release pgquorum-bench replay [--entries N] [--runs N]
 //
 // Every figure is measured in this process on this machine; compare ratios from one run.
 import Foundation
@@ -18,12 +19,15 @@ func argument(_ name: String, default value: Int) -> Int {
 let usage = """
     usage: pgquorum-bench raft [--entries N] [--batch N] [--payload BYTES] [--runs N]
            pgquorum-bench lmdb [--seconds S] [--payload BYTES] [--runs N] [--dir DIR]
+           pgquorum-bench replay [--entries N] [--runs N]
 
       raft   entries committed per second by a 3-replica in-process Raft cluster on
              in-memory storage: the leader proposes batches, messages are delivered
              in process, every replica persists and applies every entry.
       lmdb   durable appends per second to the LMDB Raft storage with one entry and with
              100 entries per write transaction, and commit latency p50/p99.
+      replay entries per second through the reducer over a heartbeat-dominated log of
+             a three-node formation, with and without decoding.
     """
 
 let command = CommandLine.arguments.dropFirst().first
@@ -43,6 +47,8 @@ case "lmdb":
         payloadBytes: argument("--payload", default: 128),
         runs: argument("--runs", default: 3)
     ).run()
+case "replay":
+    try ReplayBenchmark(entries: argument("--entries", default: 1_000_000), runs: argument("--runs", default: 5)).run()
 default:
     print(usage)
     exit(command == nil || command == "--help" ? 0 : 64)

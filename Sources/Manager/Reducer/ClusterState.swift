@@ -42,7 +42,7 @@ public struct NodeRecord: Sendable, Equatable {
 public struct ClusterState: Sendable, Equatable {
     public var formation: String
     public var settings = FormationSettings()
-    public internal(set) var nodes: [PGNodeID: NodeRecord] = [:]
+    public internal(set) var nodes = NodeTable()
     /// The log position of the last applied entry.
     public var appliedIndex: UInt64 = 0
     /// The Raft term of the last applied entry; log time is measured within it.
@@ -56,13 +56,23 @@ public struct ClusterState: Sendable, Equatable {
     /// reports to be found, so an election counts with this, not with the latest setting.
     public var electionSyncStandbys: UInt8 = FormationSettings().numberSyncStandbys
 
+    /// The policy's inputs when it last settled (see `policyInputs`). Not part of the state:
+    /// a state without it runs the policy once more and reaches the same fixpoint.
+    var settledInputs: [PolicyInput]?
+
     public init(formation: String = EventRecord.defaultFormation) {
         self.formation = formation
     }
 
+    public static func == (lhs: ClusterState, rhs: ClusterState) -> Bool {
+        lhs.formation == rhs.formation && lhs.settings == rhs.settings && lhs.nodes == rhs.nodes
+            && lhs.appliedIndex == rhs.appliedIndex && lhs.term == rhs.term && lhs.nowNanos == rhs.nowNanos
+            && lhs.waitingReason == rhs.waitingReason && lhs.electionSyncStandbys == rhs.electionSyncStandbys
+    }
+
     /// The nodes in id order: every rule iterates in this order, so decisions never depend on
     /// hashing.
-    public var sortedNodes: [NodeRecord] { nodes.keys.sorted().map { nodes[$0]! } }
+    public var sortedNodes: [NodeRecord] { nodes.records }
 
     public subscript(node: PGNodeID) -> NodeRecord? {
         get { nodes[node] }

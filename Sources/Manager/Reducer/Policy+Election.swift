@@ -84,7 +84,7 @@ extension ClusterState {
         }
         let mostAdvanced = reported.max { ($0.timeline, $0.lsn, -Int($0.id)) < ($1.timeline, $1.lsn, -Int($1.id)) }!
         waitingReason = nil
-        for node in reported where node.priorityBoost != 0 { nodes[node.id]!.priorityBoost = 0 }
+        for node in reported where node.priorityBoost != 0 { nodes.update(node.id) { $0.priorityBoost = 0 } }
         if (winner.timeline, winner.lsn) < (mostAdvanced.timeline, mostAdvanced.lsn) {
             assign(winner.id, .fastForward,
                    "elected (priority \(winner.registration.candidatePriority)); fetching WAL up to \(LSNFormat.format(mostAdvanced.lsn)) from node \(mostAdvanced.id)",

@@ -51,7 +51,7 @@ extension ClusterState {
                 return
             }
             // As pg_auto_failover's perform_promotion: the target wins the election.
-            nodes[target]!.priorityBoost = 101
+            nodes.update(target) { $0.priorityBoost = 101 }
         }
         guard !candidates.isEmpty else {
             waitingReason = "switchover ignored: no healthy secondary can take over"

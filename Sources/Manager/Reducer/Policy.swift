@@ -3,7 +3,43 @@ import EventLog
 /// The policy: pg_auto_failover's monitor rules (src/monitor/group_state_machine.c), adapted
 /// to log time and quorum reports. Each rule looks at the whole state, in node-id order, and
 /// assigns goals with a one-line reason; the rules run until none changes anything.
+/// What the policy reads of one node. Raw LSNs change with every heartbeat but matter only
+/// through `caughtUp` (for catching-up nodes) and the election LSN.
+struct PolicyInput: Equatable, Sendable {
+    var id: PGNodeID
+    var reached: NodeState
+    var goal: NodeState
+    var healthy: Bool
+    var leaseExpired: Bool
+    var postgresRunning: Bool
+    var timeline: UInt32
+    var electionLSN: LSN?
+    var caughtUp: Bool
+    var priorityBoost: Int
+    var priority: UInt8
+    var replicationQuorum: Bool
+}
+
 extension ClusterState {
+    /// Everything the rules read, node by node, plus the election's k (as a last pseudo-node).
+    func policyInputs() -> [PolicyInput] {
+        let primary = primaryNode
+        var inputs = sortedNodes.map { node in
+            PolicyInput(
+                id: node.id, reached: node.reached, goal: node.goal, healthy: isHealthy(node), leaseExpired: leaseExpired(node),
+                postgresRunning: node.lastReport?.postgresRunning ?? false, timeline: node.timeline, electionLSN: node.electionLSN,
+                caughtUp: primary.map { node.goal == .catchingUp && caughtUp(node, with: $0) } ?? false,
+                priorityBoost: node.priorityBoost, priority: node.registration.candidatePriority,
+                replicationQuorum: node.registration.replicationQuorum)
+        }
+        inputs.append(
+            PolicyInput(
+                id: 0, reached: .initial, goal: .initial, healthy: false, leaseExpired: false, postgresRunning: false, timeline: 0,
+                electionLSN: nil, caughtUp: false, priorityBoost: Int(electionSyncStandbys), priority: settings.numberSyncStandbys,
+                replicationQuorum: settings.strictSyncMode))
+        return inputs
+    }
+
     /// Rules run at most this many rounds per entry; each round changes at least one goal.
     static let policyRoundsMax = 32
 

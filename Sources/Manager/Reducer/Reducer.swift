@@ -21,7 +21,18 @@ extension ClusterState {
         guard entry.record.formation == formation else { return [] }
         var changes: [GoalChange] = []
         applyEvent(entry.record.event, changes: &changes)
-        runPolicy(changes: &changes)
+        // Heartbeats dominate the log; most change nothing the policy reads. The policy is a
+        // fixpoint, so with the same inputs as when it last settled it would change nothing.
+        switch entry.record.event {
+        case .nodeReports, .tick, .stateReached:
+            let inputs = policyInputs()
+            if changes.isEmpty, inputs == settledInputs { return changes }
+            runPolicy(changes: &changes)
+            settledInputs = changes.isEmpty ? inputs : policyInputs()
+        default:
+            runPolicy(changes: &changes)
+            settledInputs = policyInputs()
+        }
         return changes
     }
 
@@ -32,9 +43,9 @@ extension ClusterState {
         if entryTerm != term {
             term = entryTerm
             nowNanos = leaderClockNanos
-            for id in nodes.keys {
-                nodes[id]!.lastHeardNanos = leaderClockNanos
-                if nodes[id]!.postgresDownSinceNanos != nil { nodes[id]!.postgresDownSinceNanos = leaderClockNanos }
+            nodes.updateAll { node in
+                node.lastHeardNanos = leaderClockNanos
+                if node.postgresDownSinceNanos != nil { node.postgresDownSinceNanos = leaderClockNanos }
             }
         } else {
             nowNanos = max(nowNanos, leaderClockNanos)
@@ -53,14 +64,15 @@ extension ClusterState {
                 nodes[registration.node] = record
             }
         case .nodeReports(let reports):
-            for report in reports where nodes[report.node] != nil {
-                var node = nodes[report.node]!
-                node.lastReport = report
-                node.reached = report.reachedState
-                node.lastHeardNanos = nowNanos
-                node.postgresDownSinceNanos = report.postgresRunning ? nil : (node.postgresDownSinceNanos ?? nowNanos)
-                node.electionLSN = report.reachedState == .reportLSN ? max(report.flushLSN, report.replayLSN) : nil
-                nodes[report.node] = node
+            let now = nowNanos
+            for report in reports {
+                nodes.update(report.node) { node in
+                    node.lastReport = report
+                    node.reached = report.reachedState
+                    node.lastHeardNanos = now
+                    node.postgresDownSinceNanos = report.postgresRunning ? nil : (node.postgresDownSinceNanos ?? now)
+                    node.electionLSN = report.reachedState == .reportLSN ? max(report.flushLSN, report.replayLSN) : nil
+                }
             }
         case .stateReached(let id, let state):
             guard var node = nodes[id] else { return }
@@ -92,11 +104,12 @@ extension ClusterState {
 
     /// Sets a node's goal, recording the change when it is one.
     mutating func assign(_ id: PGNodeID, _ goal: NodeState, _ reason: String, _ changes: inout [GoalChange]) {
-        guard var node = nodes[id], node.goal != goal else { return }
-        changes.append(GoalChange(node: id, from: node.goal, to: goal, reason: reason))
-        node.goal = goal
-        node.goalReason = reason
-        nodes[id] = node
+        guard let current = nodes[id]?.goal, current != goal else { return }
+        changes.append(GoalChange(node: id, from: current, to: goal, reason: reason))
+        nodes.update(id) { node in
+            node.goal = goal
+            node.goalReason = reason
+        }
     }
 
     /// Replays a whole log from an empty state (or continues from `self`).
