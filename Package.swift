@@ -97,7 +97,7 @@ let package = Package(
             swiftSettings: strict
         ),
 
-        .testTarget(name: "RaftTests", dependencies: ["Raft"], exclude: ["testdata"], swiftSettings: strict),
+        .testTarget(name: "RaftTests", dependencies: ["Raft", "TestSupport"], exclude: ["testdata"], swiftSettings: strict),
         // Child processes that tests start and kill (the LMDB crash test, postgres supervision).
         .executableTarget(
             name: "pgquorum-test-helper",
@@ -108,7 +108,7 @@ let package = Package(
 
         .testTarget(name: "EventLogTests", dependencies: ["EventLog", "Raft", "TestSupport", "pgquorum-test-helper"], swiftSettings: strict),
         .testTarget(name: "NodeControlTests", dependencies: ["NodeControl", "TestSupport", "pgquorum-test-helper"], swiftSettings: strict),
-        .testTarget(name: "ManagerTests", dependencies: ["Manager", "EventLog"], exclude: ["testdata"], swiftSettings: strict),
+        .testTarget(name: "ManagerTests", dependencies: ["Manager", "EventLog", "TestSupport"], exclude: ["testdata"], swiftSettings: strict),
         .testTarget(name: "pgquorumTests", dependencies: ["pgquorum", "NodeControl", "TestSupport"], swiftSettings: strict),
     ]
 )

@@ -1,6 +1,7 @@
 import EventLog
 import Foundation
 import Testing
+import TestSupport
 
 @testable import Manager
 
@@ -11,31 +12,28 @@ import Testing
 struct ReducerScenarioTests {
     static let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("testdata")
 
-    static var files: [String] {
-        ((try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []).filter { $0.hasSuffix(".txt") }.sorted()
-    }
+    static var files: [String] { ScenarioScript.files(in: folder) }
 
     @Test("story", arguments: files)
     func story(file: String) throws {
-        let path = Self.folder.appendingPathComponent(file).path
-        let blocks = try StoryFile.parse(try String(contentsOfFile: path, encoding: .utf8))
         var runner = StoryRunner()
-        var rewritten: [String] = []
-        for block in blocks {
-            let actual = runner.run(block.command)
-            #expect(actual == block.expected, "\(file):\(block.line): \(block.command)")
-            rewritten.append((block.comments + [block.command, "----", actual]).joined(separator: "\n") + "\n")
+        var replayMismatches: [Int] = []
+        var line = 0
+        let results = try ScenarioScript.run(path: Self.folder.appendingPathComponent(file).path, rewriteVariable: "MANAGER_REWRITE") { command in
+            line += 1
+            let output = runner.run(command)
             // Every reader replaying the same log must reach the same state, from the start or
             // from a snapshot.
             var replayed = ClusterState()
             replayed.replay(runner.log)
-            #expect(replayed == runner.state, "\(file):\(block.line): replay differs")
-            let snapshot = try ClusterState(snapshot: runner.state.snapshotData())
-            #expect(snapshot == runner.state, "\(file):\(block.line): snapshot round trip differs")
+            let restored = try? ClusterState(snapshot: runner.state.snapshotData())
+            if replayed != runner.state || restored != runner.state { replayMismatches.append(line) }
+            return output
         }
-        if ProcessInfo.processInfo.environment["MANAGER_REWRITE"] == "1" {
-            try rewritten.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        for (block, actual) in results {
+            #expect(actual == block.expected, "\(file):\(block.line): \(block.command)")
         }
+        #expect(replayMismatches.isEmpty, "\(file): replay or snapshot differs after commands \(replayMismatches)")
     }
 
     @Test("the stories are there")
@@ -44,46 +42,8 @@ struct ReducerScenarioTests {
     }
 }
 
-struct StoryBlock {
-    var comments: [String]
-    var command: String
-    var expected: String
-    var line: Int
-}
-
-enum StoryFile {
-    struct ParseError: Error, CustomStringConvertible {
-        var description: String
-    }
-
-    static func parse(_ text: String) throws -> [StoryBlock] {
-        var blocks: [StoryBlock] = []
-        var comments: [String] = []
-        let lines = text.components(separatedBy: "\n")
-        var position = 0
-        while position < lines.count {
-            let line = lines[position]
-            position += 1
-            if line.hasPrefix("#") {
-                comments.append(line)
-                continue
-            }
-            if line.trimmingCharacters(in: .whitespaces).isEmpty { continue }
-            let commandLine = position
-            guard position < lines.count, lines[position] == "----" else {
-                throw ParseError(description: "line \(commandLine): \"\(line)\" is not followed by ----")
-            }
-            position += 1
-            var output: [String] = []
-            while position < lines.count, !lines[position].isEmpty {
-                output.append(lines[position])
-                position += 1
-            }
-            blocks.append(StoryBlock(comments: comments, command: line, expected: output.joined(separator: "\n"), line: commandLine))
-            comments = []
-        }
-        return blocks
-    }
+struct StoryError: Error, CustomStringConvertible {
+    var description: String
 }
 
 extension StoryRunner {
@@ -113,7 +73,7 @@ extension StoryRunner {
         }
         func node(_ position: Int = 0) throws -> PGNodeID {
             guard position < positional.count, let id = PGNodeID(positional[position]) else {
-                throw StoryFile.ParseError(description: "\(verb) needs a node id")
+                throw StoryError(description: "\(verb) needs a node id")
             }
             return id
         }
@@ -163,7 +123,7 @@ extension StoryRunner {
             lines.append("uri: \(state.connectionURI())")
             return lines
         default:
-            throw StoryFile.ParseError(description: "unknown command \(verb)")
+            throw StoryError(description: "unknown command \(verb)")
         }
         return changes.map(\.description)
     }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 
 @testable import Raft
 
@@ -10,26 +11,16 @@ import Testing
 struct ScenarioTests {
     static let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("testdata")
 
-    static var files: [String] {
-        ((try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []).filter { $0.hasSuffix(".txt") }.sorted()
-    }
+    static var files: [String] { ScenarioScript.files(in: folder) }
 
     @Test("scenario", arguments: files)
     func scenario(file: String) throws {
-        let path = Self.folder.appendingPathComponent(file).path
-        let text = try String(contentsOfFile: path, encoding: .utf8)
-        let blocks = try ScenarioFile.parse(text)
         var runner = ScenarioRunner()
-        var rewritten: [String] = []
-        for block in blocks {
-            let actual = runner.run(block.command)
-            if let expected = block.expected {
-                #expect(actual == expected, "\(file):\(block.line): \(block.command)")
-            }
-            rewritten.append(block.render(actual: actual))
+        let results = try ScenarioScript.run(path: Self.folder.appendingPathComponent(file).path, rewriteVariable: "RAFT_REWRITE") {
+            runner.run($0)
         }
-        if ProcessInfo.processInfo.environment["RAFT_REWRITE"] == "1" {
-            try rewritten.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        for (block, actual) in results {
+            #expect(actual == block.expected, "\(file):\(block.line): \(block.command)")
         }
     }
 
@@ -39,51 +30,8 @@ struct ScenarioTests {
     }
 }
 
-/// One `command / ---- / expected` block, with the comments that precede it.
-struct ScenarioBlock {
-    var comments: [String]
-    var command: String
-    var expected: String?
-    var line: Int
-
-    func render(actual: String) -> String {
-        (comments + [command, "----", actual]).joined(separator: "\n") + "\n"
-    }
-}
-
-enum ScenarioFile {
-    struct ParseError: Error, CustomStringConvertible {
-        var description: String
-    }
-
-    static func parse(_ text: String) throws -> [ScenarioBlock] {
-        var blocks: [ScenarioBlock] = []
-        var comments: [String] = []
-        let lines = text.components(separatedBy: "\n")
-        var position = 0
-        while position < lines.count {
-            let line = lines[position]
-            position += 1
-            if line.hasPrefix("#") {
-                comments.append(line)
-                continue
-            }
-            if line.trimmingCharacters(in: .whitespaces).isEmpty { continue }
-            let commandLine = position
-            guard position < lines.count, lines[position] == "----" else {
-                throw ParseError(description: "line \(commandLine): command \"\(line)\" is not followed by ----")
-            }
-            position += 1
-            var output: [String] = []
-            while position < lines.count, !lines[position].isEmpty {
-                output.append(lines[position])
-                position += 1
-            }
-            blocks.append(ScenarioBlock(comments: comments, command: line, expected: output.joined(separator: "\n"), line: commandLine))
-            comments = []
-        }
-        return blocks
-    }
+struct ScenarioError: Error, CustomStringConvertible {
+    var description: String
 }
 
 /// Interprets scenario commands against a `Cluster`.
@@ -104,11 +52,11 @@ struct ScenarioRunner {
         guard let verb = words.first else { return [] }
         let arguments = Array(words.dropFirst())
         if verb == "add-nodes" { return try addNodes(arguments) }
-        guard let cluster else { throw ScenarioFile.ParseError(description: "add-nodes must come first") }
+        guard let cluster else { throw ScenarioError(description: "add-nodes must come first") }
         let mark = cluster.trace.count
         func id(_ position: Int) throws -> NodeID {
             guard position < arguments.count, let value = NodeID(arguments[position]) else {
-                throw ScenarioFile.ParseError(description: "\(verb) needs a replica id as argument \(position + 1)")
+                throw ScenarioError(description: "\(verb) needs a replica id as argument \(position + 1)")
             }
             return value
         }
@@ -143,7 +91,7 @@ struct ScenarioRunner {
             extra.append("compacted to \(try replica.storage.firstIndex() - 1)")
         case "status": return cluster.statusLines()
         case "log": return try cluster.logLines(try id(0))
-        default: throw ScenarioFile.ParseError(description: "unknown command \(verb)")
+        default: throw ScenarioError(description: "unknown command \(verb)")
         }
         if verb != "deliver" && verb != "stabilize" { try cluster.processReady() }
         return extra + Array(cluster.trace[mark...])
@@ -151,7 +99,7 @@ struct ScenarioRunner {
 
     private mutating func addNodes(_ arguments: [String]) throws -> [String] {
         guard let count = arguments.first.flatMap(UInt64.init) else {
-            throw ScenarioFile.ParseError(description: "add-nodes needs a count")
+            throw ScenarioError(description: "add-nodes needs a count")
         }
         var options: [String: String] = [:]
         for argument in arguments.dropFirst() {
