@@ -50,6 +50,29 @@ struct PostgresNodeTests {
             #expect(standbyView.walReceiver?.senderPort == primary.node.configuration.port)
             #expect(standbyView.synchronousStandbyNames == "")
             #expect(try primary.node.slots() == ["node_2"])
+
+            // A standby keeps slots for its peers and moves them forward as it replays.
+            try standby.node.createSlot("node_3")
+            let replayed = try standby.node.observe().replayLSN
+            try standby.node.advanceSlot("node_3", to: replayed)
+            let restart = try standby.sql("SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = 'node_3'")
+            #expect(restart.flatMap(LSNFormat.parse) == replayed)
+            try standby.node.dropSlot("node_3")
+            #expect(try standby.node.slots() == [])
+
+            // Changing the upstream is a reload: the WAL receiver leaves for the new address…
+            let nowhere = ReplicationSource(host: "127.0.0.1", port: try FreePort.next())
+            try standby.node.configureStandby(upstream: nowhere, slot: "node_2")
+            try await waitUntil("the standby stops streaming from the primary") {
+                try primary.node.observe().replication.isEmpty
+            }
+            // …and comes back when pointed at the primary again, without a restart.
+            let pid = standby.node.pid
+            try standby.node.configureStandby(upstream: primary.source, slot: "node_2")
+            try await waitUntil("the standby streams from the primary again") {
+                try standby.node.observe().walReceiver?.status == "streaming"
+            }
+            #expect(standby.node.pid == pid)
         }
     }
 
