@@ -1,0 +1,82 @@
+import Raft
+
+/// The payload of a peer frame carrying one Raft message (frame kind `peerMessage`).
+/// Every field is checked on decoding; entry and byte counts have named maxima.
+extension Message {
+    /// The most entries one append message carries on the wire.
+    public static let wireEntriesMax = 65_536
+
+    public func wireEncoded() -> [UInt8] {
+        var writer = ByteWriter(capacity: 64 + entries.reduce(0) { $0 + $1.data.count + 24 })
+        writer.write(kind.rawValue)
+        writer.write(from)
+        writer.write(to)
+        writer.write(term)
+        writer.write(logTerm)
+        writer.write(index)
+        writer.write(commit)
+        writer.write(reject)
+        writer.write(rejectHint)
+        writer.write(force)
+        precondition(entries.count <= Self.wireEntriesMax, "\(entries.count) entries in one message")
+        writer.write(UInt32(entries.count))
+        for entry in entries {
+            writer.write(entry.term)
+            writer.write(entry.index)
+            writer.write(entry.kind.rawValue)
+            writer.writeBlob(entry.data)
+        }
+        writer.write(snapshot != nil)
+        if let snapshot {
+            writer.write(snapshot.metadata.index)
+            writer.write(snapshot.metadata.term)
+            let voters = snapshot.metadata.membership.voters.sorted()
+            writer.write(UInt32(voters.count))
+            for voter in voters { writer.write(voter) }
+            writer.writeBlob(snapshot.data)
+        }
+        return writer.bytes
+    }
+
+    public init(wireDecoding bytes: [UInt8]) throws(DecodingError) {
+        var reader = ByteReader(bytes)
+        let kindByte = try reader.readUInt8("message kind")
+        guard let kind = MessageKind(rawValue: kindByte) else { throw .unknownKind(field: "message kind", value: kindByte) }
+        let from = try reader.readUInt64("sender")
+        let to = try reader.readUInt64("receiver")
+        guard from != 0, to != 0 else { throw .invalidValue(field: "sender or receiver", reason: "replica id 0") }
+        self.init(kind: kind, from: from, to: to, term: try reader.readUInt64("term"))
+        logTerm = try reader.readUInt64("log term")
+        index = try reader.readUInt64("index")
+        commit = try reader.readUInt64("commit")
+        reject = try reader.readBool("reject")
+        rejectHint = try reader.readUInt64("reject hint")
+        force = try reader.readBool("force")
+        let count = try reader.readCount("entry count", maxCount: Self.wireEntriesMax)
+        entries.reserveCapacity(count)
+        for _ in 0..<count {
+            let term = try reader.readUInt64("entry term")
+            let index = try reader.readUInt64("entry index")
+            let kindByte = try reader.readUInt8("entry kind")
+            guard let entryKind = EntryKind(rawValue: kindByte) else { throw .unknownKind(field: "entry kind", value: kindByte) }
+            entries.append(Entry(term: term, index: index, kind: entryKind, data: try reader.readBlob("entry data", maxCount: Frame.bytesMax)))
+        }
+        if try reader.readBool("has snapshot") {
+            let index = try reader.readUInt64("snapshot index")
+            let term = try reader.readUInt64("snapshot term")
+            let voterCount = try reader.readCount("voter count", maxCount: 64)
+            var voters: Set<NodeID> = []
+            var previous: NodeID = 0
+            for _ in 0..<voterCount {
+                // Voters travel in ascending order: one encoding per membership.
+                let voter = try reader.readUInt64("voter")
+                guard voter > previous else { throw .invalidValue(field: "voter", reason: "voters not in ascending order") }
+                previous = voter
+                voters.insert(voter)
+            }
+            let data = try reader.readBlob("snapshot data", maxCount: Frame.bytesMax)
+            snapshot = Snapshot(metadata: SnapshotMetadata(index: index, term: term, membership: Membership(voters: voters)), data: data)
+        }
+        try reader.finish()
+    }
+}
