@@ -104,8 +104,11 @@ public struct ByteReader {
     }
 
     private mutating func readInteger<T: FixedWidthInteger>(_ field: String) throws(DecodingError) -> T {
-        let slice = try take(MemoryLayout<T>.size, field)
-        return slice.reduce(T(0)) { ($0 << 8) | T($1) }
+        let size = MemoryLayout<T>.size
+        guard size <= remaining else { throw .truncated(field: field, needed: size, available: remaining) }
+        let value = bytes.withUnsafeBytes { T(bigEndian: $0.loadUnaligned(fromByteOffset: position, as: T.self)) }
+        position += size
+        return value
     }
 
     public mutating func readUInt8(_ field: String) throws(DecodingError) -> UInt8 { try take(1, field).first! }
