@@ -4,6 +4,12 @@ func fileExists(_ path: String) -> Bool {
     FileManager.default.fileExists(atPath: path)
 }
 
+/// Whether `path` is a folder with something in it.
+func isNonEmptyDirectory(_ path: String) -> Bool {
+    guard let contents = try? FileManager.default.contentsOfDirectory(atPath: path) else { return false }
+    return !contents.isEmpty
+}
+
 func readFile(_ path: String) throws(NodeControlError) -> String {
     do {
         return try String(contentsOfFile: path, encoding: .utf8)

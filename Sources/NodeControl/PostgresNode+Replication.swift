@@ -36,7 +36,7 @@ extension PostgresNode {
     public func basebackup(
         from source: ReplicationSource, slot: String?, progress: @escaping @Sendable (CopyProgress) -> Void = { _ in }
     ) throws(NodeControlError) {
-        if fileExists(dataDirectory), let contents = try? FileManager.default.contentsOfDirectory(atPath: dataDirectory), !contents.isEmpty {
+        if isNonEmptyDirectory(dataDirectory) {
             throw .dataDirectoryNotEmpty(path: dataDirectory)
         }
         if let slot, !isSQLIdentifier(slot) { throw .invalidConfiguration("slot name \(slot) must be lower-case letters, digits and _") }

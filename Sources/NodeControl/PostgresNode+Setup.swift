@@ -14,7 +14,7 @@ extension PostgresNode {
     public func initialize(peers: [String]) throws(NodeControlError) {
         try prepareRunDirectory()
         if !fileExists(dataDirectory + "/PG_VERSION") {
-            if fileExists(dataDirectory), let contents = try? FileManager.default.contentsOfDirectory(atPath: dataDirectory), !contents.isEmpty {
+            if isNonEmptyDirectory(dataDirectory) {
                 throw .dataDirectoryNotEmpty(path: dataDirectory)
             }
             try makeDirectory(dataDirectory, mode: 0o700)
