@@ -127,13 +127,15 @@ struct PostgresNodeTests {
             await standby.node.stop(.fast)
 
             let options = primary.node.localConnectionOptions()
-            let writer = Task.detached { () throws -> String? in
-                var writerOptions = options
-                writerOptions.settings = ["statement_timeout": "60s"]
-                let connection = try PostgresConnection(writerOptions)
-                defer { connection.close() }
-                try connection.query("INSERT INTO t VALUES (1)")
-                return try connection.scalar("SELECT count(*) FROM t")
+            let writer = Task {
+                try await onOwnThread { () throws -> String? in
+                    var writerOptions = options
+                    writerOptions.settings = ["statement_timeout": "60s"]
+                    let connection = try PostgresConnection(writerOptions)
+                    defer { connection.close() }
+                    try connection.query("INSERT INTO t VALUES (1)")
+                    return try connection.scalar("SELECT count(*) FROM t")
+                }
             }
             try await waitUntil("the commit waits for synchronous replication") {
                 try primary.sql("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'") == "1"
@@ -154,12 +156,14 @@ struct PostgresNodeTests {
             try primary.node.setSynchronousStandbyNames("ANY 1 (node_9)")
             let options = primary.node.localConnectionOptions()
             // statement_timeout does not apply to the wait at commit: only a cancel ends it.
-            let writer = Task.detached { () throws -> Void in
-                var writerOptions = options
-                writerOptions.settings = ["statement_timeout": "200ms"]
-                let connection = try PostgresConnection(writerOptions)
-                defer { connection.close() }
-                try connection.query("INSERT INTO t VALUES (1)")
+            let writer = Task {
+                try await onOwnThread { () throws -> Void in
+                    var writerOptions = options
+                    writerOptions.settings = ["statement_timeout": "200ms"]
+                    let connection = try PostgresConnection(writerOptions)
+                    defer { connection.close() }
+                    try connection.query("INSERT INTO t VALUES (1)")
+                }
             }
             try await waitUntil("the commit waits for synchronous replication") {
                 try primary.sql("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'") == "1"

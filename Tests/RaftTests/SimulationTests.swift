@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 
 @testable import Raft
 
@@ -9,29 +10,38 @@ struct SimulationTests {
     /// A failing seed is printed and replays exactly with `RAFT_SIMULATION_FIRST_SEED=N
     /// RAFT_SIMULATION_SEEDS=1`.
     @Test("safety under faults, then liveness once healed, over many seeds")
-    func manySeeds() throws {
+    func manySeeds() async throws {
         let environment = ProcessInfo.processInfo.environment
         let count = environment["RAFT_SIMULATION_SEEDS"].flatMap(UInt64.init) ?? 1000
         let first = environment["RAFT_SIMULATION_FIRST_SEED"].flatMap(UInt64.init) ?? 1
         print("raft simulation: seeds \(first)..<\(first + count)")
-        var totals = Simulation.Statistics()
-        for seed in first..<(first + count) {
-            var simulation = try Simulation(seed: seed)
-            do {
-                try simulation.run()
-            } catch let failure as SimulationFailure {
-                Issue.record("raft simulation failed: \(failure)\nreplay: RAFT_SIMULATION_FIRST_SEED=\(seed) RAFT_SIMULATION_SEEDS=1 swift test --filter SimulationTests")
-                return
+        // A long CPU-bound loop: on a thread of its own, not on the cooperative pool that the
+        // other tests share.
+        let outcome = try await onOwnThread { () throws -> (Simulation.Statistics, String?) in
+            var totals = Simulation.Statistics()
+            for seed in first..<(first + count) {
+                var simulation = try Simulation(seed: seed)
+                do {
+                    try simulation.run()
+                } catch let failure as SimulationFailure {
+                    return (totals, "raft simulation failed: \(failure)\nreplay: RAFT_SIMULATION_FIRST_SEED=\(seed) RAFT_SIMULATION_SEEDS=1 swift test --filter SimulationTests")
+                }
+                let s = simulation.statistics
+                totals.elections += s.elections
+                totals.crashes += s.crashes
+                totals.partitions += s.partitions
+                totals.compactions += s.compactions
+                totals.snapshotsInstalled += s.snapshotsInstalled
+                totals.membershipChanges += s.membershipChanges
+                totals.transfers += s.transfers
+                totals.committed += s.committed
             }
-            let s = simulation.statistics
-            totals.elections += s.elections
-            totals.crashes += s.crashes
-            totals.partitions += s.partitions
-            totals.compactions += s.compactions
-            totals.snapshotsInstalled += s.snapshotsInstalled
-            totals.membershipChanges += s.membershipChanges
-            totals.transfers += s.transfers
-            totals.committed += s.committed
+            return (totals, nil)
+        }
+        let (totals, failure) = outcome
+        if let failure {
+            Issue.record(Comment(rawValue: failure))
+            return
         }
         print("raft simulation: \(totals)")
         // The faults must really have happened, or the run proves little.
