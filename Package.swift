@@ -109,6 +109,6 @@ let package = Package(
         .testTarget(name: "EventLogTests", dependencies: ["EventLog", "Raft", "TestSupport", "pgquorum-test-helper"], swiftSettings: strict),
         .testTarget(name: "NodeControlTests", dependencies: ["NodeControl", "TestSupport", "pgquorum-test-helper"], swiftSettings: strict),
         .testTarget(name: "ManagerTests", dependencies: ["Manager", "EventLog", "TestSupport"], exclude: ["testdata"], swiftSettings: strict),
-        .testTarget(name: "pgquorumTests", dependencies: ["pgquorum", "NodeControl", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "pgquorumTests", dependencies: ["pgquorum", "Manager", "NodeControl", "TestSupport"], swiftSettings: strict),
     ]
 )

@@ -14,6 +14,6 @@ struct PGQuorum: ParsableCommand {
             See README.md and docs/ in the source tree for the design and how to run it.
             """,
         version: PGQuorumVersion.current,
-        subcommands: []
+        subcommands: [FSMCommand.self]
     )
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Manager
 import NodeControl
 import Testing
 import TestSupport
@@ -30,5 +31,34 @@ struct CommandLineTests {
         let result = try runPGQuorum(["--no-such-flag"])
         #expect(result.termination == .exited(code: 64))
         #expect(result.output.contains("Unknown option '--no-such-flag'"))
+    }
+}
+
+@Suite("pgquorum fsm")
+struct FSMCommandTests {
+    @Test("the table lists every transition with its action and reason")
+    func table() throws {
+        let result = try runPGQuorum(["fsm"])
+        #expect(result.termination == .exited(code: 0))
+        let lines = result.output.split(separator: "\n")
+        #expect(lines.first?.hasPrefix("CURRENT") == true)
+        #expect(lines.count == KeeperTransitions.table.count + 1)
+        #expect(lines.contains { $0.hasPrefix("demoted ") && $0.contains("catchingup") && $0.contains("rewindOrReinitialize") })
+    }
+
+    @Test("the mermaid format is a state diagram")
+    func mermaid() throws {
+        let result = try runPGQuorum(["fsm", "--format", "mermaid"])
+        #expect(result.termination == .exited(code: 0))
+        #expect(result.output.hasPrefix("stateDiagram-v2\n"))
+        #expect(result.output.contains("    secondary --> report_lsn: reportLSN\n"))
+    }
+
+    @Test("an unknown format is refused, naming the choices")
+    func badFormat() throws {
+        let result = try runPGQuorum(["fsm", "--format", "dot"])
+        #expect(result.termination == .exited(code: 64))
+        #expect(result.output.contains("table"))
+        #expect(result.output.contains("mermaid"))
     }
 }
