@@ -1,3 +1,5 @@
+import Foundation
+
 /// Where and how to connect to a PostgreSQL server through libpq.
 ///
 /// Its `description` never shows the password; use it in logs and errors.
@@ -65,11 +67,4 @@ private func escapeOptionValue(_ value: String) -> String {
         escaped.append(character)
     }
     return escaped
-}
-
-extension String {
-    func replacingOccurrences(of target: String, with replacement: String) -> String {
-        guard !target.isEmpty else { return self }
-        return self.split(separator: target, omittingEmptySubsequences: false).joined(separator: replacement)
-    }
 }

@@ -116,7 +116,7 @@ public final class LMDBRaftStorage: RaftStorage {
     public func lastIndex() throws -> UInt64 { storedLast }
 
     public func snapshot() throws -> Snapshot {
-        guard !cachedSnapshotMetadata.isEmptyMetadata else { return Snapshot() }
+        guard cachedSnapshotMetadata.index > 0 else { return Snapshot() }
         let meta = metaDatabase
         return try environment.read { txn in
             guard let value = try txn.get(meta, Self.snapshotKey) else { throw StorageCorruption.log("the snapshot record is missing") }
@@ -216,8 +216,4 @@ public enum StorageCorruption: Error, Equatable, CustomStringConvertible {
         case .record(let error): return "the Raft log store is damaged: \(error)"
         }
     }
-}
-
-extension SnapshotMetadata {
-    var isEmptyMetadata: Bool { index == 0 }
 }
