@@ -92,7 +92,7 @@ let package = Package(
         // Fixtures shared by the test targets: temporary folders, free ports, a real PostgreSQL.
         .target(
             name: "TestSupport",
-            dependencies: ["NodeControl"],
+            dependencies: ["NodeControl", "EventLog", "Raft"],
             path: "Tests/TestSupport",
             swiftSettings: strict
         ),
@@ -107,6 +107,8 @@ let package = Package(
         ),
 
         .testTarget(name: "EventLogTests", dependencies: ["EventLog", "Raft", "TestSupport", "pgquorum-test-helper"], swiftSettings: strict),
+        // Real witness processes on loopback (the `pgquorum` executable).
+        .testTarget(name: "WitnessTests", dependencies: ["EventLog", "Raft", "TestSupport", "pgquorum"], swiftSettings: strict),
         .testTarget(name: "NodeControlTests", dependencies: ["NodeControl", "TestSupport", "pgquorum-test-helper"], swiftSettings: strict),
         .testTarget(name: "ManagerTests", dependencies: ["Manager", "EventLog", "TestSupport"], exclude: ["testdata"], swiftSettings: strict),
         .testTarget(name: "pgquorumTests", dependencies: ["pgquorum", "Manager", "NodeControl", "TestSupport"], swiftSettings: strict),

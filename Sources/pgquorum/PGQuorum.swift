@@ -2,7 +2,7 @@ import ArgumentParser
 
 /// The `pgquorum` command: a thin root whose subcommands each live in their own file.
 @main
-struct PGQuorum: ParsableCommand {
+struct PGQuorum: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pgquorum",
         abstract: "High availability for PostgreSQL, decided by a quorum of witnesses.",
@@ -14,6 +14,6 @@ struct PGQuorum: ParsableCommand {
             See README.md and docs/ in the source tree for the design and how to run it.
             """,
         version: PGQuorumVersion.current,
-        subcommands: [FSMCommand.self]
+        subcommands: [WitnessCommand.self, FSMCommand.self]
     )
 }

@@ -69,11 +69,7 @@ extension ClusterEvent {
             break
         case .membershipChanged(let members):
             precondition(members.count <= EventRecord.witnessesMax, "\(members.count) witnesses in one event")
-            writer.write(UInt32(members.count))
-            for member in members {
-                writer.write(member.id)
-                writer.write(member.address)
-            }
+            writer.write(members)
         }
     }
 
@@ -96,12 +92,7 @@ extension ClusterEvent {
         case 6:
             return .tick
         case 7:
-            let count = try reader.readCount("witness count", maxCount: EventRecord.witnessesMax)
-            var members: [WitnessMember] = []
-            for _ in 0..<count {
-                members.append(WitnessMember(id: try reader.readUInt64("witness id"), address: try reader.readString("witness address")))
-            }
-            return .membershipChanged(members)
+            return .membershipChanged(try reader.readWitnessMembers())
         default:
             throw .unknownKind(field: "event kind", value: kind)
         }

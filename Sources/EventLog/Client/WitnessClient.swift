@@ -1,0 +1,274 @@
+import Logging
+import NIOCore
+import NIOPosix
+import Raft
+import Synchronization
+
+/// The client of the witness quorum that node managers and the CLI use (DESIGN §1).
+///
+/// Appends, reports and membership changes go to the leader: the client follows a follower's
+/// answer to the leader's address and retries across witnesses until `requestTimeout`. Reads,
+/// snapshots and streams work from any witness. A retried append whose first attempt did
+/// commit is appended twice: events are facts that are safe to repeat.
+public final class WitnessClient: Sendable {
+    public let endpoints: [WitnessEndpoint]
+    public let credentials: WitnessCredentials
+    public let requestTimeout: Duration
+    private let logger: Logger
+    private let group: any EventLoopGroup
+    private let state = Mutex(State())
+
+    private struct State {
+        var connections: [WitnessEndpoint: WitnessConnection] = [:]
+        /// The last witness known to lead.
+        var leader: WitnessEndpoint?
+        var closed = false
+    }
+
+    public init(
+        endpoints: [WitnessEndpoint], credentials: WitnessCredentials, requestTimeout: Duration = .seconds(10),
+        logger: Logger = Logger(label: "pgquorum.witness-client"), group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) {
+        precondition(!endpoints.isEmpty, "a witness client needs at least one address")
+        self.endpoints = endpoints
+        self.credentials = credentials
+        self.requestTimeout = requestTimeout
+        self.logger = logger
+        self.group = group
+    }
+
+    /// Appends an event and returns its index once committed.
+    public func append(_ event: ClusterEvent, formation: String = EventRecord.defaultFormation) async throws -> UInt64 {
+        let record = EventRecord(formation: formation, stamp: LogStamp(leaderClockNanos: 0, wallTimeMillis: 0), event: event)
+        return try committedIndex(try await call(.append(record), leaderOnly: true))
+    }
+
+    /// Sends a node's report; returns the index of the coalesced entry holding it, once committed.
+    public func report(_ report: NodeReport, formation: String = EventRecord.defaultFormation) async throws -> UInt64 {
+        try committedIndex(try await call(.report(formation: formation, report), leaderOnly: true))
+    }
+
+    /// Committed entries from `from` on (at most `maxEntries`); empty when none is committed
+    /// yet. Throws a `.compacted` failure when they were compacted into the snapshot.
+    public func read(from: UInt64, maxEntries: UInt32 = 1_000) async throws -> [CommittedEntry] {
+        let response = try await call(.read(from: from, maxEntries: maxEntries), leaderOnly: false)
+        guard case .entries(let entries) = response else { throw unexpected(response) }
+        do { return try entries.map { entry throws(DecodingError) in try CommittedEntry(entry) } } catch {
+            throw WitnessClientError.malformedResponse(endpoint: endpoints[0], reason: "\(error)")
+        }
+    }
+
+    /// The latest snapshot of the witness that answers.
+    public func snapshot() async throws -> WitnessSnapshot {
+        let response = try await call(.snapshot, leaderOnly: false)
+        guard case .snapshot(let snapshot) = response else { throw unexpected(response) }
+        return snapshot
+    }
+
+    /// The status of one witness (`endpoint`), or of the first that answers.
+    public func status(of endpoint: WitnessEndpoint? = nil) async throws -> WitnessStatus {
+        let response = try await call(.status, leaderOnly: false, only: endpoint)
+        guard case .status(let status) = response else { throw unexpected(response) }
+        return status
+    }
+
+    /// Adds or removes a witness; returns once the membership change committed.
+    public func changeMembership(_ change: MembershipRequest) async throws -> UInt64 {
+        try committedIndex(try await call(.changeMembership(change), leaderOnly: true))
+    }
+
+    /// Closes every connection. Streams end on their own when their consumer stops.
+    public func close() {
+        let connections = state.withLock { state in
+            state.closed = true
+            defer { state.connections = [:] }
+            return Array(state.connections.values)
+        }
+        for connection in connections { connection.close() }
+    }
+
+    // MARK: Streams
+
+    /// What a stream delivers, in log order, each position exactly once.
+    public enum StreamItem: Sendable, Equatable {
+        /// Committed entries, contiguous with what came before.
+        case entries([CommittedEntry])
+        /// The entries up to the snapshot's index were compacted away: the consumer restarts
+        /// from this state; entries from `index + 1` follow.
+        case snapshot(WitnessSnapshot)
+    }
+
+    /// Committed entries from `from` on, pushed as they commit, across witness failures and
+    /// leader changes, until the consumer stops iterating.
+    public func stream(from: UInt64) -> AsyncThrowingStream<StreamItem, any Error> {
+        let (stream, continuation) = AsyncThrowingStream<StreamItem, any Error>.makeStream()
+        let task = Task { [self] in
+            do {
+                try await follow(from: max(from, 1), into: continuation)
+            } catch {
+                continuation.finish(throwing: error)
+            }
+        }
+        continuation.onTermination = { _ in task.cancel() }
+        return stream
+    }
+
+    private enum StreamEvent: Sendable {
+        case response(WitnessResponse)
+        case closed(String)
+    }
+
+    private func follow(from: UInt64, into continuation: AsyncThrowingStream<StreamItem, any Error>.Continuation) async throws {
+        var next = from
+        var attempt = 0
+        while !Task.isCancelled {
+            let endpoint = endpoints[attempt % endpoints.count]
+            attempt += 1
+            let connection: WitnessConnection
+            do {
+                connection = try await WitnessConnection.connect(
+                    to: endpoint, credentials: credentials, group: group, timeout: .seconds(2), logger: logger)
+            } catch let error as WitnessClientError {
+                if case .refused = error { throw error }
+                try await Task.sleep(for: .milliseconds(attempt % endpoints.count == 0 ? 200 : 20))
+                continue
+            }
+            let (events, eventSink) = AsyncStream<StreamEvent>.makeStream()
+            connection.subscribe(
+                from: next, onResponse: { eventSink.yield(.response($0)) },
+                onClose: { eventSink.yield(.closed($0)); eventSink.finish() })
+            await withTaskCancellationHandler {
+                do {
+                    for await event in events {
+                        switch event {
+                        case .closed(let reason):
+                            logger.debug("stream connection closed", metadata: ["witness": "\(endpoint)", "reason": "\(reason)"])
+                        case .response(.entries(let raw)):
+                            let fresh = raw.filter { $0.index >= next }
+                            guard let first = fresh.first else { continue }
+                            guard first.index == next else {
+                                throw WitnessClientError.malformedResponse(endpoint: endpoint, reason: "stream skipped from \(next) to \(first.index)")
+                            }
+                            let entries = try fresh.map { entry throws(DecodingError) in try CommittedEntry(entry) }
+                            next = entries.last!.index + 1
+                            continuation.yield(.entries(entries))
+                        case .response(.failure(let failure)) where failure.code == .compacted:
+                            let response = try await connection.request(.snapshot, timeout: requestTimeout)
+                            guard case .snapshot(let snapshot) = response else { throw unexpected(response) }
+                            if snapshot.index >= next {
+                                continuation.yield(.snapshot(snapshot))
+                                next = snapshot.index + 1
+                            }
+                            connection.subscribe(
+                                from: next, onResponse: { eventSink.yield(.response($0)) },
+                                onClose: { eventSink.yield(.closed($0)); eventSink.finish() })
+                        case .response(let other):
+                            logger.warning("unexpected stream response", metadata: ["witness": "\(endpoint)", "response": "\(other)"])
+                            connection.close()
+                        }
+                    }
+                } catch {
+                    logger.warning("stream broke; reconnecting", metadata: ["witness": "\(endpoint)", "error": "\(error)"])
+                    connection.close()
+                }
+            } onCancel: {
+                connection.close()
+            }
+            connection.close()
+            if !Task.isCancelled { try? await Task.sleep(for: .milliseconds(20)) }
+        }
+        continuation.finish()
+    }
+
+    // MARK: Calls
+
+    private func committedIndex(_ response: WitnessResponse) throws -> UInt64 {
+        guard case .committed(let index, _) = response else { throw unexpected(response) }
+        return index
+    }
+
+    private func unexpected(_ response: WitnessResponse) -> WitnessClientError {
+        if case .failure(let failure) = response { return .failure(failure) }
+        return .malformedResponse(endpoint: endpoints[0], reason: "unexpected answer \(response)")
+    }
+
+    private func connection(to endpoint: WitnessEndpoint) async throws -> WitnessConnection {
+        if let existing = state.withLock({ $0.connections[endpoint] }), existing.isOpen { return existing }
+        let connection = try await WitnessConnection.connect(
+            to: endpoint, credentials: credentials, group: group, timeout: .seconds(2), logger: logger)
+        // Concurrent callers may have connected meanwhile: keep one open connection per witness.
+        let chosen = state.withLock { state -> WitnessConnection? in
+            if state.closed { return nil }
+            if let existing = state.connections[endpoint], existing.isOpen { return existing }
+            state.connections[endpoint] = connection
+            return connection
+        }
+        guard let chosen else {
+            connection.close()
+            throw WitnessClientError.connectionLost(endpoint: endpoint, reason: "the client was closed")
+        }
+        if chosen !== connection { connection.close() }
+        return chosen
+    }
+
+    /// Drops `connection` after it failed (unless another one already replaced it).
+    private func forget(_ endpoint: WitnessEndpoint, _ connection: WitnessConnection?) {
+        let removed = state.withLock { state -> WitnessConnection? in
+            guard let current = state.connections[endpoint], connection == nil || current === connection else { return nil }
+            return state.connections.removeValue(forKey: endpoint)
+        }
+        removed?.close()
+    }
+
+    /// Sends `request` to the leader (or any witness) until one answers or the time is up.
+    private func call(_ request: WitnessRequest, leaderOnly: Bool, only: WitnessEndpoint? = nil) async throws -> WitnessResponse {
+        let deadline = ContinuousClock.now + requestTimeout
+        var problems: [WitnessEndpoint: String] = [:]
+        var round = 0
+        while ContinuousClock.now < deadline {
+            var order = only.map { [$0] } ?? endpoints
+            if leaderOnly, let leader = state.withLock({ $0.leader }) {
+                order.removeAll { $0 == leader }
+                order.insert(leader, at: 0)
+            }
+            var redirected = false
+            attempts: for endpoint in order where ContinuousClock.now < deadline {
+                var used: WitnessConnection?
+                do {
+                    let connection = try await connection(to: endpoint)
+                    used = connection
+                    let response = try await connection.request(request, timeout: deadline - ContinuousClock.now)
+                    guard case .failure(let failure) = response else {
+                        if leaderOnly { state.withLock { $0.leader = endpoint } }
+                        return response
+                    }
+                    switch failure.code {
+                    case .notLeader:
+                        problems[endpoint] = "not the leader"
+                        if let text = failure.leaderAddress, let leader = try? WitnessEndpoint(parsing: text), leader != endpoint {
+                            state.withLock { $0.leader = leader }
+                            redirected = true
+                            break attempts
+                        }
+                    case .unavailable:
+                        problems[endpoint] = failure.message
+                    case .compacted, .refused, .badRequest:
+                        throw WitnessClientError.failure(failure)
+                    }
+                } catch let error as WitnessClientError {
+                    switch error {
+                    case .refused, .failure: throw error
+                    default:
+                        problems[endpoint] = "\(error)"
+                        forget(endpoint, used)
+                    }
+                }
+            }
+            round += 1
+            try await Task.sleep(for: .milliseconds(redirected ? 2 : min(25 * round, 200)))
+        }
+        let tried = (only.map { [$0] } ?? endpoints).map { "\($0): \(problems[$0] ?? "no answer in time")" }
+        if problems.isEmpty, let only { throw WitnessClientError.timedOut(endpoint: only, after: requestTimeout) }
+        throw WitnessClientError.unreachable(tried)
+    }
+}

@@ -1,0 +1,197 @@
+import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// Why a witness call failed, as one line an operator can act on.
+public enum WitnessClientError: Error, Sendable, CustomStringConvertible {
+    /// No witness answered; each tried address with what went wrong there.
+    case unreachable([String])
+    /// A witness refused the connection (wrong cluster id or secret); not retried.
+    case refused(endpoint: WitnessEndpoint, reason: String)
+    /// A witness answered with a refusal.
+    case failure(WitnessFailure)
+    /// The answer did not come in time.
+    case timedOut(endpoint: WitnessEndpoint, after: Duration)
+    /// The connection broke before the answer came.
+    case connectionLost(endpoint: WitnessEndpoint, reason: String)
+    /// The witness sent something this client cannot read.
+    case malformedResponse(endpoint: WitnessEndpoint, reason: String)
+
+    public var description: String {
+        switch self {
+        case .unreachable(let tried): return "no witness reachable (tried \(tried.joined(separator: "; ")))"
+        case .refused(let endpoint, let reason): return "witness \(endpoint) refused the connection: \(reason)"
+        case .failure(let failure): return failure.message
+        case .timedOut(let endpoint, let after): return "witness \(endpoint) did not answer within \(after)"
+        case .connectionLost(let endpoint, let reason): return "connection to witness \(endpoint) lost: \(reason)"
+        case .malformedResponse(let endpoint, let reason): return "witness \(endpoint) sent a malformed response: \(reason)"
+        }
+    }
+}
+
+/// One authenticated connection to one witness, with requests multiplexed by id.
+final class WitnessConnection: Sendable {
+    let endpoint: WitnessEndpoint
+    private let channel: any Channel
+    private let state: Mutex<State>
+
+    private struct State {
+        var nextID: UInt64 = 1
+        var pending: [UInt64: CheckedContinuation<WitnessResponse, any Error>] = [:]
+        var pushes: [UInt64: @Sendable (WitnessResponse) -> Void] = [:]
+        var onClose: [@Sendable (String) -> Void] = []
+        var closedReason: String?
+    }
+
+    private init(endpoint: WitnessEndpoint, channel: any Channel) {
+        self.endpoint = endpoint
+        self.channel = channel
+        self.state = Mutex(State())
+    }
+
+    var isOpen: Bool { state.withLock { $0.closedReason == nil } && channel.isActive }
+
+    /// Connects and completes the handshake; a refusal (wrong id or secret) is `.refused`.
+    static func connect(
+        to endpoint: WitnessEndpoint, credentials: WitnessCredentials, group: any EventLoopGroup, timeout: Duration, logger: Logger
+    ) async throws -> WitnessConnection {
+        let box = ConnectionBox()
+        let handshake = group.next().makePromise(of: Void.self)
+        let events = WitnessChannelHandler.Events(
+            opened: { _, _, _ in handshake.succeed(()) },
+            frame: { _, frame in box.connection?.received(frame) },
+            closed: { _, reason in
+                handshake.fail(HandshakeClosed(reason: reason ?? "the witness closed the connection"))
+                box.connection?.closed(reason ?? "closed")
+            })
+        let millis = Int64(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        let channel: any Channel
+        do {
+            channel = try await ClientBootstrap(group: group)
+                .connectTimeout(.milliseconds(min(millis, 2_000)))
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(
+                            WitnessChannelHandler(
+                                side: .connector(clusterID: credentials.clusterID, role: .client, peerID: 0), secret: credentials.secret,
+                                events: events, logger: logger, handshakeTimeout: .milliseconds(millis)))
+                    }
+                }
+                .connect(host: endpoint.host, port: endpoint.port).get()
+        } catch {
+            handshake.fail(error)
+            throw WitnessClientError.connectionLost(endpoint: endpoint, reason: "\(error)")
+        }
+        let connection = WitnessConnection(endpoint: endpoint, channel: channel)
+        box.connection = connection
+        do {
+            try await handshake.futureResult.get()
+        } catch let closed as HandshakeClosed {
+            channel.close(promise: nil)
+            if closed.reason.hasPrefix("refused by") || closed.reason.contains("cluster id mismatch") || closed.reason.contains("authentication failed") {
+                throw WitnessClientError.refused(endpoint: endpoint, reason: closed.reason)
+            }
+            throw WitnessClientError.connectionLost(endpoint: endpoint, reason: closed.reason)
+        }
+        return connection
+    }
+
+    /// Sends a request and waits for its answer (at most `timeout`).
+    func request(_ request: WitnessRequest, timeout: Duration) async throws -> WitnessResponse {
+        guard channel.isActive else { throw WitnessClientError.connectionLost(endpoint: endpoint, reason: "closed") }
+        let id = state.withLock { state in
+            defer { state.nextID += 1 }
+            return state.nextID
+        }
+        let timer = channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000)) {
+            [self] in
+            self.finish(id, with: .failure(WitnessClientError.timedOut(endpoint: self.endpoint, after: timeout)))
+        }
+        defer { timer.cancel() }
+        return try await withCheckedThrowingContinuation { continuation in
+            let closedReason = state.withLock { state -> String? in
+                if state.closedReason == nil { state.pending[id] = continuation }
+                return state.closedReason
+            }
+            if let closedReason {
+                continuation.resume(throwing: WitnessClientError.connectionLost(endpoint: endpoint, reason: closedReason))
+                return
+            }
+            write(request.encoded(id: id))
+        }
+    }
+
+    /// Subscribes to committed entries from `from`; every push and the final failure (if any)
+    /// go to `onResponse`, and `onClose` is called once when the connection ends.
+    func subscribe(from: UInt64, onResponse: @escaping @Sendable (WitnessResponse) -> Void, onClose: @escaping @Sendable (String) -> Void) {
+        let (id, closedReason) = state.withLock { state -> (UInt64, String?) in
+            defer { state.nextID += 1 }
+            state.pushes[state.nextID] = onResponse
+            state.onClose.append(onClose)
+            return (state.nextID, state.closedReason)
+        }
+        if let closedReason { return onClose(closedReason) }
+        write(WitnessRequest.subscribe(from: from).encoded(id: id))
+    }
+
+    func close() {
+        channel.close(promise: nil)
+    }
+
+    private func write(_ payload: [UInt8]) {
+        let frame = Frame(kind: WitnessFrameKind.request.rawValue, payload: payload)
+        channel.writeAndFlush(WitnessChannelHandler.buffer(frame, allocator: channel.allocator), promise: nil)
+    }
+
+    private func received(_ frame: Frame) {
+        guard frame.kind == WitnessFrameKind.response.rawValue else {
+            return closeBroken("unexpected frame kind \(frame.kind)")
+        }
+        let decoded: (id: UInt64, response: WitnessResponse)
+        do { decoded = try WitnessResponse.decode(frame.payload) } catch { return closeBroken("\(error)") }
+        if let push = state.withLock({ $0.pushes[decoded.id] }) {
+            push(decoded.response)
+        } else {
+            finish(decoded.id, with: .success(decoded.response))
+        }
+    }
+
+    private func closeBroken(_ reason: String) {
+        closed("malformed response: \(reason)")
+        channel.close(promise: nil)
+    }
+
+    private func finish(_ id: UInt64, with result: Result<WitnessResponse, any Error>) {
+        state.withLock { $0.pending.removeValue(forKey: id) }?.resume(with: result)
+    }
+
+    private func closed(_ reason: String) {
+        let (pending, onClose) = state.withLock { state in
+            guard state.closedReason == nil else { return ([CheckedContinuation<WitnessResponse, any Error>](), [@Sendable (String) -> Void]()) }
+            state.closedReason = reason
+            defer {
+                state.pending = [:]
+                state.pushes = [:]
+                state.onClose = []
+            }
+            return (Array(state.pending.values), state.onClose)
+        }
+        for continuation in pending { continuation.resume(throwing: WitnessClientError.connectionLost(endpoint: endpoint, reason: reason)) }
+        for callback in onClose { callback(reason) }
+    }
+}
+
+private struct HandshakeClosed: Error {
+    var reason: String
+}
+
+/// Lets the channel's callbacks reach the connection object created after the channel.
+private final class ConnectionBox: Sendable {
+    private let value = Mutex<WitnessConnection?>(nil)
+    var connection: WitnessConnection? {
+        get { value.withLock { $0 } }
+        set { value.withLock { $0 = newValue } }
+    }
+}

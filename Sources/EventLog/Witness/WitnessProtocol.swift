@@ -1,0 +1,552 @@
+import Raft
+
+/// The frame kinds on a witness connection. A connection starts with the handshake (the
+/// witness speaks first), then carries Raft messages (peer connections) or requests,
+/// responses and stream pushes (client connections).
+public enum WitnessFrameKind: UInt8, Sendable, CaseIterable {
+    /// Witness → connector: its cluster id, its id and a fresh nonce.
+    case challenge = 1
+    /// Connector → witness: the cluster id it expects, who it is, its nonce and an HMAC proof.
+    case hello = 2
+    /// Witness → connector: the witness's own HMAC proof; the connection is open.
+    case welcome = 3
+    /// Either side: why the connection is refused, just before closing it.
+    case refused = 4
+    /// Peer → peer: one Raft message.
+    case raftMessage = 10
+    /// Client → witness: a request with its id.
+    case request = 20
+    /// Witness → client: the answer to a request (or one push of a stream).
+    case response = 21
+}
+
+/// The handshake: both sides prove they hold the shared secret without sending it, and
+/// both check the cluster id (DESIGN §5 rule 5: a wrong id or secret is refused clearly).
+public enum WitnessHandshake {
+    public static let nonceBytes = 32
+    /// Who opens a connection.
+    public enum Role: UInt8, Sendable {
+        case client = 0
+        case peer = 1
+    }
+
+    public struct Challenge: Sendable, Equatable {
+        public var clusterID: String
+        public var witnessID: NodeID
+        public var nonce: [UInt8]
+    }
+
+    public struct Hello: Sendable, Equatable {
+        public var clusterID: String
+        public var role: Role
+        /// The connecting witness's id (peers); zero for clients.
+        public var peerID: NodeID
+        public var nonce: [UInt8]
+        public var proof: [UInt8]
+    }
+
+    public static func randomNonce() -> [UInt8] {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<nonceBytes).map { _ in UInt8.random(in: 0...255, using: &generator) }
+    }
+
+    /// The connector's proof: it holds the secret, for this challenge, as this role.
+    public static func helloProof(secret: [UInt8], challenge: Challenge, role: Role, peerID: NodeID, clientNonce: [UInt8]) -> [UInt8] {
+        var message = ByteWriter()
+        message.write("pgquorum/1 hello")
+        message.write(challenge.clusterID)
+        message.writeRaw(challenge.nonce)
+        message.writeRaw(clientNonce)
+        message.write(role.rawValue)
+        message.write(peerID)
+        return SHA256.hmac(key: secret, message: message.bytes)
+    }
+
+    /// The witness's proof, bound to both nonces so it cannot be replayed.
+    public static func welcomeProof(secret: [UInt8], clusterID: String, serverNonce: [UInt8], clientNonce: [UInt8]) -> [UInt8] {
+        var message = ByteWriter()
+        message.write("pgquorum/1 welcome")
+        message.write(clusterID)
+        message.writeRaw(clientNonce)
+        message.writeRaw(serverNonce)
+        return SHA256.hmac(key: secret, message: message.bytes)
+    }
+
+    /// Checks a hello against the witness's identity; the error text is what both sides see.
+    public static func verify(_ hello: Hello, challenge: Challenge, secret: [UInt8]) -> String? {
+        guard hello.clusterID == challenge.clusterID else {
+            return "cluster id mismatch: this witness serves cluster \(challenge.clusterID), the connection expected \(hello.clusterID)"
+        }
+        let expected = helloProof(secret: secret, challenge: challenge, role: hello.role, peerID: hello.peerID, clientNonce: hello.nonce)
+        guard SHA256.constantTimeEqual(expected, hello.proof) else {
+            return "authentication failed: the shared secret does not match this cluster's"
+        }
+        return nil
+    }
+}
+
+extension WitnessHandshake.Challenge {
+    func encoded() -> [UInt8] {
+        var writer = ByteWriter()
+        writer.write(clusterID)
+        writer.write(witnessID)
+        writer.writeBlob(nonce)
+        return writer.bytes
+    }
+
+    init(decoding bytes: [UInt8]) throws(DecodingError) {
+        var reader = ByteReader(bytes)
+        clusterID = try reader.readString("cluster id")
+        witnessID = try reader.readUInt64("witness id")
+        nonce = try reader.readBlob("nonce", maxCount: WitnessHandshake.nonceBytes)
+        try reader.finish()
+    }
+}
+
+extension WitnessHandshake.Hello {
+    func encoded() -> [UInt8] {
+        var writer = ByteWriter()
+        writer.write(clusterID)
+        writer.write(role.rawValue)
+        writer.write(peerID)
+        writer.writeBlob(nonce)
+        writer.writeBlob(proof)
+        return writer.bytes
+    }
+
+    init(decoding bytes: [UInt8]) throws(DecodingError) {
+        var reader = ByteReader(bytes)
+        clusterID = try reader.readString("cluster id")
+        let roleByte = try reader.readUInt8("role")
+        guard let role = WitnessHandshake.Role(rawValue: roleByte) else { throw .unknownKind(field: "role", value: roleByte) }
+        self.role = role
+        peerID = try reader.readUInt64("peer id")
+        nonce = try reader.readBlob("nonce", maxCount: WitnessHandshake.nonceBytes)
+        proof = try reader.readBlob("proof", maxCount: SHA256.digestBytes)
+        try reader.finish()
+    }
+}
+
+/// A membership change an operator asks the leader for.
+public enum MembershipRequest: Sendable, Equatable {
+    /// Add witness `id`, reachable at `address`, as a voter.
+    case add(id: NodeID, address: String)
+    case remove(id: NodeID)
+}
+
+/// What a client asks a witness.
+public enum WitnessRequest: Sendable, Equatable {
+    /// Append an event (leader only); answered once committed. The record's stamp is ignored:
+    /// the leader stamps it.
+    case append(EventRecord)
+    /// A node's heartbeat (leader only); answered with the index of the coalesced entry that
+    /// holds it, once that entry commits.
+    case report(formation: String, NodeReport)
+    /// Committed entries from `from` on (any witness).
+    case read(from: UInt64, maxEntries: UInt32)
+    /// Committed entries from `from` on, pushed as they commit (any witness).
+    case subscribe(from: UInt64)
+    /// The latest snapshot (any witness).
+    case snapshot
+    /// This witness's view of the cluster.
+    case status
+    /// A membership change (leader only); answered once committed.
+    case changeMembership(MembershipRequest)
+}
+
+/// One committed position of the log as clients see it.
+public struct CommittedEntry: Sendable, Equatable {
+    public enum Payload: Sendable, Equatable {
+        /// An event record.
+        case event(EventRecord)
+        /// A Raft membership change.
+        case membership(MembershipChange)
+        /// The empty entry a new leader appends; it carries nothing.
+        case empty
+    }
+
+    public var index: UInt64
+    public var term: UInt64
+    public var payload: Payload
+
+    public init(index: UInt64, term: UInt64, payload: Payload) {
+        self.index = index
+        self.term = term
+        self.payload = payload
+    }
+
+    /// Interprets a Raft entry; an event that does not decode is an error naming its index.
+    public init(_ entry: Entry) throws(DecodingError) {
+        index = entry.index
+        term = entry.term
+        switch entry.kind {
+        case .membershipChange:
+            guard let change = MembershipChange(encoded: entry.data) else {
+                throw .invalidValue(field: "membership change at index \(entry.index)", reason: "undecodable")
+            }
+            payload = .membership(change)
+        case .normal:
+            payload = entry.data.isEmpty ? .empty : .event(try EventRecord(decoding: entry.data))
+        }
+    }
+
+    /// The entry as the reducer consumes it; nil for Raft's own entries.
+    public var logEntry: LogEntry? {
+        guard case .event(let record) = payload else { return nil }
+        return LogEntry(index: index, term: term, record: record)
+    }
+}
+
+/// The latest snapshot a witness holds: the application state at `index` plus the witness
+/// address book in force there.
+public struct WitnessSnapshot: Sendable, Equatable {
+    public var index: UInt64
+    public var term: UInt64
+    public var voters: [NodeID]
+    public var addresses: [WitnessMember]
+    /// The application's serialized state (the cluster state); empty before any snapshot.
+    public var application: [UInt8]
+
+    public init(index: UInt64, term: UInt64, voters: [NodeID], addresses: [WitnessMember], application: [UInt8]) {
+        self.index = index
+        self.term = term
+        self.voters = voters
+        self.addresses = addresses
+        self.application = application
+    }
+}
+
+/// One witness's view of the control plane.
+public struct WitnessStatus: Sendable, Equatable {
+    public struct Member: Sendable, Equatable {
+        public var id: NodeID
+        public var address: String
+        /// On the leader: the highest log index known to be on this member. Nil elsewhere.
+        public var match: UInt64?
+
+        public init(id: NodeID, address: String, match: UInt64?) {
+            self.id = id
+            self.address = address
+            self.match = match
+        }
+    }
+
+    public var id: NodeID
+    public var clusterID: String
+    public var term: UInt64
+    public var role: String
+    public var leader: NodeID?
+    public var leaderAddress: String?
+    public var commit: UInt64
+    public var applied: UInt64
+    public var firstIndex: UInt64
+    public var lastIndex: UInt64
+    public var members: [Member]
+
+    public init(
+        id: NodeID, clusterID: String, term: UInt64, role: String, leader: NodeID?, leaderAddress: String?, commit: UInt64,
+        applied: UInt64, firstIndex: UInt64, lastIndex: UInt64, members: [Member]
+    ) {
+        self.id = id
+        self.clusterID = clusterID
+        self.term = term
+        self.role = role
+        self.leader = leader
+        self.leaderAddress = leaderAddress
+        self.commit = commit
+        self.applied = applied
+        self.firstIndex = firstIndex
+        self.lastIndex = lastIndex
+        self.members = members
+    }
+}
+
+/// Why a witness did not do what was asked.
+public struct WitnessFailure: Error, Sendable, Equatable, CustomStringConvertible {
+    public enum Code: UInt8, Sendable {
+        /// Only the leader does this; `leaderAddress` says where it is, when known.
+        case notLeader = 1
+        /// The entries asked for were compacted; fetch the snapshot at `snapshotIndex`.
+        case compacted = 2
+        /// The request is valid but cannot be done now (the reason says why).
+        case refused = 3
+        /// The request is malformed or not allowed from a client.
+        case badRequest = 4
+        /// The outcome is unknown (the leader changed before the entry committed): retry.
+        case unavailable = 5
+    }
+
+    public var code: Code
+    public var message: String
+    public var leaderAddress: String?
+    public var snapshotIndex: UInt64
+
+    public init(_ code: Code, _ message: String, leaderAddress: String? = nil, snapshotIndex: UInt64 = 0) {
+        self.code = code
+        self.message = message
+        self.leaderAddress = leaderAddress
+        self.snapshotIndex = snapshotIndex
+    }
+
+    public var description: String { message }
+}
+
+/// What a witness answers.
+public enum WitnessResponse: Sendable, Equatable {
+    /// The entry holding the request committed at `index` in `term`.
+    case committed(index: UInt64, term: UInt64)
+    /// Raw committed entries (a read, or one push of a stream); decode with `CommittedEntry`.
+    case entries([Entry])
+    case snapshot(WitnessSnapshot)
+    case status(WitnessStatus)
+    case failure(WitnessFailure)
+}
+
+/// Wire encodings of requests and responses: `request id u64 | tag u8 | fields`.
+extension WitnessRequest {
+    public static let readEntriesMax: UInt32 = 10_000
+
+    public func encoded(id: UInt64) -> [UInt8] {
+        var writer = ByteWriter()
+        writer.write(id)
+        switch self {
+        case .append(let record):
+            writer.write(UInt8(1))
+            writer.writeBlob(record.encoded())
+        case .report(let formation, let report):
+            writer.write(UInt8(2))
+            writer.write(formation)
+            writer.write(report)
+        case .read(let from, let maxEntries):
+            writer.write(UInt8(3))
+            writer.write(from)
+            writer.write(maxEntries)
+        case .subscribe(let from):
+            writer.write(UInt8(4))
+            writer.write(from)
+        case .snapshot:
+            writer.write(UInt8(5))
+        case .status:
+            writer.write(UInt8(6))
+        case .changeMembership(.add(let id, let address)):
+            writer.write(UInt8(7))
+            writer.write(id)
+            writer.write(address)
+        case .changeMembership(.remove(let id)):
+            writer.write(UInt8(8))
+            writer.write(id)
+        }
+        return writer.bytes
+    }
+
+    public static func decode(_ bytes: [UInt8]) throws(DecodingError) -> (id: UInt64, request: WitnessRequest) {
+        var reader = ByteReader(bytes)
+        let id = try reader.readUInt64("request id")
+        let tag = try reader.readUInt8("request kind")
+        let request: WitnessRequest
+        switch tag {
+        case 1: request = .append(try EventRecord(decoding: try reader.readBlob("record", maxCount: Frame.bytesMax)))
+        case 2:
+            let formation = try reader.readString("formation")
+            request = .report(formation: formation, try reader.readReport())
+        case 3:
+            let from = try reader.readUInt64("from index")
+            request = .read(from: from, maxEntries: try reader.readUInt32("max entries"))
+        case 4: request = .subscribe(from: try reader.readUInt64("from index"))
+        case 5: request = .snapshot
+        case 6: request = .status
+        case 7:
+            let member = try reader.readUInt64("witness id")
+            guard member != 0 else { throw .invalidValue(field: "witness id", reason: "zero") }
+            request = .changeMembership(.add(id: member, address: try reader.readString("address")))
+        case 8:
+            let member = try reader.readUInt64("witness id")
+            guard member != 0 else { throw .invalidValue(field: "witness id", reason: "zero") }
+            request = .changeMembership(.remove(id: member))
+        default: throw .unknownKind(field: "request kind", value: tag)
+        }
+        try reader.finish()
+        return (id, request)
+    }
+}
+
+extension WitnessResponse {
+    public func encoded(id: UInt64) -> [UInt8] {
+        var writer = ByteWriter()
+        writer.write(id)
+        switch self {
+        case .committed(let index, let term):
+            writer.write(UInt8(1))
+            writer.write(index)
+            writer.write(term)
+        case .entries(let entries):
+            writer.write(UInt8(2))
+            writer.write(UInt32(entries.count))
+            for entry in entries {
+                writer.write(entry.term)
+                writer.write(entry.index)
+                writer.write(entry.kind.rawValue)
+                writer.writeBlob(entry.data)
+            }
+        case .snapshot(let snapshot):
+            writer.write(UInt8(3))
+            writer.write(snapshot.index)
+            writer.write(snapshot.term)
+            writer.write(UInt32(snapshot.voters.count))
+            for voter in snapshot.voters { writer.write(voter) }
+            writer.write(snapshot.addresses)
+            writer.writeBlob(snapshot.application)
+        case .status(let status):
+            writer.write(UInt8(4))
+            writer.write(status.id)
+            writer.write(status.clusterID)
+            writer.write(status.term)
+            writer.write(status.role)
+            writer.write(status.leader ?? 0)
+            writer.write(status.leaderAddress ?? "")
+            writer.write(status.commit)
+            writer.write(status.applied)
+            writer.write(status.firstIndex)
+            writer.write(status.lastIndex)
+            writer.write(UInt32(status.members.count))
+            for member in status.members {
+                writer.write(member.id)
+                writer.write(member.address)
+                writer.write(member.match != nil)
+                writer.write(member.match ?? 0)
+            }
+        case .failure(let failure):
+            writer.write(UInt8(5))
+            writer.write(failure.code.rawValue)
+            writer.write(failure.message)
+            writer.write(failure.leaderAddress ?? "")
+            writer.write(failure.snapshotIndex)
+        }
+        return writer.bytes
+    }
+
+    public static func decode(_ bytes: [UInt8]) throws(DecodingError) -> (id: UInt64, response: WitnessResponse) {
+        var reader = ByteReader(bytes)
+        let id = try reader.readUInt64("request id")
+        let tag = try reader.readUInt8("response kind")
+        let response: WitnessResponse
+        switch tag {
+        case 1:
+            let index = try reader.readUInt64("index")
+            response = .committed(index: index, term: try reader.readUInt64("term"))
+        case 2:
+            let count = try reader.readCount("entry count", maxCount: Message.wireEntriesMax)
+            var entries: [Entry] = []
+            entries.reserveCapacity(count)
+            for _ in 0..<count {
+                let term = try reader.readUInt64("entry term")
+                let index = try reader.readUInt64("entry index")
+                let kindByte = try reader.readUInt8("entry kind")
+                guard let kind = EntryKind(rawValue: kindByte) else { throw .unknownKind(field: "entry kind", value: kindByte) }
+                entries.append(Entry(term: term, index: index, kind: kind, data: try reader.readBlob("entry data", maxCount: Frame.bytesMax)))
+            }
+            response = .entries(entries)
+        case 3:
+            let index = try reader.readUInt64("snapshot index")
+            let term = try reader.readUInt64("snapshot term")
+            let count = try reader.readCount("voter count", maxCount: EventRecord.witnessesMax)
+            var voters: [NodeID] = []
+            for _ in 0..<count { voters.append(try reader.readUInt64("voter")) }
+            let addresses = try reader.readWitnessMembers()
+            response = .snapshot(
+                WitnessSnapshot(
+                    index: index, term: term, voters: voters, addresses: addresses,
+                    application: try reader.readBlob("application state", maxCount: Frame.bytesMax)))
+        case 4:
+            let witness = try reader.readUInt64("witness id")
+            let clusterID = try reader.readString("cluster id")
+            let term = try reader.readUInt64("term")
+            let role = try reader.readString("role")
+            let leader = try reader.readUInt64("leader")
+            let leaderAddress = try reader.readString("leader address")
+            let commit = try reader.readUInt64("commit")
+            let applied = try reader.readUInt64("applied")
+            let first = try reader.readUInt64("first index")
+            let last = try reader.readUInt64("last index")
+            let count = try reader.readCount("member count", maxCount: EventRecord.witnessesMax)
+            var members: [WitnessStatus.Member] = []
+            for _ in 0..<count {
+                let member = try reader.readUInt64("member id")
+                let address = try reader.readString("member address")
+                let hasMatch = try reader.readBool("has match")
+                let match = try reader.readUInt64("match")
+                members.append(WitnessStatus.Member(id: member, address: address, match: hasMatch ? match : nil))
+            }
+            response = .status(
+                WitnessStatus(
+                    id: witness, clusterID: clusterID, term: term, role: role, leader: leader == 0 ? nil : leader,
+                    leaderAddress: leaderAddress.isEmpty ? nil : leaderAddress, commit: commit, applied: applied,
+                    firstIndex: first, lastIndex: last, members: members))
+        case 5:
+            let codeByte = try reader.readUInt8("failure code")
+            guard let code = WitnessFailure.Code(rawValue: codeByte) else { throw .unknownKind(field: "failure code", value: codeByte) }
+            let message = try reader.readString("failure message")
+            let leaderAddress = try reader.readString("leader address")
+            response = .failure(
+                WitnessFailure(
+                    code, message, leaderAddress: leaderAddress.isEmpty ? nil : leaderAddress,
+                    snapshotIndex: try reader.readUInt64("snapshot index")))
+        default: throw .unknownKind(field: "response kind", value: tag)
+        }
+        try reader.finish()
+        return (id, response)
+    }
+}
+
+/// The witness's own part of a Raft snapshot: its address book, around the application's
+/// state, so that a witness restored from a snapshot still knows where its peers are.
+struct WitnessSnapshotData: Equatable {
+    static let version: UInt8 = 1
+    var addresses: [WitnessMember]
+    var application: [UInt8]
+
+    func encoded() -> [UInt8] {
+        var writer = ByteWriter()
+        writer.write(Self.version)
+        writer.write(addresses)
+        writer.writeBlob(application)
+        writer.appendChecksum()
+        return writer.bytes
+    }
+
+    init(addresses: [WitnessMember], application: [UInt8]) {
+        self.addresses = addresses
+        self.application = application
+    }
+
+    init(decoding bytes: [UInt8]) throws(DecodingError) {
+        var reader = try ByteReader(checksummed: bytes)
+        let version = try reader.readUInt8("snapshot version")
+        guard version == Self.version else { throw .unknownVersion(version, supported: Self.version) }
+        addresses = try reader.readWitnessMembers()
+        application = try reader.readBlob("application state", maxCount: LMDBRaftStorage.snapshotBytesMax)
+        try reader.finish()
+    }
+}
+
+extension ByteWriter {
+    mutating func write(_ members: [WitnessMember]) {
+        write(UInt32(members.count))
+        for member in members {
+            write(member.id)
+            write(member.address)
+        }
+    }
+}
+
+extension ByteReader {
+    mutating func readWitnessMembers() throws(DecodingError) -> [WitnessMember] {
+        let count = try readCount("witness count", maxCount: EventRecord.witnessesMax)
+        var members: [WitnessMember] = []
+        for _ in 0..<count {
+            let id = try readUInt64("witness id")
+            members.append(WitnessMember(id: id, address: try readString("witness address")))
+        }
+        return members
+    }
+}

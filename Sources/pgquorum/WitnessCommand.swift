@@ -1,0 +1,379 @@
+import ArgumentParser
+import Dispatch
+import EventLog
+import Foundation
+import Logging
+import Manager
+import Raft
+
+/// `pgquorum witness …`: run and manage the witnesses that replicate the event log.
+struct WitnessCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "witness",
+        abstract: "Run and manage the witnesses that replicate the cluster's event log.",
+        discussion: """
+            Three (or five) witnesses form the control plane: they replicate one event log with \
+            Raft, stored in LMDB. Start with `pgquorum witness init` to create the cluster's \
+            credentials file, copy it to every machine, then start each witness with \
+            `pgquorum witness run`.
+            """,
+        subcommands: [
+            WitnessInitCommand.self, WitnessRunCommand.self, WitnessStatusCommand.self, WitnessAddCommand.self,
+            WitnessRemoveCommand.self, WitnessReplaceCommand.self,
+        ]
+    )
+}
+
+/// Where the witnesses are and how to prove membership of the cluster, for every command
+/// that talks to them.
+struct WitnessClientOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Witness addresses, HOST:PORT,HOST:PORT,… (default: $PGQUORUM_WITNESSES).", valueName: "addresses"))
+    var witnesses: String?
+
+    @Option(help: ArgumentHelp("The cluster credentials file (default: $PGQUORUM_CREDENTIALS).", valueName: "file"))
+    var credentials: String?
+
+    @Option(help: "Seconds to wait for the witnesses before giving up.")
+    var timeout: Double = 10
+
+    func endpoints() throws -> [WitnessEndpoint] {
+        guard let text = witnesses ?? ProcessInfo.processInfo.environment["PGQUORUM_WITNESSES"], !text.isEmpty else {
+            throw CommandFailure("no witness addresses: pass --witnesses HOST:PORT,… or set PGQUORUM_WITNESSES")
+        }
+        return try text.split(separator: ",").map { item throws(WitnessConfigurationError) in
+            try WitnessEndpoint(parsing: item.trimmingCharacters(in: .whitespaces))
+        }
+    }
+
+    func loadCredentials() throws -> WitnessCredentials {
+        guard let path = credentials ?? ProcessInfo.processInfo.environment["PGQUORUM_CREDENTIALS"], !path.isEmpty else {
+            throw CommandFailure("no credentials file: pass --credentials FILE or set PGQUORUM_CREDENTIALS")
+        }
+        return try WitnessCredentials.load(from: path)
+    }
+
+    func makeClient() throws -> WitnessClient {
+        WitnessClient(
+            endpoints: try endpoints(), credentials: try loadCredentials(), requestTimeout: .milliseconds(Int64(timeout * 1000)),
+            logger: quietLogger())
+    }
+}
+
+/// An error the command reports as one line on stderr, with exit code 1.
+struct CommandFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// A logger for commands whose output is for people: warnings only.
+func quietLogger() -> Logger {
+    var logger = Logger(label: "pgquorum")
+    logger.logLevel = .error
+    return logger
+}
+
+struct WitnessInitCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "init",
+        abstract: "Create the cluster's credentials file: a new cluster id and shared secret.",
+        discussion: """
+            The file (mode 0600) holds the cluster id that every connection presents and the \
+            secret both sides of a connection prove they know (an HMAC challenge; the secret \
+            never crosses the network). Copy it to every witness, node and operator machine. \
+            An existing file is never replaced.
+            """
+    )
+
+    @Option(help: ArgumentHelp("Where to write the credentials file.", valueName: "file"))
+    var credentials: String
+
+    func run() throws {
+        let generated = WitnessCredentials.generate()
+        try generated.write(to: credentials)
+        print("created \(credentials) for cluster \(generated.clusterID)")
+    }
+}
+
+struct WitnessRunCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run one witness until SIGTERM or SIGINT.",
+        discussion: """
+            On its first start a witness records the cluster id in its data directory and, \
+            unless --join is given, bootstraps the cluster with the witnesses of --peers as \
+            voters (start all of them with the same --peers). A restarted witness keeps its \
+            term, vote and log. A witness started with --join waits until `pgquorum witness \
+            add` makes it a member. On SIGTERM or SIGINT a leader hands over leadership, then \
+            the witness closes its connections and its storage and exits 0.
+            """
+    )
+
+    @Option(help: "This witness's id (a positive number, unique in the cluster).")
+    var id: UInt64
+
+    @Option(help: ArgumentHelp("The folder holding this witness's LMDB log.", valueName: "dir"))
+    var data: String
+
+    @Option(help: ArgumentHelp("The address to listen on, HOST:PORT.", valueName: "host:port"))
+    var listen: String
+
+    @Option(help: ArgumentHelp("Every witness, this one included: 1=HOST:PORT,2=HOST:PORT,…", valueName: "peers"))
+    var peers: String
+
+    @Option(help: ArgumentHelp("The cluster credentials file (default: $PGQUORUM_CREDENTIALS).", valueName: "file"))
+    var credentials: String?
+
+    @Flag(help: "Do not bootstrap: wait to be added with `pgquorum witness add`.")
+    var join = false
+
+    @Option(help: "Milliseconds per Raft tick.")
+    var tickMs = 50
+
+    @Option(help: "Raft ticks without a leader before an election (randomized up to twice this).")
+    var electionTicks = 16
+
+    @Option(help: "Take a snapshot every this many entries.")
+    var snapshotEntries: UInt64 = 20_000
+
+    @Option(help: "Keep this many entries in the log behind the latest snapshot.")
+    var keepEntries: UInt64 = 2_000
+
+    @Option(help: "Close a connection whose other side has not read for this many milliseconds.")
+    var stallTimeoutMs = 10_000
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error or critical.")
+    var logLevel: String = "info"
+
+    func run() async throws {
+        let logger = try configureLogging(label: "pgquorum.witness", level: logLevel)
+        let options = WitnessClientOptions(credentials: credentials)
+        let credentials = try options.loadCredentials()
+        var configuration = WitnessConfiguration(
+            id: id, dataDirectory: data, listen: try WitnessEndpoint(parsing: listen), peers: try WitnessEndpoint.parsePeers(peers),
+            credentials: credentials)
+        configuration.join = join
+        configuration.tickMillis = tickMs
+        configuration.electionTicks = electionTicks
+        configuration.snapshotEntries = snapshotEntries
+        configuration.keepEntries = keepEntries
+        configuration.stallTimeoutMillis = stallTimeoutMs
+        try configuration.validate()
+        try WitnessIdentity.claim(dataDirectory: data, clusterID: credentials.clusterID)
+
+        let (stops, stopSink) = AsyncStream<(reason: String, failed: Bool)>.makeStream()
+        let signals = [SIGTERM, SIGINT].map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler { stopSink.yield((number == SIGTERM ? "SIGTERM" : "SIGINT", false)) }
+            source.resume()
+            return source
+        }
+        defer { signals.forEach { $0.cancel() } }
+        let server = try WitnessServer(
+            configuration: configuration, application: ClusterStateApplication(), logger: logger,
+            onFatal: { reason in stopSink.yield((reason, true)) })
+        try await server.start()
+        var stop = (reason: "end of input", failed: false)
+        for await received in stops {
+            stop = received
+            break
+        }
+        logger.info("stopping", metadata: ["reason": "\(stop.reason)"])
+        await server.stop()
+        if stop.failed { throw ExitCode(1) }
+    }
+}
+
+extension WitnessClientOptions {
+    init(credentials: String?) {
+        self.init()
+        self.credentials = credentials
+    }
+}
+
+/// The witness's replicated state: the cluster state every reader derives from the log,
+/// snapshotted when the log is compacted.
+final class ClusterStateApplication: WitnessApplication {
+    private var state = ClusterState()
+
+    func apply(_ entry: LogEntry) { _ = state.apply(entry) }
+
+    func snapshotData() -> [UInt8] { state.snapshotData() }
+
+    func restore(from data: [UInt8]) throws {
+        state = data.isEmpty ? ClusterState() : try ClusterState(snapshot: data)
+    }
+}
+
+func configureLogging(label: String, level: String) throws -> Logger {
+    guard let parsed = Logger.Level(rawValue: level) else {
+        throw CommandFailure("unknown log level \(level); use one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
+    }
+    LoggingSystem.bootstrap { label in
+        var handler = StreamLogHandler.standardError(label: label)
+        handler.logLevel = parsed
+        return handler
+    }
+    var logger = Logger(label: label)
+    logger.logLevel = parsed
+    return logger
+}
+
+struct WitnessStatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Show every witness's view: role, term, leader, commit and applied index, members."
+    )
+
+    @OptionGroup var connection: WitnessClientOptions
+
+    @Flag(help: "Print JSON (one object per witness, one per line).")
+    var json = false
+
+    func run() async throws {
+        let client = try connection.makeClient()
+        defer { client.close() }
+        var rows: [[String]] = []
+        var failures = 0
+        for endpoint in client.endpoints {
+            do {
+                let status = try await client.status(of: endpoint)
+                if json {
+                    print(statusJSON(status, endpoint: endpoint))
+                } else {
+                    let members = status.members.map { member in
+                        "\(member.id)" + (member.match.map { "@\($0)" } ?? "")
+                    }.joined(separator: " ")
+                    rows.append([
+                        "\(status.id)", endpoint.description, status.role, "\(status.term)", status.leader.map(String.init) ?? "-",
+                        "\(status.commit)", "\(status.applied)", members,
+                    ])
+                }
+            } catch {
+                failures += 1
+                if json {
+                    print(#"{"address":\#(jsonString(endpoint.description)),"error":\#(jsonString("\(error)"))}"#)
+                } else {
+                    rows.append(["?", endpoint.description, "unreachable", "", "", "", "", ""])
+                }
+                FileHandle.standardError.write(Data("witness \(endpoint): \(error)\n".utf8))
+            }
+        }
+        if !json {
+            print(formatTable(header: ["ID", "ADDRESS", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "MEMBERS(@MATCH)"], rows: rows))
+        }
+        if failures == client.endpoints.count { throw ExitCode(1) }
+    }
+
+    private func statusJSON(_ status: WitnessStatus, endpoint: WitnessEndpoint) -> String {
+        let members = status.members.map { member in
+            #"{"id":\#(member.id),"address":\#(jsonString(member.address)),"match":\#(member.match.map(String.init) ?? "null")}"#
+        }.joined(separator: ",")
+        return #"{"address":\#(jsonString(endpoint.description)),"id":\#(status.id),"cluster_id":\#(jsonString(status.clusterID)),"role":\#(jsonString(status.role)),"term":\#(status.term),"leader":\#(status.leader.map(String.init) ?? "null"),"commit":\#(status.commit),"applied":\#(status.applied),"first_index":\#(status.firstIndex),"last_index":\#(status.lastIndex),"members":[\#(members)]}"#
+    }
+}
+
+struct WitnessAddCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "add",
+        abstract: "Add a witness (started with --join) to the cluster as a voter.",
+        discussion: "Returns once the membership change has committed; the new witness then catches up from the log or a snapshot."
+    )
+
+    @Option(help: "The new witness's id.")
+    var id: UInt64
+
+    @Option(help: ArgumentHelp("The new witness's address, HOST:PORT.", valueName: "host:port"))
+    var address: String
+
+    @OptionGroup var connection: WitnessClientOptions
+
+    func run() async throws {
+        let client = try connection.makeClient()
+        defer { client.close() }
+        let index = try await client.changeMembership(.add(id: id, address: try WitnessEndpoint(parsing: address).description))
+        print("witness \(id) (\(address)) added at log index \(index)")
+    }
+}
+
+struct WitnessRemoveCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "remove",
+        abstract: "Remove a witness from the cluster.",
+        discussion: "Returns once the membership change has committed. Removing the leader hands leadership to another witness first."
+    )
+
+    @Option(help: "The id of the witness to remove.")
+    var id: UInt64
+
+    @OptionGroup var connection: WitnessClientOptions
+
+    func run() async throws {
+        let client = try connection.makeClient()
+        defer { client.close() }
+        let index = try await client.changeMembership(.remove(id: id))
+        print("witness \(id) removed at log index \(index)")
+    }
+}
+
+struct WitnessReplaceCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "replace",
+        abstract: "Replace a (dead) witness with a new one started with --join.",
+        discussion: """
+            Removes the old witness, then adds the new one, one committed membership change at \
+            a time. Removing first keeps the cluster writable when the old witness is dead: the \
+            remaining witnesses form the quorum while the new one catches up.
+            """
+    )
+
+    @Option(help: "The id of the witness to replace.")
+    var old: UInt64
+
+    @Option(help: "The new witness's id.")
+    var id: UInt64
+
+    @Option(help: ArgumentHelp("The new witness's address, HOST:PORT.", valueName: "host:port"))
+    var address: String
+
+    @OptionGroup var connection: WitnessClientOptions
+
+    func run() async throws {
+        guard old != id else { throw CommandFailure("the new witness needs an id other than \(old)") }
+        let client = try connection.makeClient()
+        defer { client.close() }
+        let endpoint = try WitnessEndpoint(parsing: address)
+        let removed = try await client.changeMembership(.remove(id: old))
+        print("witness \(old) removed at log index \(removed)")
+        let added = try await client.changeMembership(.add(id: id, address: endpoint.description))
+        print("witness \(id) (\(endpoint)) added at log index \(added)")
+    }
+}
+
+/// A JSON string literal.
+func jsonString(_ text: String) -> String {
+    var out = "\""
+    for scalar in text.unicodeScalars {
+        switch scalar {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        case let s where s.value < 0x20: out += String(format: "\\u%04x", s.value)
+        default: out.unicodeScalars.append(scalar)
+        }
+    }
+    return out + "\""
+}
+
+/// Columns padded to their widest cell.
+func formatTable(header: [String], rows: [[String]]) -> String {
+    let all = [header] + rows
+    let widths = header.indices.map { column in all.map { $0.indices.contains(column) ? $0[column].count : 0 }.max() ?? 0 }
+    return all.map { row in
+        row.enumerated().map { column, cell in
+            column == row.count - 1 ? cell : cell.padding(toLength: widths[column], withPad: " ", startingAt: 0)
+        }.joined(separator: "  ")
+    }.joined(separator: "\n")
+}

@@ -1,0 +1,157 @@
+import EventLog
+import Foundation
+import NodeControl
+import Raft
+import Synchronization
+
+/// Real `pgquorum witness run` processes on loopback, in a temporary folder, each with its
+/// own free port. Every process is stopped by pid in `destroy()`.
+public final class WitnessClusterFixture: Sendable {
+    public let folder: TemporaryDirectory
+    public let credentialsPath: String
+    public let credentials: WitnessCredentials
+    /// Extra arguments for every `witness run` (timing, snapshot settings).
+    public let extraArguments: [String]
+    private let executable: String
+    private let state: Mutex<State>
+
+    private struct State {
+        var ports: [NodeID: Int] = [:]
+        var initialMembers: [NodeID] = []
+        var processes: [NodeID: ChildProcess] = [:]
+    }
+
+    public init(witnesses: Int = 3, extraArguments: [String] = []) throws {
+        folder = try TemporaryDirectory(prefix: "pgquorum-witness")
+        credentialsPath = folder.appending("credentials")
+        credentials = WitnessCredentials.generate()
+        try credentials.write(to: credentialsPath)
+        self.extraArguments = extraArguments
+        executable = try BuiltProducts.path(of: "pgquorum")
+        var initial = State()
+        for id in 1...NodeID(witnesses) {
+            initial.ports[id] = try FreePort.next()
+            initial.initialMembers.append(id)
+        }
+        state = Mutex(initial)
+    }
+
+    public func port(of id: NodeID) -> Int { state.withLock { $0.ports[id]! } }
+
+    public func endpoint(of id: NodeID) -> WitnessEndpoint { WitnessEndpoint(host: "127.0.0.1", port: port(of: id)) }
+
+    /// The endpoints of the initial members, in id order.
+    public var endpoints: [WitnessEndpoint] { state.withLock { $0.initialMembers }.map(endpoint(of:)) }
+
+    public var peersArgument: String {
+        state.withLock { $0.initialMembers }.map { "\($0)=127.0.0.1:\(port(of: $0))" }.joined(separator: ",")
+    }
+
+    public func logPath(of id: NodeID) -> String { folder.appending("witness-\(id).log") }
+
+    public func log(of id: NodeID) -> String { (try? String(contentsOfFile: logPath(of: id), encoding: .utf8)) ?? "" }
+
+    /// Reserves a port for a witness that is not an initial member (to add or replace with).
+    public func reserve(_ id: NodeID) throws -> WitnessEndpoint {
+        let port = try FreePort.next()
+        state.withLock { $0.ports[id] = port }
+        return endpoint(of: id)
+    }
+
+    /// Starts witness `id` (an initial member, or one reserved, with `join`).
+    public func start(_ id: NodeID, join: Bool = false) throws {
+        var arguments = [
+            "witness", "run", "--id", "\(id)", "--data", folder.appending("witness-\(id)"), "--listen", "127.0.0.1:\(port(of: id))",
+            "--peers", peersArgument + (join ? ",\(id)=127.0.0.1:\(port(of: id))" : ""), "--credentials", credentialsPath,
+        ]
+        if join { arguments.append("--join") }
+        let process = try ChildProcess.spawn(executable, arguments + extraArguments, output: .file(path: logPath(of: id)))
+        state.withLock { $0.processes[id] = process }
+    }
+
+    public func startAll() throws {
+        for id in state.withLock({ $0.initialMembers }) { try start(id) }
+    }
+
+    public func isRunning(_ id: NodeID) -> Bool { state.withLock { $0.processes[id] }?.isRunning ?? false }
+
+    /// SIGKILL, then waits until the process is gone.
+    public func kill(_ id: NodeID) async {
+        guard let process = state.withLock({ $0.processes.removeValue(forKey: id) }) else { return }
+        _ = await process.stop(signal: SIGKILL, grace: .seconds(5))
+    }
+
+    /// SIGTERM; returns how the process ended.
+    @discardableResult
+    public func stop(_ id: NodeID) async -> Termination? {
+        guard let process = state.withLock({ $0.processes.removeValue(forKey: id) }) else { return nil }
+        return await process.stop(signal: SIGTERM, grace: .seconds(10))
+    }
+
+    public func client(_ endpoints: [WitnessEndpoint]? = nil, timeout: Duration = .seconds(15)) -> WitnessClient {
+        WitnessClient(endpoints: endpoints ?? self.endpoints, credentials: credentials, requestTimeout: timeout)
+    }
+
+    /// Waits until some witness reports itself leader, and returns its id.
+    public func waitForLeader(among ids: [NodeID]? = nil, timeout: Duration = .seconds(20)) async throws -> NodeID {
+        let ids = ids ?? state.withLock { $0.initialMembers }
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            for id in ids where isRunning(id) {
+                let client = self.client([endpoint(of: id)], timeout: .seconds(1))
+                defer { client.close() }
+                if let status = try? await client.status(of: endpoint(of: id)), status.role == "leader" { return id }
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw TestSupportError("no witness became leader within \(timeout)")
+    }
+
+    /// The status of one witness.
+    public func status(of id: NodeID) async throws -> WitnessStatus {
+        let client = self.client([endpoint(of: id)], timeout: .seconds(2))
+        defer { client.close() }
+        return try await client.status(of: endpoint(of: id))
+    }
+
+    /// Every committed entry one witness holds from `from` on (it must not be compacted there).
+    public func entries(of id: NodeID, from: UInt64 = 1) async throws -> [CommittedEntry] {
+        let client = self.client([endpoint(of: id)], timeout: .seconds(5))
+        defer { client.close() }
+        var all: [CommittedEntry] = []
+        var next = from
+        while true {
+            let batch = try await client.read(from: next, maxEntries: 10_000)
+            guard let last = batch.last else { return all }
+            all += batch
+            next = last.index + 1
+        }
+    }
+
+    /// Stops every witness still running (SIGKILL) and deletes the folder.
+    public func destroy() async {
+        let processes = state.withLock { state in
+            defer { state.processes = [:] }
+            return Array(state.processes.values)
+        }
+        for process in processes { _ = await process.stop(signal: SIGKILL, grace: .seconds(5)) }
+        folder.remove()
+    }
+
+    /// The logs of every witness, for a failing test's message.
+    public func logs() -> String {
+        state.withLock { Array($0.ports.keys) }.sorted().map { "--- witness \($0)\n" + tail(log(of: $0), lines: 30) }.joined(separator: "\n")
+    }
+}
+
+/// Waits until the async `condition` holds, polling, or fails after `timeout` with `message`.
+public func waitUntilAsync(
+    _ message: @autoclosure () -> String, timeout: Duration = .seconds(30), _ condition: () async throws -> Bool
+) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while true {
+        if (try? await condition()) == true { return }
+        if ContinuousClock.now >= deadline { throw TestSupportError("timed out after \(timeout): \(message())") }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+}

@@ -1,0 +1,302 @@
+@testable import EventLog
+import Foundation
+import NodeControl
+import Raft
+import Testing
+import TestSupport
+
+/// Three real `pgquorum witness run` processes on loopback (issue 7).
+@Suite("witness processes", .serialized)
+struct WitnessClusterTests {
+    @Test("three witnesses elect a leader; 10,000 appended events are identical on all three")
+    func replicateTenThousand() async throws {
+        try await withWitnessCluster { cluster in
+            try cluster.startAll()
+            _ = try await cluster.waitForLeader()
+            let client = cluster.client()
+            defer { client.close() }
+            let acks = AckLog()
+            try await appendConcurrently(client, count: 10_000, concurrency: 64, into: acks)
+            #expect(acks.count == 10_000)
+            #expect(Set(acks.acks.map(\.index)).count == 10_000, "every append has its own index")
+            for id: NodeID in 1...3 { try await waitApplied(cluster, id, acks.maxIndex) }
+            // Idle ticks keep coming: compare what all three have applied.
+            let logs = try await [1, 2, 3].asyncMap { try await cluster.entries(of: $0) }
+            let common = logs.map(\.count).min()!
+            #expect(common >= Int(acks.maxIndex))
+            #expect(logs[0].prefix(common) == logs[1].prefix(common), "witnesses 1 and 2 differ")
+            #expect(logs[0].prefix(common) == logs[2].prefix(common), "witnesses 1 and 3 differ")
+            #expect(logs[0].map(\.index) == Array(1...UInt64(logs[0].count)))
+            expectAcknowledged(acks.acks, in: logs[0])
+        }
+    }
+
+    @Test("SIGKILL of the leader while clients append: a new leader, nothing acknowledged lost, the old leader catches up")
+    func leaderKilledWhileAppending() async throws {
+        try await withWitnessCluster { cluster in
+            try cluster.startAll()
+            let oldLeader = try await cluster.waitForLeader()
+            let client = cluster.client()
+            defer { client.close() }
+            let acks = AckLog()
+            let appenders = startAppenders(client, workers: 8, firstTag: 1, into: acks)
+            try await waitUntil("appends commit", timeout: .seconds(10)) { acks.count >= 200 }
+            await cluster.kill(oldLeader)
+            let beforeKill = acks.count
+            let others = [NodeID(1), 2, 3].filter { $0 != oldLeader }
+            let newLeader = try await cluster.waitForLeader(among: others)
+            #expect(newLeader != oldLeader)
+            try await waitUntil("appends commit under the new leader", timeout: .seconds(10)) { acks.count >= beforeKill + 200 }
+            try cluster.start(oldLeader)
+            try await Task.sleep(for: .milliseconds(500))
+            appenders.cancel()
+            await appenders.value
+            for id: NodeID in 1...3 { try await waitApplied(cluster, id, acks.maxIndex) }
+            let logs = try await [1, 2, 3].asyncMap { try await cluster.entries(of: $0) }
+            let common = logs.map(\.count).min()!
+            #expect(logs.allSatisfy { Array($0.prefix(common)) == Array(logs[0].prefix(common)) }, "the witnesses' logs differ")
+            expectAcknowledged(acks.acks, in: logs[oldLeader == 1 ? 1 : 0])
+            expectAcknowledged(acks.acks, in: logs[Int(oldLeader - 1)])
+            #expect(cluster.log(of: oldLeader).contains("witness replica opened"))
+        }
+    }
+
+    @Test("a witness that missed a compaction catches up from a snapshot")
+    func catchUpFromSnapshot() async throws {
+        try await withWitnessCluster(extraArguments: ["--snapshot-entries", "200", "--keep-entries", "50"]) { cluster in
+            try cluster.startAll()
+            let leader = try await cluster.waitForLeader()
+            let lagging = leader == 3 ? NodeID(2) : 3
+            await cluster.kill(lagging)
+            let client = cluster.client()
+            defer { client.close() }
+            let acks = AckLog()
+            try await appendConcurrently(client, count: 1_000, concurrency: 16, into: acks)
+            let leaderStatus = try await cluster.status(of: leader)
+            #expect(leaderStatus.firstIndex > 200, "the leader compacted its log (first index \(leaderStatus.firstIndex))")
+            try cluster.start(lagging)
+            try await waitApplied(cluster, lagging, acks.maxIndex)
+            #expect(cluster.log(of: lagging).contains("installed a snapshot"))
+            // Appends after the catch-up reach the restarted witness through the log.
+            let later = try await client.append(taggedEvent(999_999))
+            try await waitApplied(cluster, lagging, later)
+            let fromLagging = try await cluster.entries(of: lagging, from: try await cluster.status(of: lagging).firstIndex)
+            let fromLeader = try await cluster.entries(of: leader, from: fromLagging.first!.index)
+            #expect(fromLagging == fromLeader)
+            let snapshot = try await cluster.client([cluster.endpoint(of: lagging)]).snapshot()
+            #expect(snapshot.index > 0 && snapshot.voters == [1, 2, 3] && snapshot.addresses.count == 3)
+        }
+    }
+
+    @Test("a stream consumer sees every committed entry exactly once, in order, across a leader change")
+    func streamAcrossLeaderChange() async throws {
+        try await withWitnessCluster { cluster in
+            try cluster.startAll()
+            let oldLeader = try await cluster.waitForLeader()
+            let client = cluster.client()
+            defer { client.close() }
+            let seen = AckLog()  // tag = 0, index = each streamed index
+            let consumer = Task {
+                var received: [CommittedEntry] = []
+                for try await item in client.stream(from: 1) {
+                    if case .entries(let entries) = item {
+                        received += entries
+                        for entry in entries { seen.record(tag: 0, index: entry.index) }
+                    }
+                }
+                return received
+            }
+            let acks = AckLog()
+            let appenders = startAppenders(client, workers: 4, firstTag: 1, into: acks)
+            try await waitUntil("appends commit", timeout: .seconds(10)) { acks.count >= 300 }
+            await cluster.kill(oldLeader)
+            let before = acks.count
+            try await waitUntil("appends commit under the new leader", timeout: .seconds(15)) { acks.count >= before + 300 }
+            try cluster.start(oldLeader)
+            appenders.cancel()
+            await appenders.value
+            let target = acks.maxIndex
+            try await waitUntil("the stream reaches index \(target)", timeout: .seconds(20)) { seen.maxIndex >= target }
+            consumer.cancel()
+            let received = try await consumer.value
+            #expect(received.map(\.index) == Array(1...UInt64(received.count)), "indexes are contiguous and each appears once")
+            expectAcknowledged(acks.acks, in: received)
+            let survivor = oldLeader == 1 ? NodeID(2) : 1
+            let stored = try await cluster.entries(of: survivor)
+            #expect(Array(stored.prefix(received.count)) == received, "the stream matches the log")
+        }
+    }
+
+    @Test("wrong cluster id, wrong secret, garbage, oversized and unknown-version frames are refused while the cluster commits")
+    func badInputIsRefused() async throws {
+        try await withWitnessCluster(extraArguments: ["--stall-timeout-ms", "1000"]) { cluster in
+            try cluster.startAll()
+            let leader = try await cluster.waitForLeader()
+            let client = cluster.client()
+            defer { client.close() }
+            let acks = AckLog()
+            let appenders = startAppenders(client, workers: 2, firstTag: 1, into: acks)
+            try await waitUntil("appends commit", timeout: .seconds(10)) { acks.count >= 50 }
+
+            let wrongID = WitnessClient(
+                endpoints: cluster.endpoints,
+                credentials: WitnessCredentials(clusterID: "not-this-cluster", secret: cluster.credentials.secret), requestTimeout: .seconds(3))
+            await #expect(throws: WitnessClientError.self) { try await wrongID.status() }
+            do {
+                _ = try await wrongID.append(taggedEvent(1))
+                Issue.record("an append with the wrong cluster id succeeded")
+            } catch let WitnessClientError.refused(_, reason) {
+                #expect(reason.contains("cluster id mismatch"), "\(reason)")
+            }
+            let wrongSecret = WitnessClient(
+                endpoints: cluster.endpoints,
+                credentials: WitnessCredentials(clusterID: cluster.credentials.clusterID, secret: Array(repeating: 7, count: 32)),
+                requestTimeout: .seconds(3))
+            do {
+                _ = try await wrongSecret.append(taggedEvent(1))
+                Issue.record("an append with the wrong secret succeeded")
+            } catch let WitnessClientError.refused(_, reason) {
+                #expect(reason.contains("authentication failed"), "\(reason)")
+            }
+
+            let port = cluster.port(of: leader)
+            // Garbage: random bytes where the handshake should be.
+            var generator = SystemRandomNumberGenerator()
+            let garbage = try RawSocket(port: port)
+            garbage.write((0..<100_000).map { _ in UInt8.random(in: 0...255, using: &generator) })
+            try garbage.expectClosed(within: .seconds(5))
+            // A length prefix far beyond the maximum frame size.
+            let oversized = try RawSocket(port: port)
+            oversized.write([0xFF, 0xFF, 0xFF, 0xF0])
+            try oversized.expectClosed(within: .seconds(5))
+            // A well-formed frame of an unknown format version.
+            let unknownVersion = try RawSocket(port: port)
+            var body = ByteWriter()
+            body.write(UInt8(9))
+            body.write(WitnessFrameKind.hello.rawValue)
+            body.appendChecksum()
+            var framed = ByteWriter()
+            framed.write(UInt32(body.bytes.count))
+            framed.writeRaw(body.bytes)
+            unknownVersion.write(framed.bytes)
+            try unknownVersion.expectClosed(within: .seconds(5))
+            // A client that authenticates, sends requests and never reads the answers.
+            let stalled = try RawSocket(port: port)
+            try authenticate(stalled, credentials: cluster.credentials)
+            var requests: [UInt8] = []
+            for id in 1...200_000 {
+                requests += Frame(kind: WitnessFrameKind.request.rawValue, payload: WitnessRequest.status.encoded(id: UInt64(id))).encoded()
+            }
+            stalled.write(requests)
+            try await waitUntil("the witness closes the connection of a client that does not read", timeout: .seconds(30)) {
+                cluster.log(of: leader).contains("stopped reading")
+            }
+            try stalled.expectClosed(within: .seconds(20))
+
+            let afterwards = acks.count
+            try await waitUntil("appends still commit", timeout: .seconds(10)) { acks.count >= afterwards + 50 }
+            appenders.cancel()
+            await appenders.value
+            let log = cluster.log(of: 1) + cluster.log(of: 2) + cluster.log(of: 3)
+            for reason in ["cluster id mismatch", "authentication failed", "exceeds the maximum", "format version 9", "stopped reading"] {
+                #expect(log.contains(reason), "the witness log names \"\(reason)\"")
+            }
+            #expect(cluster.isRunning(1) && cluster.isRunning(2) && cluster.isRunning(3))
+            #expect(try await cluster.status(of: leader).role == "leader", "the flood did not cost the leader its leadership")
+        }
+    }
+
+    @Test("replacing a dead witness with a fresh one keeps the cluster writable throughout")
+    func replaceWitness() async throws {
+        try await withWitnessCluster { cluster in
+            try cluster.startAll()
+            _ = try await cluster.waitForLeader()
+            let client = cluster.client(timeout: .seconds(20))
+            defer { client.close() }
+            let acks = AckLog()
+            let appenders = startAppenders(client, workers: 4, firstTag: 1, into: acks)
+            try await waitUntil("appends commit", timeout: .seconds(10)) { acks.count >= 100 }
+            // Witness 3's machine dies; witness 4 takes its place.
+            await cluster.kill(3)
+            let replacement = try cluster.reserve(4)
+            try cluster.start(4, join: true)
+            let result = try await onOwnThread {
+                try runCommand(
+                    try BuiltProducts.path(of: "pgquorum"),
+                    [
+                        "witness", "replace", "--old", "3", "--id", "4", "--address", replacement.description, "--witnesses",
+                        "\(cluster.endpoint(of: 1)),\(cluster.endpoint(of: 2))", "--credentials", cluster.credentialsPath,
+                    ], timeout: .seconds(60), check: false)
+            }
+            #expect(result.termination == .exited(code: 0), "\(result.output)")
+            #expect(result.output.contains("witness 3 removed") && result.output.contains("witness 4 (\(replacement)) added"))
+            let leader = try await cluster.waitForLeader(among: [1, 2, 4])
+            let status = try await cluster.status(of: leader)
+            #expect(status.members.map(\.id) == [1, 2, 4])
+            #expect(status.members.first { $0.id == 4 }?.address == replacement.description)
+            try await waitApplied(cluster, 4, acks.maxIndex)
+            // Witness 4 is a working voter: with 1 gone, 2 and 4 still commit.
+            await cluster.kill(leader == 4 ? 2 : leader)
+            let before = acks.count
+            try await waitUntil("appends commit with the new witness in the quorum", timeout: .seconds(15)) { acks.count >= before + 100 }
+            appenders.cancel()
+            await appenders.value
+            #expect(acks.longestGap < .seconds(5), "writes stopped for \(acks.longestGap)")
+            let survivors = [NodeID(1), 2, 4].filter { cluster.isRunning($0) }
+            for id in survivors { try await waitApplied(cluster, id, acks.maxIndex) }
+            let entries = try await cluster.entries(of: 4)
+            expectAcknowledged(acks.acks, in: entries)
+        }
+    }
+
+    @Test("SIGTERM stops a witness cleanly; a restart keeps its term, vote and log")
+    func cleanShutdownAndRestart() async throws {
+        try await withWitnessCluster { cluster in
+            try cluster.startAll()
+            let leader = try await cluster.waitForLeader()
+            let client = cluster.client()
+            defer { client.close() }
+            let acks = AckLog()
+            try await appendConcurrently(client, count: 200, concurrency: 8, into: acks)
+            let before = try await cluster.status(of: leader)
+            #expect(await cluster.stop(leader) == .exited(code: 0))
+            #expect(cluster.log(of: leader).contains("handing leadership over before stopping"))
+            try cluster.start(leader)
+            try await waitApplied(cluster, leader, acks.maxIndex)
+            let after = try await cluster.status(of: leader)
+            #expect(after.term >= before.term)
+            let entries = try await cluster.entries(of: leader)
+            expectAcknowledged(acks.acks, in: entries)
+        }
+    }
+}
+
+/// Completes the handshake on a raw socket as a client.
+func authenticate(_ socket: RawSocket, credentials: WitnessCredentials) throws {
+    var decoder = FrameDecoder()
+    func nextFrame() throws -> Frame {
+        let deadline = ContinuousClock.now + .seconds(5)
+        while ContinuousClock.now < deadline {
+            if let frame = try decoder.next() { return frame }
+            guard let bytes = socket.read() else { throw TestSupportError("the witness closed the connection during the handshake") }
+            decoder.append(bytes)
+        }
+        throw TestSupportError("no handshake frame within 5 s")
+    }
+    let challenge = try WitnessHandshake.Challenge(decoding: try nextFrame().payload)
+    let nonce = WitnessHandshake.randomNonce()
+    let hello = WitnessHandshake.Hello(
+        clusterID: credentials.clusterID, role: .client, peerID: 0, nonce: nonce,
+        proof: WitnessHandshake.helloProof(secret: credentials.secret, challenge: challenge, role: .client, peerID: 0, clientNonce: nonce))
+    socket.write(Frame(kind: WitnessFrameKind.hello.rawValue, payload: hello.encoded()).encoded())
+    let welcome = try nextFrame()
+    guard welcome.kind == WitnessFrameKind.welcome.rawValue else { throw TestSupportError("expected welcome, got frame kind \(welcome.kind)") }
+}
+
+extension Array {
+    func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
+        var results: [T] = []
+        for element in self { results.append(try await transform(element)) }
+        return results
+    }
+}
