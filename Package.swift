@@ -84,7 +84,7 @@ let package = Package(
         // Benchmarks: `swift run -c release pgquorum-bench --help` (figures in docs/BENCHMARKS.md).
         .executableTarget(
             name: "pgquorum-bench",
-            dependencies: ["Raft", "EventLog", "Manager"],
+            dependencies: ["Raft", "EventLog", "Manager", "NodeControl", "TestSupport"],
             path: "Benchmarks/pgquorum-bench",
             swiftSettings: strict
         ),

@@ -3,6 +3,7 @@
 //   swift run -c release pgquorum-bench raft [--entries N] [--batch N] [--payload BYTES]
 //   swift run -c release pgquorum-bench lmdb [--seconds S] [--payload BYTES] [--dir DIR]
 //   swift run -c release pgquorum-bench replay [--entries N] [--runs N]
+//   swift build -c release && .build/release/pgquorum-bench witness [--seconds S] [--trials N]
 //
 // Every figure is measured in this process on this machine; compare ratios from one run.
 import Foundation
@@ -20,6 +21,7 @@ let usage = """
     usage: pgquorum-bench raft [--entries N] [--batch N] [--payload BYTES] [--runs N]
            pgquorum-bench lmdb [--seconds S] [--payload BYTES] [--runs N] [--dir DIR]
            pgquorum-bench replay [--entries N] [--runs N]
+           pgquorum-bench witness [--seconds S] [--trials N]
 
       raft   entries committed per second by a 3-replica in-process Raft cluster on
              in-memory storage: the leader proposes batches, messages are delivered
@@ -28,6 +30,10 @@ let usage = """
              100 entries per write transaction, and commit latency p50/p99.
       replay entries per second through the reducer over a heartbeat-dominated log of
              a three-node formation, with and without decoding.
+      witness three `pgquorum witness run` processes on loopback (build the pgquorum
+             executable first: `swift build -c release`): committed appends per second
+             with 1 and 64 concurrent appenders, latency p50/p99, and the time from
+             SIGKILL of the leader to the next committed append over N trials.
     """
 
 let command = CommandLine.arguments.dropFirst().first
@@ -49,6 +55,8 @@ case "lmdb":
     ).run()
 case "replay":
     try ReplayBenchmark(entries: argument("--entries", default: 1_000_000), runs: argument("--runs", default: 5)).run()
+case "witness":
+    try await WitnessBenchmark(seconds: Double(argument("--seconds", default: 5)), trials: argument("--trials", default: 10)).run()
 default:
     print(usage)
     exit(command == nil || command == "--help" ? 0 : 64)
