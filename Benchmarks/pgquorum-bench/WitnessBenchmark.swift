@@ -9,9 +9,11 @@ import TestSupport
 struct WitnessBenchmark {
     var seconds: Double
     var trials: Int
+    /// Where the witnesses' folders go (/tmp by default; /dev/shm takes the disk out).
+    var root: String
 
     func run() async throws {
-        let cluster = try WitnessClusterFixture()
+        let cluster = try WitnessClusterFixture(root: root)
         do {
             try await measure(cluster)
         } catch {
@@ -31,7 +33,7 @@ struct WitnessBenchmark {
 
         let single = try await appendFor(client, seconds: seconds, appenders: 1)
         let many = try await appendFor(client, seconds: seconds, appenders: 64)
-        print("three witness processes on loopback, \(seconds) s per figure")
+        print("three witness processes on loopback, data under \(root), \(seconds) s per figure")
         print(
             "  1 appender:   \(format(Double(single.count) / seconds)) events/s committed; latency p50 \(millis(single.percentile(0.5))) ms, p99 \(millis(single.percentile(0.99))) ms"
         )

@@ -3,7 +3,7 @@
 //   swift run -c release pgquorum-bench raft [--entries N] [--batch N] [--payload BYTES]
 //   swift run -c release pgquorum-bench lmdb [--seconds S] [--payload BYTES] [--dir DIR]
 //   swift run -c release pgquorum-bench replay [--entries N] [--runs N]
-//   swift build -c release && .build/release/pgquorum-bench witness [--seconds S] [--trials N]
+//   swift build -c release && .build/release/pgquorum-bench witness [--seconds S] [--trials N] [--root DIR]
 //
 // Every figure is measured in this process on this machine; compare ratios from one run.
 import Foundation
@@ -21,7 +21,7 @@ let usage = """
     usage: pgquorum-bench raft [--entries N] [--batch N] [--payload BYTES] [--runs N]
            pgquorum-bench lmdb [--seconds S] [--payload BYTES] [--runs N] [--dir DIR]
            pgquorum-bench replay [--entries N] [--runs N]
-           pgquorum-bench witness [--seconds S] [--trials N]
+           pgquorum-bench witness [--seconds S] [--trials N] [--root DIR]
 
       raft   entries committed per second by a 3-replica in-process Raft cluster on
              in-memory storage: the leader proposes batches, messages are delivered
@@ -56,7 +56,10 @@ case "lmdb":
 case "replay":
     try ReplayBenchmark(entries: argument("--entries", default: 1_000_000), runs: argument("--runs", default: 5)).run()
 case "witness":
-    try await WitnessBenchmark(seconds: Double(argument("--seconds", default: 5)), trials: argument("--trials", default: 10)).run()
+    let root = CommandLine.arguments.firstIndex(of: "--root").flatMap { $0 + 1 < CommandLine.arguments.count ? CommandLine.arguments[$0 + 1] : nil }
+    try await WitnessBenchmark(
+        seconds: Double(argument("--seconds", default: 5)), trials: argument("--trials", default: 10), root: root ?? "/tmp"
+    ).run()
 default:
     print(usage)
     exit(command == nil || command == "--help" ? 0 : 64)

@@ -28,7 +28,9 @@ public enum MessageKind: UInt8, Sendable, Equatable, CaseIterable, CustomStringC
     }
 
     /// Messages only a leader sends; receiving one from a newer term makes the sender our leader.
-    var isFromLeader: Bool { self == .append || self == .heartbeat || self == .snapshot }
+    /// They promise nothing about the leader's own disk, so the shell may send them before it
+    /// persists the `Ready` they came in (Raft thesis §10.2.1); every other message waits.
+    public var isFromLeader: Bool { self == .append || self == .heartbeat || self == .snapshot }
 }
 
 /// One message between replicas. Fields a kind does not use stay zero.

@@ -35,8 +35,8 @@ extension RaftNode {
         }
     }
 
-    /// Appends entries at the end of the leader's log (stamping term and index), counts the
-    /// leader's own copy, and replicates them. Returns the last new index.
+    /// Appends entries at the end of the leader's log (stamping term and index) and replicates
+    /// them. The leader's own copy counts once persisted (`advance`). Returns the last new index.
     mutating func appendEntries(_ newEntries: [Entry]) throws -> UInt64 {
         var index = try log.lastIndex()
         let stamped = newEntries.map { entry -> Entry in
@@ -44,8 +44,6 @@ extension RaftNode {
             return Entry(term: term, index: index, kind: entry.kind, data: entry.data)
         }
         log.append(stamped)
-        _ = progress[id]?.maybeUpdate(index)
-        _ = try leaderCommit()
         try broadcastAppend()
         return index
     }

@@ -169,10 +169,12 @@ extension RaftNode {
         role = .leader
         leader = id
         let lastIndex = try log.lastIndex()
+        // Entries still waiting for the disk count for this leader once `advance` sees them stored.
+        let persisted = log.unstableEntries.isEmpty ? lastIndex : log.unstableOffset - 1
         for voter in membership.voters {
             var peer = Progress(next: lastIndex + 1)
             peer.recentActive = true
-            if voter == id { peer.match = lastIndex }
+            if voter == id { peer.match = persisted }
             progress[voter] = peer
         }
         // The leader's first entry of its term: committing it commits everything before it

@@ -17,8 +17,12 @@ public struct RaftNode {
     var pendingMembershipIndex: UInt64 = 0
     /// On the leader: the voter leadership is being handed to.
     var transferee: NodeID?
-    /// On the leader: the replication progress of every voter, itself included.
+    /// On the leader: the replication progress of every voter, itself included. The leader's
+    /// own match index counts only entries it has persisted (see `advance`), so the leader may
+    /// send its appends before its own disk write finishes (Raft thesis §10.2.1).
     var progress: [NodeID: Progress] = [:]
+    /// On the leader: its own persisted index moved; the commit index may follow.
+    var ownPersistencePending = false
     /// On a (pre-)candidate: the answers received, true for granted.
     var votes: [NodeID: Bool] = [:]
     var electionElapsed = 0
@@ -149,7 +153,7 @@ public struct RaftNode {
 
     /// Whether `ready()` has anything for the shell.
     public func hasReady() -> Bool {
-        if softState != previousSoftState || hardState != previousHardState { return true }
+        if softState != previousSoftState || hardState != previousHardState || ownPersistencePending { return true }
         if !messages.isEmpty || !log.unstableEntries.isEmpty || log.unstableSnapshot != nil { return true }
         return log.committed > log.applied
     }
@@ -157,6 +161,10 @@ public struct RaftNode {
     /// Collects what must be persisted, sent and applied. Call `advance` with it when done.
     public mutating func ready() throws -> Ready {
         try wrapStorageErrors {
+            if ownPersistencePending {
+                ownPersistencePending = false
+                _ = try leaderCommit()
+            }
             var ready = Ready()
             if softState != previousSoftState { ready.softState = softState }
             if hardState != previousHardState { ready.hardState = hardState }
@@ -173,7 +181,11 @@ public struct RaftNode {
     public mutating func advance(_ ready: Ready) {
         if let softState = ready.softState { previousSoftState = softState }
         if let hardState = ready.hardState { previousHardState = hardState }
-        if let last = ready.entries.last { log.stable(to: last.index, term: last.term) }
+        if let last = ready.entries.last {
+            log.stable(to: last.index, term: last.term)
+            // The leader's own copy counts toward the commit once it is on disk.
+            if role == .leader, progress[id]?.maybeUpdate(last.index) == true { ownPersistencePending = true }
+        }
         if let snapshot = ready.snapshot {
             log.stableSnapshot(to: snapshot.metadata.index)
             log.applied(to: snapshot.metadata.index)

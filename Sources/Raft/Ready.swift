@@ -15,6 +15,9 @@ public struct SoftState: Sendable, Equatable {
 /// What the shell must do next, in this order (etcd-raft's Ready contract):
 /// 1. persist `snapshot`, `entries` and `hardState` atomically (one `RaftStorage.persist`);
 /// 2. send `messages` — only after step 1, since they may promise what was just persisted;
+///    the leader's appends, heartbeats and snapshots (`MessageKind.isFromLeader`) are the
+///    exception and may go before step 1, since the leader counts its own copy only once
+///    `advance` reports it persisted;
 /// 3. apply `snapshot` and then `committedEntries` to the application;
 /// 4. call `RaftNode.advance(_:)` with this value.
 public struct Ready: Sendable, Equatable {

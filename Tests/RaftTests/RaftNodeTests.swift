@@ -51,8 +51,10 @@ struct RaftNodeTests {
         #expect(throws: RaftError.membershipChangeRefused("replica 1 is the last voter")) {
             try replica.node.proposeMembershipChange(.removeVoter(1))
         }
-        // A single voter commits on its own: the change takes effect at once.
+        // A single voter commits on its own once the change is on its disk.
         try replica.node.proposeMembershipChange(.addVoter(2))
+        #expect(replica.node.membership.voters == [1])
+        _ = try replica.drain()
         #expect(replica.node.membership.voters == [1, 2])
         // Now two voters must agree: the next change waits for the one in flight.
         try replica.node.proposeMembershipChange(.addVoter(3))

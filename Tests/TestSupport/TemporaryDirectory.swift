@@ -5,11 +5,11 @@ import Foundation
 public final class TemporaryDirectory: Sendable {
     public let path: String
 
-    public init(prefix: String = "pgquorum-test") throws {
-        var template = Array("/tmp/\(prefix)-XXXXXX".utf8CString)
+    public init(prefix: String = "pgquorum-test", root: String = "/tmp") throws {
+        var template = Array("\(root)/\(prefix)-XXXXXX".utf8CString)
         let created = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
         guard let created else {
-            throw TestSupportError("mkdtemp under /tmp failed: \(String(cString: strerror(errno)))")
+            throw TestSupportError("mkdtemp under \(root) failed: \(String(cString: strerror(errno)))")
         }
         path = String(cString: created)
         chmod(path, 0o755)

@@ -21,8 +21,8 @@ public final class WitnessClusterFixture: Sendable {
         var processes: [NodeID: ChildProcess] = [:]
     }
 
-    public init(witnesses: Int = 3, extraArguments: [String] = []) throws {
-        folder = try TemporaryDirectory(prefix: "pgquorum-witness")
+    public init(witnesses: Int = 3, extraArguments: [String] = [], root: String = "/tmp") throws {
+        folder = try TemporaryDirectory(prefix: "pgquorum-witness", root: root)
         credentialsPath = folder.appending("credentials")
         credentials = WitnessCredentials.generate()
         try credentials.write(to: credentialsPath)

@@ -3,32 +3,39 @@ import NIOCore
 import Raft
 import Synchronization
 
-/// Bounds the requests of one client connection that wait on the Raft loop: at the limit the
-/// connection stops reading until answers went out, so one client flooding requests cannot
-/// starve the replica's heartbeats (or everyone else).
+/// Bounds the requests of one connection that wait on the Raft loop: at the limit the
+/// connection stops decoding and reading until answers went out, so one client flooding
+/// requests cannot starve the replica's heartbeats (or everyone else).
 final class RequestLimiter: Sendable {
     let limit: Int
-    private let inFlight = Atomic<Int>(0)
-    private let paused = Atomic<Bool>(false)
+    private let state = Mutex<(inFlight: Int, paused: Bool, onResume: (@Sendable () -> Void)?)>((0, false, nil))
 
     init(limit: Int = 256) {
         self.limit = limit
     }
 
-    /// A request was read; pauses reading when the limit is reached.
-    func started(_ channel: any Channel) {
-        let count = inFlight.wrappingAdd(1, ordering: .relaxed).newValue
-        if count >= limit && !paused.exchange(true, ordering: .acquiringAndReleasing) {
-            channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
+    var isSaturated: Bool { state.withLock { $0.inFlight >= limit } }
+
+    func started() { state.withLock { $0.inFlight += 1 } }
+
+    /// The connection stopped reading; `onResume` runs once half the budget is free.
+    func pause(onResume: @escaping @Sendable () -> Void) {
+        state.withLock { state in
+            state.paused = true
+            state.onResume = onResume
         }
     }
 
-    /// A request was answered; resumes reading once half the budget is free.
-    func finished(_ channel: any Channel) {
-        let count = inFlight.wrappingAdd(-1, ordering: .relaxed).newValue
-        if count <= limit / 2 && paused.exchange(false, ordering: .acquiringAndReleasing) {
-            channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
+    /// A request was answered.
+    func finished() {
+        let resume = state.withLock { state -> (@Sendable () -> Void)? in
+            state.inFlight -= 1
+            guard state.paused, state.inFlight <= limit / 2 else { return nil }
+            state.paused = false
+            defer { state.onResume = nil }
+            return state.onResume
         }
+        resume?()
     }
 }
 
@@ -68,6 +75,7 @@ final class WitnessChannelHandler: ChannelInboundHandler {
     private let logger: Logger
     private let handshakeTimeout: TimeAmount
     private let stallTimeout: TimeAmount
+    private let limiter: RequestLimiter?
     private var decoder: FrameDecoder
     private var state = State.handshaking
     private var challenge: WitnessHandshake.Challenge?
@@ -77,8 +85,9 @@ final class WitnessChannelHandler: ChannelInboundHandler {
 
     init(
         side: Side, secret: [UInt8], events: Events, logger: Logger, handshakeTimeout: TimeAmount = .seconds(5),
-        stallTimeout: TimeAmount = .seconds(10), bytesMax: Int = Frame.bytesMax
+        stallTimeout: TimeAmount = .seconds(10), limiter: RequestLimiter? = nil, bytesMax: Int = Frame.bytesMax
     ) {
+        self.limiter = limiter
         self.side = side
         self.secret = secret
         self.events = events
@@ -111,8 +120,28 @@ final class WitnessChannelHandler: ChannelInboundHandler {
         var buffer = unwrapInboundIn(data)
         guard closeReason == nil else { return }
         decoder.append(buffer.readBytes(length: buffer.readableBytes) ?? [])
+        decodeFrames(context)
+    }
+
+    /// Hands on every whole frame received, unless the request budget is spent: then the
+    /// rest waits in the decoder and reading stops until answers free the budget.
+    private func decodeFrames(_ context: ChannelHandlerContext) {
         do {
-            while closeReason == nil, let frame = try decoder.next() {
+            while closeReason == nil {
+                if let limiter, limiter.isSaturated {
+                    let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+                    context.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
+                    limiter.pause {
+                        loopBound.eventLoop.execute {
+                            let (handler, context) = loopBound.value
+                            context.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
+                            handler.decodeFrames(context)
+                        }
+                    }
+                    return
+                }
+                guard let frame = try decoder.next() else { return }
+                if case .open = state, frame.kind == WitnessFrameKind.request.rawValue { limiter?.started() }
                 handle(context, frame)
             }
         } catch {

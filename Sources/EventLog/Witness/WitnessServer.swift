@@ -46,6 +46,8 @@ public final class WitnessServer: @unchecked Sendable {
     private var waiters: [UInt64: [(term: UInt64, reply: @Sendable (WitnessResponse) -> Void)]] = [:]
     private var reportReplies: [EventSequencer.ReportToken: @Sendable (WitnessResponse) -> Void] = [:]
     private var nextToken: EventSequencer.ReportToken = 1
+    /// Stamped records waiting to be proposed together, with whoever waits for their commit.
+    private var proposalQueue: [(data: [UInt8], replies: [@Sendable (WitnessResponse) -> Void])] = []
     /// A snapshot taken at an index, to compact to once `keepEntries` more are applied.
     private var pendingSnapshot: (index: UInt64, membership: Membership, data: [UInt8])?
 
@@ -98,7 +100,6 @@ public final class WitnessServer: @unchecked Sendable {
                         self.loop.execute { self.opened(channel, role: role, remoteID: remoteID) }
                     },
                     frame: { channel, frame in
-                        if frame.kind == WitnessFrameKind.request.rawValue { limiter.started(channel) }
                         self.loop.execute { self.received(frame, on: channel, limiter: limiter) }
                     },
                     closed: { channel, _ in
@@ -111,7 +112,7 @@ public final class WitnessServer: @unchecked Sendable {
                     try channel.pipeline.syncOperations.addHandler(
                         WitnessChannelHandler(
                             side: .acceptor(clusterID: credentials.clusterID, witnessID: id), secret: credentials.secret,
-                            events: events, logger: handlerLogger, handshakeTimeout: handshake, stallTimeout: stall))
+                            events: events, logger: handlerLogger, handshakeTimeout: handshake, stallTimeout: stall, limiter: limiter))
                 }
             }
             .bind(host: configuration.listen.host, port: configuration.listen.port).get()
@@ -207,12 +208,16 @@ public final class WitnessServer: @unchecked Sendable {
 
     private func processReady() {
         guard !stopped else { return }
+        flushProposals()
         do {
             while node.hasReady() {
                 let ready = try node.ready()
                 if let soft = ready.softState { leadershipChanged(soft) }
+                // The leader's appends go out while its own disk write runs (thesis §10.2.1);
+                // everything else promises what this write stores, so it waits for it.
+                send(ready.messages.filter { $0.kind.isFromLeader })
                 try persist(ready)
-                send(ready.messages)
+                send(ready.messages.filter { !$0.kind.isFromLeader })
                 if let snapshot = ready.snapshot { try installSnapshot(snapshot) }
                 try apply(ready.committedEntries)
                 node.advance(ready)
@@ -321,21 +326,30 @@ public final class WitnessServer: @unchecked Sendable {
 
     // MARK: Proposals
 
+    /// Queues a record; queued records are proposed together at the next ready, so a burst of
+    /// appends travels to the followers as one append message, not one each.
     private func propose(_ record: EventRecord, tokens: [EventSequencer.ReportToken] = [], reply: (@Sendable (WitnessResponse) -> Void)? = nil) {
+        var replies = tokens.compactMap { reportReplies.removeValue(forKey: $0) }
+        if let reply { replies.append(reply) }
+        proposalQueue.append((record.encoded(), replies))
+        scheduleReady()
+    }
+
+    private func flushProposals() {
+        guard !proposalQueue.isEmpty else { return }
+        let queue = proposalQueue
+        proposalQueue = []
         do {
-            let index = try node.propose(record.encoded())
+            let last = try node.propose(queue.map(\.data))
             let term = node.term
-            if let reply { waiters[index, default: []].append((term, reply)) }
-            if !tokens.isEmpty {
-                let replies = tokens.compactMap { reportReplies.removeValue(forKey: $0) }
-                waiters[index, default: []].append(
+            for (offset, proposal) in queue.enumerated() where !proposal.replies.isEmpty {
+                let replies = proposal.replies
+                waiters[last - UInt64(queue.count - 1 - offset), default: []].append(
                     (term, { response in for reply in replies { reply(response) } }))
             }
-            scheduleReady()
         } catch {
             let failure = notLeaderFailure(error)
-            reply?(.failure(failure))
-            for token in tokens { reportReplies.removeValue(forKey: token)?(.failure(failure)) }
+            for proposal in queue { for reply in proposal.replies { reply(.failure(failure)) } }
         }
     }
 
@@ -351,6 +365,8 @@ public final class WitnessServer: @unchecked Sendable {
     }
 
     private func failAllWaiters(_ failure: WitnessFailure) {
+        for proposal in proposalQueue { for reply in proposal.replies { reply(.failure(failure)) } }
+        proposalQueue = []
         for waiter in waiters.values.joined() { waiter.reply(.failure(failure)) }
         waiters = [:]
         for reply in reportReplies.values { reply(.failure(failure)) }
@@ -404,7 +420,7 @@ public final class WitnessServer: @unchecked Sendable {
 
     private func handle(_ request: WitnessRequest, id: UInt64, channel: any Channel, limiter: RequestLimiter) {
         let reply: @Sendable (WitnessResponse) -> Void = { response in
-            limiter.finished(channel)
+            limiter.finished()
             let frame = Frame(kind: WitnessFrameKind.response.rawValue, payload: response.encoded(id: id))
             channel.writeAndFlush(WitnessChannelHandler.buffer(frame, allocator: channel.allocator), promise: nil)
         }
@@ -436,7 +452,7 @@ public final class WitnessServer: @unchecked Sendable {
         case .read(let from, let maxEntries):
             reply(read(from: from, maxEntries: min(maxEntries, WitnessRequest.readEntriesMax)))
         case .subscribe(let from):
-            limiter.finished(channel)
+            limiter.finished()
             subscribers[ObjectIdentifier(channel)] = Subscriber(channel: channel, requestID: id, next: max(from, 1))
             pumpSubscribers()
         case .snapshot:
@@ -523,6 +539,7 @@ public final class WitnessServer: @unchecked Sendable {
             book.removeAll { $0.id == id }
             raftChange = .removeVoter(id)
         }
+        flushProposals()
         do {
             // The address first, so every witness knows where the new member is by the time
             // the membership change takes effect.

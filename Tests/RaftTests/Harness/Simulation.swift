@@ -146,7 +146,12 @@ struct Simulation {
         for id in ids {
             guard let replica = replicas[id], replica.isUp else { continue }
             if faulty && replica.raft!.hasReady() && roll(2) {
-                // Crash before the ready batch reached the disk: it is lost entirely.
+                // Crash before the ready batch reached the disk: it is lost entirely. A leader
+                // may have sent its appends already (they may precede persistence).
+                if roll(50) {
+                    var node = replica.raft!
+                    for message in try node.ready().messages where message.kind.isFromLeader { send(message, faulty: faulty) }
+                }
                 crash(id)
                 continue
             }
