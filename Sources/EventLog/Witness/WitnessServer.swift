@@ -41,6 +41,8 @@ public final class WitnessServer: @unchecked Sendable {
     private var loggedAddresses: [NodeID: String] = [:]
     private var links: [NodeID: PeerLink] = [:]
     private var clients: [ObjectIdentifier: any Channel] = [:]
+    /// Inbound connections of peers, by the witness id each proved in its handshake.
+    private var inboundPeers: [ObjectIdentifier: NodeID] = [:]
     private var subscribers: [ObjectIdentifier: Subscriber] = [:]
     /// Requests answered once the entry at an index commits with the expected term.
     private var waiters: [UInt64: [(term: UInt64, reply: @Sendable (WitnessResponse) -> Void)]] = [:]
@@ -377,12 +379,16 @@ public final class WitnessServer: @unchecked Sendable {
 
     private func opened(_ channel: any Channel, role: WitnessHandshake.Role, remoteID: NodeID) {
         guard !stopped else { channel.close(promise: nil); return }
-        if role == .client { clients[ObjectIdentifier(channel)] = channel }
+        switch role {
+        case .client: clients[ObjectIdentifier(channel)] = channel
+        case .peer: inboundPeers[ObjectIdentifier(channel)] = remoteID
+        }
     }
 
     private func closed(_ channel: any Channel) {
         let key = ObjectIdentifier(channel)
         clients.removeValue(forKey: key)
+        inboundPeers.removeValue(forKey: key)
         subscribers.removeValue(forKey: key)
         for (id, link) in links where link.channel.map({ ObjectIdentifier($0) }) == key {
             links[id]?.channel = nil
@@ -392,11 +398,14 @@ public final class WitnessServer: @unchecked Sendable {
     private func received(_ frame: Frame, on channel: any Channel, limiter: RequestLimiter) {
         guard !stopped else { return }
         switch WitnessFrameKind(rawValue: frame.kind) {
-        case .raftMessage:
+        case .raftMessage where inboundPeers[ObjectIdentifier(channel)] != nil:
             do {
                 let message = try Message(wireDecoding: frame.payload)
-                guard message.to == configuration.id else {
-                    logger.warning("dropped a Raft message for another witness", metadata: ["to": "\(message.to)"])
+                guard message.to == configuration.id, message.from == inboundPeers[ObjectIdentifier(channel)] else {
+                    logger.warning(
+                        "closing a peer connection that sent a Raft message not between it and this witness",
+                        metadata: ["from": "\(message.from)", "to": "\(message.to)"])
+                    channel.close(promise: nil)
                     return
                 }
                 try node.step(message)
