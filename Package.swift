@@ -111,6 +111,6 @@ let package = Package(
         .testTarget(name: "WitnessTests", dependencies: ["EventLog", "Raft", "TestSupport", "pgquorum"], swiftSettings: strict),
         .testTarget(name: "NodeControlTests", dependencies: ["NodeControl", "TestSupport", "pgquorum-test-helper"], swiftSettings: strict),
         .testTarget(name: "ManagerTests", dependencies: ["Manager", "EventLog", "TestSupport"], exclude: ["testdata"], swiftSettings: strict),
-        .testTarget(name: "pgquorumTests", dependencies: ["pgquorum", "Manager", "NodeControl", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "pgquorumTests", dependencies: ["pgquorum", "Manager", "EventLog", "NodeControl", "TestSupport"], exclude: ["snapshots"], swiftSettings: strict),
     ]
 )

@@ -14,6 +14,9 @@ struct PGQuorum: AsyncParsableCommand {
             See README.md and docs/ in the source tree for the design and how to run it.
             """,
         version: PGQuorumVersion.current,
-        subcommands: [WitnessCommand.self, FSMCommand.self]
+        subcommands: [
+            StatusCommand.self, LogCommand.self, ShowCommand.self, SettingsCommand.self, SwitchoverCommand.self,
+            MaintenanceCommand.self, DropCommand.self, WitnessCommand.self, FSMCommand.self,
+        ]
     )
 }

@@ -155,3 +155,18 @@ public func waitUntilAsync(
         try await Task.sleep(for: .milliseconds(50))
     }
 }
+
+/// Runs `body` with a witness cluster and always destroys it; a failure carries the logs.
+public func withWitnessCluster(
+    witnesses: Int = 3, extraArguments: [String] = [], _ body: (WitnessClusterFixture) async throws -> Void
+) async throws {
+    let cluster = try WitnessClusterFixture(witnesses: witnesses, extraArguments: extraArguments)
+    do {
+        try await body(cluster)
+    } catch {
+        let logs = cluster.logs()
+        await cluster.destroy()
+        throw TestSupportError("\(error)\nwitness logs:\n\(logs)")
+    }
+    await cluster.destroy()
+}

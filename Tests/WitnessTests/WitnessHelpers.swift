@@ -5,22 +5,6 @@ import Synchronization
 import Testing
 import TestSupport
 
-/// Runs `body` with a witness cluster and always destroys it; a failure carries the logs.
-func withWitnessCluster(
-    witnesses: Int = 3, extraArguments: [String] = [], _ body: (WitnessClusterFixture) async throws -> Void
-) async throws {
-    let cluster = try WitnessClusterFixture(witnesses: witnesses, extraArguments: extraArguments)
-    do {
-        try await body(cluster)
-    } catch {
-        let logs = cluster.logs()
-        await cluster.destroy()
-        Issue.record("witness logs:\n\(logs)")
-        throw error
-    }
-    await cluster.destroy()
-}
-
 /// The event appended with `tag`: a fact the test can recognise at its index.
 func taggedEvent(_ tag: UInt32) -> ClusterEvent { .stateReached(node: tag, state: .single) }
 

@@ -1,0 +1,71 @@
+import EventLog
+
+/// Reading the committed log from the witnesses and replaying it with the reducer, the way
+/// every node manager and the CLI derive the same cluster state (DESIGN §3).
+public enum ClusterLog {
+    /// One replayed entry with the goals it changed.
+    public struct Step: Sendable {
+        public var entry: LogEntry
+        public var changes: [GoalChange]
+        /// The state's waiting reason after this entry, when the entry changed it.
+        public var waitingReason: String?
+    }
+
+    /// The state at the latest committed entry the answering witness has applied: its
+    /// snapshot, then every entry after it.
+    public static func load(from client: WitnessClient, formation: String = EventRecord.defaultFormation) async throws -> ClusterState {
+        var state = ClusterState(formation: formation)
+        try await replay(from: client, into: &state, onStep: nil)
+        return state
+    }
+
+    /// Replays entries after `state.appliedIndex` into `state` until the end of what is
+    /// committed. When the entries needed were compacted, restarts from the snapshot (whose
+    /// steps are not reported). Returns the next index to read.
+    @discardableResult
+    public static func replay(
+        from client: WitnessClient, into state: inout ClusterState, onSnapshot: ((WitnessSnapshot) -> Void)? = nil,
+        onStep: ((Step) -> Void)?
+    ) async throws -> UInt64 {
+        var next = state.appliedIndex + 1
+        while true {
+            let batch: [CommittedEntry]
+            do {
+                batch = try await client.read(from: next, maxEntries: 10_000)
+            } catch WitnessClientError.failure(let failure) where failure.code == .compacted {
+                let snapshot = try await client.snapshot()
+                state = try restore(snapshot, formation: state.formation)
+                onSnapshot?(snapshot)
+                next = snapshot.index + 1
+                continue
+            }
+            guard let last = batch.last else { return next }
+            for committed in batch {
+                apply(committed, to: &state, onStep: onStep)
+            }
+            next = last.index + 1
+        }
+    }
+
+    /// The cluster state in a witness snapshot (the initial state before any snapshot).
+    public static func restore(_ snapshot: WitnessSnapshot, formation: String) throws -> ClusterState {
+        guard !snapshot.application.isEmpty else { return ClusterState(formation: formation) }
+        var state = try ClusterState(snapshot: snapshot.application)
+        if state.formation != formation {
+            // The witness snapshots its default formation; other formations replay from scratch.
+            state = ClusterState(formation: formation)
+        }
+        return state
+    }
+
+    /// Applies one committed entry (Raft's own entries only advance the applied index).
+    public static func apply(_ committed: CommittedEntry, to state: inout ClusterState, onStep: ((Step) -> Void)?) {
+        guard let entry = committed.logEntry else {
+            state.appliedIndex = committed.index
+            return
+        }
+        let reasonBefore = state.waitingReason
+        let changes = state.apply(entry)
+        onStep?(Step(entry: entry, changes: changes, waitingReason: state.waitingReason != reasonBefore ? state.waitingReason : nil))
+    }
+}

@@ -1,0 +1,143 @@
+import EventLog
+import Foundation
+import Manager
+import NodeControl
+
+/// How the read commands print the derived cluster state, for people and as JSON.
+enum ClusterView {
+    static func lsn(_ value: UInt64) -> String { LSNFormat.format(value) }
+
+    static func statusTable(_ state: ClusterState) -> String {
+        let rows = state.sortedNodes.map { node -> [String] in
+            [
+                "\(node.id)", node.registration.name, "\(node.registration.host):\(node.registration.port)",
+                "\(node.timeline):\(lsn(node.lsn))", node.reached.rawValue, node.goal.rawValue, state.healthWord(node),
+                node.lastReport.map { "\($0.lagBytes)" } ?? "-", "\(node.registration.candidatePriority)",
+                node.registration.replicationQuorum ? "sync" : "async",
+            ]
+        }
+        var text = formatTable(
+            header: ["NODE", "NAME", "HOST:PORT", "TLI:LSN", "REACHED", "GOAL", "HEALTH", "LAG", "PRIORITY", "REPLICATION"], rows: rows)
+        if rows.isEmpty { text = "no node registered in formation \(state.formation)" }
+        for node in state.sortedNodes where !node.isConverged {
+            text += "\nnode \(node.id) (\(node.registration.name)): \(node.reached.rawValue) -> \(node.goal.rawValue): \(node.goalReason)"
+        }
+        if let waiting = state.waitingReason { text += "\nwaiting: \(waiting)" }
+        return text
+    }
+
+    static func statusJSON(_ state: ClusterState) -> String {
+        let nodes = state.sortedNodes.map { node -> String in
+            let report = node.lastReport
+            return "{" + [
+                "\"id\":\(node.id)", "\"name\":\(jsonString(node.registration.name))", "\"host\":\(jsonString(node.registration.host))",
+                "\"port\":\(node.registration.port)", "\"reached_state\":\(jsonString(node.reached.rawValue))",
+                "\"goal_state\":\(jsonString(node.goal.rawValue))", "\"goal_reason\":\(jsonString(node.goalReason))",
+                "\"health\":\(jsonString(state.healthWord(node)))", "\"timeline\":\(node.timeline)", "\"lsn\":\(jsonString(lsn(node.lsn)))",
+                "\"lag_bytes\":\(report.map { "\($0.lagBytes)" } ?? "null")",
+                "\"postgres_running\":\(report.map { "\($0.postgresRunning)" } ?? "null")",
+                "\"candidate_priority\":\(node.registration.candidatePriority)",
+                "\"replication_quorum\":\(node.registration.replicationQuorum)",
+            ].joined(separator: ",") + "}"
+        }
+        return "{" + [
+            "\"formation\":\(jsonString(state.formation))", "\"applied_index\":\(state.appliedIndex)", "\"term\":\(state.term)",
+            "\"waiting_reason\":\(state.waitingReason.map(jsonString) ?? "null")", "\"nodes\":[\(nodes.joined(separator: ","))]",
+        ].joined(separator: ",") + "}"
+    }
+
+    static func settingsLines(_ settings: FormationSettings) -> [(key: String, value: String)] {
+        SettingKey.allCases.map { ($0.rawValue, $0.display(settings)) }
+    }
+}
+
+/// The formation settings an operator may change, with their valid ranges.
+enum SettingKey: String, CaseIterable {
+    case numberSyncStandbys = "number_sync_standbys"
+    case strictSyncMode = "strict_sync_mode"
+    case heartbeatInterval = "heartbeat_interval"
+    case nodeUnhealthyTimeout = "node_unhealthy_timeout"
+    case postgresRestartTimeout = "postgres_restart_timeout"
+    case primaryLease = "primary_lease"
+
+    /// Milliseconds allowed for a duration setting.
+    var range: ClosedRange<UInt32>? {
+        switch self {
+        case .numberSyncStandbys, .strictSyncMode: return nil
+        case .heartbeatInterval: return 100...60_000
+        case .nodeUnhealthyTimeout: return 500...600_000
+        case .postgresRestartTimeout: return 1_000...600_000
+        case .primaryLease: return 200...600_000
+        }
+    }
+
+    func display(_ settings: FormationSettings) -> String {
+        switch self {
+        case .numberSyncStandbys: return "\(settings.numberSyncStandbys)"
+        case .strictSyncMode: return "\(settings.strictSyncMode)"
+        case .heartbeatInterval: return "\(settings.heartbeatIntervalMillis)ms"
+        case .nodeUnhealthyTimeout: return "\(settings.nodeUnhealthyTimeoutMillis)ms"
+        case .postgresRestartTimeout: return "\(settings.postgresRestartTimeoutMillis)ms"
+        case .primaryLease: return "\(settings.primaryLeaseMillis)ms"
+        }
+    }
+
+    /// `settings` with this key set to `text`; errors say the valid values.
+    func applying(_ text: String, to settings: FormationSettings, quorumStandbys: Int) throws -> FormationSettings {
+        var updated = settings
+        switch self {
+        case .numberSyncStandbys:
+            guard let value = UInt8(text), Int(value) <= quorumStandbys else {
+                throw CommandFailure(
+                    "\(rawValue) must be a whole number from 0 to \(quorumStandbys) (the formation has \(quorumStandbys) quorum standbys)")
+            }
+            updated.numberSyncStandbys = value
+        case .strictSyncMode:
+            switch text.lowercased() {
+            case "true", "on", "yes", "1": updated.strictSyncMode = true
+            case "false", "off", "no", "0": updated.strictSyncMode = false
+            default: throw CommandFailure("\(rawValue) must be true or false")
+            }
+        case .heartbeatInterval, .nodeUnhealthyTimeout, .postgresRestartTimeout, .primaryLease:
+            let range = self.range!
+            guard let millis = parseMillis(text), range.contains(millis) else {
+                throw CommandFailure("\(rawValue) must be a duration from \(range.lowerBound)ms to \(range.upperBound)ms (for example 500ms or 2.5s)")
+            }
+            switch self {
+            case .heartbeatInterval: updated.heartbeatIntervalMillis = millis
+            case .nodeUnhealthyTimeout: updated.nodeUnhealthyTimeoutMillis = millis
+            case .postgresRestartTimeout: updated.postgresRestartTimeoutMillis = millis
+            default: updated.primaryLeaseMillis = millis
+            }
+        }
+        do { try updated.validate() } catch { throw CommandFailure("refused: \(error)") }
+        return updated
+    }
+}
+
+/// `500`, `500ms`, `2.5s`, `1m` as milliseconds.
+func parseMillis(_ text: String) -> UInt32? {
+    let units: [(suffix: String, factor: Double)] = [("ms", 1), ("s", 1_000), ("m", 60_000)]
+    for unit in units where text.hasSuffix(unit.suffix) {
+        guard let number = Double(text.dropLast(unit.suffix.count)), number >= 0 else { return nil }
+        let millis = number * unit.factor
+        return millis <= Double(UInt32.max) ? UInt32(millis) : nil
+    }
+    return UInt32(text)
+}
+
+/// `10m`, `2h`, `30s`, `1d` ago, or an ISO 8601 time, as milliseconds since 1970.
+func parseTimeBound(_ text: String, now: Date = Date()) throws -> Int64 {
+    let units: [(suffix: String, seconds: Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3_600), ("d", 86_400)]
+    for unit in units where text.hasSuffix(unit.suffix) {
+        if let number = Double(text.dropLast(unit.suffix.count)), number >= 0 {
+            return Int64((now.timeIntervalSince1970 - number * unit.seconds) * 1000)
+        }
+    }
+    let formatter = ISO8601DateFormatter()
+    for options: ISO8601DateFormatter.Options in [[.withInternetDateTime, .withFractionalSeconds], [.withInternetDateTime]] {
+        formatter.formatOptions = options
+        if let date = formatter.date(from: text) { return Int64(date.timeIntervalSince1970 * 1000) }
+    }
+    throw CommandFailure("\"\(text)\" is neither a duration like 10m, 2h, 30s nor a time like 2026-11-26T10:00:00Z")
+}

@@ -1,0 +1,181 @@
+import ArgumentParser
+import EventLog
+import Foundation
+import Manager
+
+/// Options of every command that reads or writes one formation through the witnesses.
+struct FormationOptions: ParsableArguments {
+    @OptionGroup var connection: WitnessClientOptions
+
+    @Option(help: "The formation (group of PostgreSQL nodes) to act on.")
+    var formation: String = EventRecord.defaultFormation
+
+    func load(_ client: WitnessClient) async throws -> ClusterState {
+        try await ClusterLog.load(from: client, formation: formation)
+    }
+}
+
+/// `pgquorum status`: the formation's nodes as the log says, like `pg_autoctl show state`.
+struct StatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Show every node: state reached, goal, health, timeline/LSN, lag, priority, replication.",
+        discussion: """
+            The table is derived by replaying the committed event log with the same reducer as \
+            the node managers, so it shows what they are driving towards. Below it: why a node \
+            has not reached its goal yet, and why the formation waits, when it does.
+            """
+    )
+
+    @OptionGroup var options: FormationOptions
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    @Flag(help: "Refresh in place as the log moves (Ctrl-C to stop).")
+    var watch = false
+
+    func run() async throws {
+        let client = try options.connection.makeClient()
+        defer { client.close() }
+        var state = try await options.load(client)
+        guard watch else { return print(render(state)) }
+        print(json ? render(state) : "\u{1B}[H\u{1B}[2J" + render(state), terminator: json ? "\n" : "")
+        fflush(nil)
+        var last = render(state)
+        for try await item in client.stream(from: state.appliedIndex + 1) {
+            switch item {
+            case .snapshot(let snapshot): state = try ClusterLog.restore(snapshot, formation: options.formation)
+            case .entries(let entries): for entry in entries { ClusterLog.apply(entry, to: &state, onStep: nil) }
+            }
+            let text = render(state)
+            if text != last {
+                if json { print(text) } else { print("\u{1B}[H\u{1B}[2J" + text, terminator: "") }
+                fflush(nil)
+                last = text
+            }
+        }
+    }
+
+    private func render(_ state: ClusterState) -> String {
+        json ? ClusterView.statusJSON(state) : ClusterView.statusTable(state)
+    }
+}
+
+/// `pgquorum show uri|settings`.
+struct ShowCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "show",
+        abstract: "Show the connection URI or the formation settings.",
+        subcommands: [ShowURICommand.self, ShowSettingsCommand.self]
+    )
+}
+
+struct ShowURICommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "uri",
+        abstract: "Print the connection string that always finds the writable node.",
+        discussion: "Every node of the formation, with target_session_attrs=read-write and timeouts that give up on a dead host in seconds."
+    )
+
+    @OptionGroup var options: FormationOptions
+
+    @Option(help: "The database name in the URI.")
+    var dbname = "postgres"
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func run() async throws {
+        let client = try options.connection.makeClient()
+        defer { client.close() }
+        let state = try await options.load(client)
+        guard !state.sortedNodes.isEmpty else { throw CommandFailure("no node registered in formation \(options.formation)") }
+        let uri = state.connectionURI(database: dbname)
+        print(json ? #"{"formation":\#(jsonString(options.formation)),"uri":\#(jsonString(uri))}"# : uri)
+    }
+}
+
+struct ShowSettingsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "settings", abstract: "Print the formation settings.")
+
+    @OptionGroup var options: FormationOptions
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func run() async throws {
+        let client = try options.connection.makeClient()
+        defer { client.close() }
+        let state = try await options.load(client)
+        let lines = ClusterView.settingsLines(state.settings)
+        if json {
+            let settings = state.settings
+            print(
+                #"{"number_sync_standbys":\#(settings.numberSyncStandbys),"strict_sync_mode":\#(settings.strictSyncMode),"heartbeat_interval_ms":\#(settings.heartbeatIntervalMillis),"node_unhealthy_timeout_ms":\#(settings.nodeUnhealthyTimeoutMillis),"postgres_restart_timeout_ms":\#(settings.postgresRestartTimeoutMillis),"primary_lease_ms":\#(settings.primaryLeaseMillis)}"#
+            )
+        } else {
+            print(formatTable(header: ["SETTING", "VALUE"], rows: lines.map { [$0.key, $0.value] }))
+        }
+    }
+}
+
+/// `pgquorum settings get|set`.
+struct SettingsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "settings",
+        abstract: "Read or change the formation settings (through the log, so every reader agrees).",
+        subcommands: [SettingsGetCommand.self, SettingsSetCommand.self]
+    )
+}
+
+struct SettingsGetCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "get", abstract: "Print one setting's value.")
+
+    @OptionGroup var options: FormationOptions
+
+    @Argument(help: ArgumentHelp("The setting: \(SettingKey.allCases.map(\.rawValue).joined(separator: ", ")).", valueName: "key"))
+    var key: String
+
+    func run() async throws {
+        guard let setting = SettingKey(rawValue: key) else { throw unknownKey(key) }
+        let client = try options.connection.makeClient()
+        defer { client.close() }
+        print(setting.display(try await options.load(client).settings))
+    }
+}
+
+func unknownKey(_ key: String) -> CommandFailure {
+    CommandFailure("unknown setting \(key); valid settings: \(SettingKey.allCases.map(\.rawValue).joined(separator: ", "))")
+}
+
+struct SettingsSetCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "set",
+        abstract: "Change one setting.",
+        discussion: """
+            Durations take ms, s or m (500ms, 2.5s); plain numbers are milliseconds. The timeouts \
+            must keep the primary lease above the heartbeat interval and at most 80% of the node \
+            unhealthy timeout (DESIGN §5).
+            """
+    )
+
+    @OptionGroup var options: FormationOptions
+
+    @Argument(help: ArgumentHelp("The setting: \(SettingKey.allCases.map(\.rawValue).joined(separator: ", ")).", valueName: "key"))
+    var key: String
+
+    @Argument(help: "The new value.")
+    var value: String
+
+    func run() async throws {
+        guard let setting = SettingKey(rawValue: key) else { throw unknownKey(key) }
+        let client = try options.connection.makeClient()
+        defer { client.close() }
+        let state = try await options.load(client)
+        let quorumStandbys = max(0, state.sortedNodes.filter { $0.registration.replicationQuorum && $0.goal != .dropped }.count - 1)
+        let updated = try setting.applying(value, to: state.settings, quorumStandbys: quorumStandbys)
+        let index = try await client.append(.settingsChanged(updated), formation: options.formation)
+        print("\(setting.rawValue) = \(setting.display(updated)) (log index \(index))")
+    }
+}

@@ -1,0 +1,56 @@
+import EventLog
+import Foundation
+import Manager
+import Synchronization
+import TestSupport
+
+/// Stand-ins for node managers (issue 8 brings the real ones): each registers its node, then
+/// every 150 ms reports postgres up at a fixed LSN and, whenever its goal differs from the
+/// state it reached, reports the goal as reached. They exercise the CLI against a real
+/// witness quorum and the real reducer without PostgreSQL.
+final class FakeManagers: Sendable {
+    static let lsn: LSN = 10 << 20
+    let client: WitnessClient
+    private let tasks = Mutex<[Task<Void, Never>]>([])
+
+    init(client: WitnessClient) {
+        self.client = client
+    }
+
+    func register(_ id: PGNodeID, name: String, port: UInt16) async throws {
+        _ = try await client.append(
+            .nodeRegistered(NodeRegistration(node: id, name: name, host: "127.0.0.1", port: port, systemIdentifier: 42)))
+        let client = self.client
+        let task = Task {
+            var reached = NodeState.initial
+            while !Task.isCancelled {
+                if let state = try? await ClusterLog.load(from: client), let node = state[id] {
+                    if node.goal != node.reached, (try? await client.append(.stateReached(node: id, state: node.goal))) != nil {
+                        reached = node.goal
+                    } else {
+                        reached = node.reached
+                    }
+                    if reached != .dropped {
+                        _ = try? await client.report(
+                            NodeReport(
+                                node: id, reachedState: reached, postgresRunning: true, timeline: 1, flushLSN: Self.lsn, replayLSN: Self.lsn,
+                                syncState: .quorum, sentAtNanos: DispatchTime.now().uptimeNanoseconds))
+                    }
+                }
+                try? await Task.sleep(for: .milliseconds(150))
+            }
+        }
+        tasks.withLock { $0.append(task) }
+    }
+
+    func stop() async {
+        let all = tasks.withLock { tasks in
+            defer { tasks = [] }
+            return tasks
+        }
+        for task in all {
+            task.cancel()
+            await task.value
+        }
+    }
+}
