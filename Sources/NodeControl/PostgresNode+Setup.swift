@@ -81,6 +81,10 @@ extension PostgresNode {
             lines.append("host    replication  \(user)  \(address)  scram-sha-256")
             lines.append("host    postgres     \(user)  \(address)  scram-sha-256")
         }
+        for network in configuration.clientNetworks {
+            let address = network.contains("/") ? network : (network.contains(":") ? "\(network)/128" : "\(network)/32")
+            lines.append("host    all          all  \(address)  \(configuration.clientAuthMethod)")
+        }
         try writeFile(dataDirectory + "/pg_hba.conf", lines.joined(separator: "\n") + "\n", mode: 0o600)
     }
 

@@ -14,6 +14,10 @@ public struct PostgresNodeConfiguration: Sendable {
     /// This node's name in its upstream's `pg_stat_replication.application_name` and in
     /// `synchronous_standby_names`.
     public var applicationName: String
+    /// Networks (CIDR) from which clients may connect to every database as any role, and
+    /// how they authenticate (`scram-sha-256`, or `trust` for a local demo).
+    public var clientNetworks: [String] = []
+    public var clientAuthMethod: String = "scram-sha-256"
     /// Extra server settings written to `pgquorum.conf` (tests turn fsync off).
     public var extraSettings: [String: String] = [:]
     /// How long `start` waits for postgres to accept connections.
@@ -41,6 +45,12 @@ public struct PostgresNodeConfiguration: Sendable {
             throw .invalidConfiguration("applicationName and replicationUser must be lower-case letters, digits and _")
         }
         // Unix socket paths are limited to 107 bytes: ".s.PGSQL.<port>" is added to the folder.
+        guard ["scram-sha-256", "md5", "trust", "password", "cert"].contains(clientAuthMethod) else {
+            throw .invalidConfiguration("client authentication method \(clientAuthMethod) is not one of scram-sha-256, md5, trust, password, cert")
+        }
+        for network in clientNetworks where network.isEmpty || network.contains(where: { $0 == " " || $0 == "\n" }) {
+            throw .invalidConfiguration("client network \"\(network)\" is not an address or CIDR")
+        }
         guard runDirectory.utf8.count + 16 < 107 else {
             throw .invalidConfiguration("runDirectory \(runDirectory) is too long for a Unix socket path")
         }

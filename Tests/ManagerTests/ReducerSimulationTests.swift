@@ -127,6 +127,7 @@ struct ReducerSimulation {
             !ClusterState.writableGoals.contains(node.goal) || runner.state.leaseExpired(node)
         else { return }
         recent.append("step \(step): node \(id) fenced itself")
+        try checked(runner.append(.stateReached(node: id, state: .demoteTimeout)))
         try checked(runner.append(.nodeReports([runner.report(id, reached: .demoteTimeout)])))
     }
 
@@ -165,6 +166,7 @@ struct ReducerSimulation {
                 break
             }
             runner.lsnMB[node.id] = position[node.id]
+            try checked(runner.append(.stateReached(node: node.id, state: node.goal)))
             try checked(runner.append(.nodeReports([runner.report(node.id, reached: node.goal)])))
             statistics["states reached", default: 0] += 1
         }

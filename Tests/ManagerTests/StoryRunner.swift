@@ -59,6 +59,8 @@ struct StoryRunner {
                     timeline[node.id] = timeline[primary.id] ?? 1
                     lsnMB[node.id] = max(lsnMB[node.id] ?? 0, lsnMB[primary.id] ?? 0)
                 }
+                // As a real manager: it reaches the goal, says so, then reports from there.
+                changes += append(.stateReached(node: node.id, state: node.goal))
                 changes += append(.nodeReports([report(node.id, reached: node.goal)]))
             }
         }

@@ -67,11 +67,14 @@ extension ClusterState {
             let now = nowNanos
             for report in reports {
                 nodes.update(report.node) { node in
+                    // The state reached comes from `stateReached` only: a report built before
+                    // its manager reached a state may commit after it, and must not undo it.
                     node.lastReport = report
-                    node.reached = report.reachedState
                     node.lastHeardNanos = now
                     node.postgresDownSinceNanos = report.postgresRunning ? nil : (node.postgresDownSinceNanos ?? now)
-                    node.electionLSN = report.reachedState == .reportLSN ? max(report.flushLSN, report.replayLSN) : nil
+                    if node.reached == .reportLSN && report.reachedState == .reportLSN {
+                        node.electionLSN = max(report.flushLSN, report.replayLSN)
+                    }
                 }
             }
         case .stateReached(let id, let state):

@@ -1,0 +1,407 @@
+import EventLog
+import Foundation
+import Logging
+import NodeControl
+import Synchronization
+
+/// Everything one node manager needs to know (DESIGN §1): its node, its postgres, the
+/// witnesses.
+public struct NodeManagerConfiguration: Sendable {
+    public var node: PGNodeID
+    public var name: String
+    /// The address peers and clients use for this postgres.
+    public var host: String
+    public var port: Int
+    /// PGDATA and a private run folder (socket, log, password file).
+    public var dataDirectory: String
+    public var runDirectory: String
+    public var formation: String = EventRecord.defaultFormation
+    public var candidatePriority: UInt8 = 50
+    public var replicationQuorum = true
+    public var witnesses: [WitnessEndpoint]
+    public var credentials: WitnessCredentials
+    /// Extra postgres settings (tests turn fsync off).
+    public var postgresSettings: [String: String] = [:]
+    /// Where clients may connect from, and how they authenticate (pg_hba.conf).
+    public var clientNetworks: [String] = []
+    public var clientAuthMethod = "scram-sha-256"
+
+    public init(
+        node: PGNodeID, name: String, host: String, port: Int, dataDirectory: String, runDirectory: String, witnesses: [WitnessEndpoint],
+        credentials: WitnessCredentials
+    ) {
+        self.node = node
+        self.name = name
+        self.host = host
+        self.port = port
+        self.dataDirectory = dataDirectory
+        self.runDirectory = runDirectory
+        self.witnesses = witnesses
+        self.credentials = credentials
+    }
+
+    public var registration: NodeRegistration {
+        NodeRegistration(
+            node: node, name: name, host: host, port: UInt16(port), systemIdentifier: 0, candidatePriority: candidatePriority,
+            replicationQuorum: replicationQuorum)
+    }
+
+    /// The password of the replication role, the same on every node: derived from the
+    /// cluster secret, so there is nothing more to distribute.
+    public var replicationPassword: String {
+        SHA256.hmac(key: credentials.secret, message: Array("pgquorum replication password".utf8)).map {
+            let digits = String($0, radix: 16)
+            return digits.count == 1 ? "0" + digits : digits
+        }.joined()
+    }
+
+    func postgresConfiguration() -> PostgresNodeConfiguration {
+        var configuration = PostgresNodeConfiguration(
+            dataDirectory: dataDirectory, runDirectory: runDirectory, port: port, applicationName: ClusterState.applicationName(of: node))
+        configuration.listenAddress = host
+        configuration.extraSettings = postgresSettings
+        configuration.clientNetworks = clientNetworks
+        configuration.clientAuthMethod = clientAuthMethod
+        configuration.peerConnectTimeoutSeconds = 2
+        return configuration
+    }
+}
+
+/// The node manager (DESIGN §1, §5, §6): supervises postgres as its child, reports every
+/// heartbeat, follows and replays the committed log, and drives postgres to the goal the
+/// reducer derives, one transition-table action at a time, reporting every state reached.
+public final class NodeManager: Sendable {
+    public let configuration: NodeManagerConfiguration
+    let postgres: PostgresNode
+    let client: WitnessClient
+    let logger: Logger
+    let shared = Mutex(Shared())
+
+    struct Shared {
+        /// The state replayed from the log, as far as this manager read it.
+        var state = ClusterState()
+        /// The send time (this process's monotonic clock) of the last report whose entry
+        /// committed, and that entry's index: the lease runs from the former (DESIGN §5).
+        var lastAckedSentNanos: UInt64?
+        var lastAckedIndex: UInt64 = 0
+        /// Postgres was stopped because the lease ran out.
+        var fenced = false
+        var lastObservation: PostgresObservation?
+        var stopping = false
+    }
+
+    public init(configuration: NodeManagerConfiguration, logger: Logger) throws {
+        self.configuration = configuration
+        self.logger = logger
+        postgres = try PostgresNode(configuration.postgresConfiguration())
+        client = WitnessClient(
+            endpoints: configuration.witnesses, credentials: configuration.credentials, requestTimeout: .seconds(5), logger: logger)
+        shared.withLock { $0.state = ClusterState(formation: configuration.formation) }
+    }
+
+    var node: PGNodeID { configuration.node }
+
+    /// Registers the node in the log (idempotent: a registration replaces an older one).
+    public func register() async throws -> UInt64 {
+        try await client.append(.nodeRegistered(configuration.registration), formation: configuration.formation)
+    }
+
+    /// Runs until `stop()`: heartbeats in one task, log following and actions in another.
+    public func run() async throws {
+        try postgres.writeReplicationPassword(configuration.replicationPassword)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await self.heartbeatLoop() }
+            group.addTask { try await self.controlLoop() }
+            try await group.next()
+            group.cancelAll()
+        }
+    }
+
+    /// Stops postgres and the loops.
+    public func stop() async {
+        shared.withLock { $0.stopping = true }
+        await postgres.stop(.fast)
+        client.close()
+    }
+
+    var isStopping: Bool { shared.withLock { $0.stopping } }
+
+    // MARK: Heartbeats and the lease
+
+    private func nowNanos() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
+
+    private func heartbeatLoop() async {
+        while !Task.isCancelled && !isStopping {
+            let settings = shared.withLock { $0.state.settings }
+            let sent = nowNanos()
+            let report = observeAndBuildReport(sentAt: sent)
+            do {
+                let index = try await client.report(report, formation: configuration.formation)
+                shared.withLock { shared in
+                    if sent > (shared.lastAckedSentNanos ?? 0) { shared.lastAckedSentNanos = sent }
+                    shared.lastAckedIndex = max(shared.lastAckedIndex, index)
+                }
+            } catch {
+                logger.warning("report not acknowledged", metadata: ["error": "\(error)"])
+            }
+            await enforceLease()
+            let elapsed = nowNanos() - sent
+            let interval = UInt64(settings.heartbeatIntervalMillis) * 1_000_000
+            if elapsed < interval { try? await Task.sleep(for: .nanoseconds(Int64(interval - elapsed))) }
+        }
+    }
+
+    private func observeAndBuildReport(sentAt: UInt64) -> NodeReport {
+        let reached = shared.withLock { $0.state[node]?.reached ?? .initial }
+        var report = NodeReport(node: node, reachedState: reached, postgresRunning: false, sentAtNanos: sentAt)
+        guard postgres.isRunning, let observation = try? postgres.observe() else {
+            shared.withLock { $0.lastObservation = nil }
+            return report
+        }
+        shared.withLock { $0.lastObservation = observation }
+        report.postgresRunning = true
+        report.timeline = observation.timeline
+        report.flushLSN = observation.inRecovery ? (observation.walReceiver?.flushedLSN ?? observation.replayLSN) : observation.currentLSN
+        report.replayLSN = observation.inRecovery ? observation.replayLSN : observation.currentLSN
+        return report
+    }
+
+    /// A writable primary whose lease ran out stops postgres — unless synchronous replication
+    /// still holds it: with `ANY k`, k ≥ 1, and at least k quorum standbys streaming from it,
+    /// no election can complete without them first stopping to follow it (DESIGN §5 rule 1).
+    private func enforceLease() async {
+        let snapshot = shared.withLock { $0 }
+        let state = snapshot.state
+        guard let me = state[node], Self.writableStates.contains(me.reached), !snapshot.fenced else { return }
+        let lease = UInt64(state.settings.primaryLeaseMillis) * 1_000_000
+        guard let acked = snapshot.lastAckedSentNanos, nowNanos() > acked + lease else { return }
+        let observation = snapshot.lastObservation
+        let k = Int(state.settings.numberSyncStandbys)
+        let streaming = observation?.replication.filter { $0.state == "streaming" && ["quorum", "sync"].contains($0.syncState) }.count ?? 0
+        if k >= 1 && streaming >= k { return }
+        logger.error("primary lease ran out without a committed report: fencing postgres", metadata: ["streaming": "\(streaming)"])
+        shared.withLock { $0.fenced = true }
+        await postgres.stop(.fast)
+    }
+
+    static let writableStates: Set<NodeState> = [.single, .waitPrimary, .primary, .applySettings]
+    /// States in which postgres should be running; the manager restarts it when it died.
+    static let runningStates: Set<NodeState> = [
+        .single, .waitPrimary, .primary, .applySettings, .catchingUp, .secondary, .waitMaintenance, .reportLSN, .fastForward,
+    ]
+
+    // MARK: Following the log and acting
+
+    private func controlLoop() async throws {
+        var failures = 0
+        while !Task.isCancelled && !isStopping {
+            do {
+                try await refresh()
+                try await step()
+                failures = 0
+            } catch {
+                failures += 1
+                logger.warning("step failed; retrying", metadata: ["error": "\(error)", "attempt": "\(failures)"])
+                try? await Task.sleep(for: .milliseconds(min(100 * failures, 2_000)))
+            }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
+    /// Replays the committed entries this manager has not seen yet.
+    func refresh() async throws {
+        var state = shared.withLock { $0.state }
+        try await ClusterLog.replay(from: client, into: &state) { step in
+            for change in step.changes where change.node == self.node {
+                self.logger.info("new goal", metadata: ["goal": "\(change.to.rawValue)", "reason": "\(change.reason)"])
+            }
+        }
+        shared.withLock { $0.state = state }
+    }
+
+    /// One control step: supervise postgres, or run the action towards the goal.
+    func step() async throws {
+        let (state, ackedIndex, fenced) = shared.withLock { ($0.state, $0.lastAckedIndex, $0.fenced) }
+        guard let me = state[node] else { return }
+        // No decision on a view older than our own latest committed report (DESIGN §5):
+        // whatever we do next, the log we act on has seen us alive.
+        guard state.appliedIndex >= ackedIndex else { return }
+        if me.goal == me.reached {
+            try await supervise(me, state: state, fenced: fenced)
+            return
+        }
+        let transition = try KeeperTransitions.transition(from: me.reached, to: me.goal)
+        logger.info(
+            "transition", metadata: ["from": "\(me.reached.rawValue)", "to": "\(me.goal.rawValue)", "action": "\(transition.action.rawValue)"])
+        try await perform(transition.action, state: state)
+        let index = try await client.append(.stateReached(node: node, state: me.goal), formation: configuration.formation)
+        shared.withLock { shared in
+            shared.fenced = false
+            shared.lastAckedIndex = max(shared.lastAckedIndex, index)
+        }
+        logger.info("reached", metadata: ["state": "\(me.goal.rawValue)", "index": "\(index)"])
+        // Act next only on a log that shows this state reached (never repeat an action
+        // because a lagging witness answered the read).
+        while !isStopping {
+            try await refresh()
+            if shared.withLock({ $0.state.appliedIndex >= index }) { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
+    /// Restarts a postgres that died in a state where it runs; a primary only with a valid lease.
+    private func supervise(_ me: NodeRecord, state: ClusterState, fenced: Bool) async throws {
+        guard Self.runningStates.contains(me.reached), !postgres.isRunning else { return }
+        if Self.writableStates.contains(me.reached) {
+            let (acked, isFenced) = shared.withLock { ($0.lastAckedSentNanos, $0.fenced) }
+            let lease = UInt64(state.settings.primaryLeaseMillis) * 1_000_000
+            guard let acked, nowNanos() < acked + lease else { return }
+            if isFenced { logger.info("lease renewed: starting postgres again") }
+        }
+        logger.warning("postgres is not running: starting it", metadata: ["state": "\(me.reached.rawValue)"])
+        try await postgres.start()
+        if Self.writableStates.contains(me.reached) {
+            try await blocking { try self.postgres.setSynchronousStandbyNames(state.synchronousStandbyNames(for: self.node)) }
+        }
+        shared.withLock { $0.fenced = false }
+    }
+
+    private func source(_ registration: NodeRegistration?) throws -> ReplicationSource {
+        guard let registration else { throw NodeManagerError("no upstream node to replicate from") }
+        return ReplicationSource(host: registration.host, port: Int(registration.port))
+    }
+
+    private var dataDirectoryIsEmpty: Bool {
+        ((try? FileManager.default.contentsOfDirectory(atPath: configuration.dataDirectory)) ?? []).isEmpty
+    }
+
+    /// The action of one transition-table row, against postgres (idempotent: it may run again
+    /// after a failure or a restart of the manager).
+    func perform(_ action: KeeperAction, state: ClusterState) async throws {
+        let node = self.node
+        let postgres = self.postgres
+        let password = configuration.replicationPassword
+        let peers = Array(Set(state.sortedNodes.map(\.registration.host) + [configuration.host])).sorted()
+        switch action {
+        case .none, .startMaintenance, .prepareForSecondary:
+            break
+        case .initPrimary:
+            if dataDirectoryIsEmpty {
+                try await blocking { try postgres.initialize(peers: peers) }
+            }
+            try await blocking { try postgres.clearStandbySettings() }
+            if !postgres.isRunning { try await postgres.start() }
+            try await blocking {
+                try postgres.createReplicationRole(password: password)
+                try postgres.setSynchronousStandbyNames("")
+                try postgres.setReadOnly(false)
+            }
+        case .initStandby, .initFromStandby:
+            let upstream = action == .initStandby ? state.upstream(of: node) : state.fastForwardSource?.registration
+            let from = try source(upstream ?? state.primaryNode?.registration)
+            await postgres.stop(.fast)
+            if !dataDirectoryIsEmpty { try? FileManager.default.removeItem(atPath: configuration.dataDirectory) }
+            let logger = self.logger
+            try await blocking {
+                try postgres.basebackup(from: from, slot: nil) { progress in
+                    logger.info("cloning", metadata: ["percent": "\(progress.percent)", "bytes": "\(progress.copiedBytes)"])
+                }
+                if action == .initFromStandby { try postgres.configureStandby(upstream: nil, slot: nil) }
+            }
+            try await postgres.start()
+        case .followNewPrimary:
+            let from = try source(state.upstream(of: node) ?? state.primaryNode?.registration)
+            try await blocking { try postgres.configureStandby(upstream: from, slot: nil) }
+            if postgres.isRunning { try await blocking { try postgres.reload() } } else { try await postgres.start() }
+        case .disableSyncReplication, .disableReplication:
+            try await ensureRunning()
+            try await blocking { try postgres.setSynchronousStandbyNames("") }
+        case .enableSyncReplication:
+            try await ensureRunning()
+            let names = state.synchronousStandbyNames(for: node)
+            try await blocking { try postgres.setSynchronousStandbyNames(names) }
+        case .stopPostgres, .dropNode:
+            await postgres.stop(.fast)
+        case .startPostgres:
+            try await ensureRunning()
+            let names = state.synchronousStandbyNames(for: node)
+            try await blocking { try postgres.setSynchronousStandbyNames(names) }
+        case .resumeAsPrimary:
+            try await blocking { try postgres.clearStandbySettings() }
+            try await ensureRunning()
+            try await blocking {
+                try postgres.setSynchronousStandbyNames("")
+                try postgres.setReadOnly(false)
+            }
+        case .rewindOrReinitialize, .restartStandby:
+            let from = try source(state.upstream(of: node) ?? state.primaryNode?.registration)
+            if dataDirectoryIsEmpty {
+                try await blocking { try postgres.basebackup(from: from, slot: nil) }
+            } else {
+                let outcome = try await postgres.rewind(from: from, slot: nil, recloneOnFailure: true)
+                logger.info("rejoined the new primary", metadata: ["outcome": "\(outcome)"])
+                try await blocking { try postgres.configureStandby(upstream: from, slot: nil) }
+            }
+            try await ensureRunning()
+        case .reportLSN, .reportLSNAndDropSlots, .cleanupAsPrimary:
+            // Stop following: the LSN we report must not move while the election runs.
+            try await blocking { try postgres.configureStandby(upstream: nil, slot: nil) }
+            if postgres.isRunning { try await blocking { try postgres.reload() } } else { try await postgres.start() }
+        case .fastForward:
+            let from = try source(state.fastForwardSource?.registration)
+            let target = state.fastForwardSource?.lsn ?? 0
+            try await blocking { try postgres.configureStandby(upstream: from, slot: nil) }
+            try await ensureRunning()
+            try await blocking { try postgres.reload() }
+            let deadline = ContinuousClock.now + .seconds(60)
+            while ContinuousClock.now < deadline {
+                if let observed = try? postgres.observe(), observed.replayLSN >= target { break }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            try await blocking { try postgres.configureStandby(upstream: nil, slot: nil) }
+            try await blocking { try postgres.reload() }
+        case .stopReplicationAndPromote:
+            try await ensureRunning()
+            try await blocking {
+                try postgres.setReadOnly(true)
+                if try postgres.observe().inRecovery { try postgres.promote() }
+                try postgres.clearStandbySettings()
+                try postgres.setSynchronousStandbyNames("")
+            }
+        case .openForWrites:
+            try await ensureRunning()
+            try await blocking { try postgres.setReadOnly(false) }
+        case .promoteStandby:
+            try await ensureRunning()
+            try await blocking {
+                if try postgres.observe().inRecovery { try postgres.promote() }
+                try postgres.clearStandbySettings()
+                try postgres.setSynchronousStandbyNames("")
+                try postgres.setReadOnly(false)
+            }
+        case .checkpointAndStop, .stopForPrimaryMaintenance:
+            if postgres.isRunning { try? await blocking { try postgres.checkpoint() } }
+            await postgres.stop(.fast)
+            if action == .checkpointAndStop { try await blocking { try postgres.configureStandby(upstream: nil, slot: nil) } }
+        case .stopAndSetUpStandby:
+            await postgres.stop(.fast)
+            try await blocking { try postgres.configureStandby(upstream: nil, slot: nil) }
+        }
+    }
+
+    private func ensureRunning() async throws {
+        if !postgres.isRunning { try await postgres.start() }
+    }
+}
+
+public struct NodeManagerError: Error, CustomStringConvertible {
+    public var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Runs blocking work (libpq, child programs) on a thread of its own, off the cooperative pool.
+func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread.detachNewThread { continuation.resume(with: Result { try body() }) }
+    }
+}

@@ -1,0 +1,214 @@
+import ArgumentParser
+import Dispatch
+import EventLog
+import Foundation
+import Logging
+import Manager
+
+/// `pgquorum node create|run`: make a PostgreSQL node part of a cluster.
+struct NodeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "node",
+        abstract: "Create and run the manager of one PostgreSQL node.",
+        discussion: """
+            `node create` writes the node's configuration file (DIR/node.conf) and registers the \
+            node in the event log; `node run` reads that file, then supervises postgres (its \
+            child: it dies with the manager), reports every heartbeat, follows the log and \
+            drives postgres to the goal the formation assigns. The first node becomes the \
+            primary (initdb); the others clone it and follow.
+            """,
+        subcommands: [NodeCreateCommand.self, NodeRunCommand.self]
+    )
+}
+
+/// The node-local configuration file: `key: value` lines.
+struct NodeConfigFile {
+    static let fileName = "node.conf"
+    var values: [String: String]
+
+    static func path(in directory: String) -> String { directory + "/" + fileName }
+
+    static func load(directory: String) throws -> NodeConfigFile {
+        let path = path(in: directory)
+        let text: String
+        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+            throw CommandFailure("cannot read \(path): \(error.localizedDescription); create the node with `pgquorum node create --dir \(directory)`")
+        }
+        var values: [String: String] = [:]
+        for (number, line) in text.split(separator: "\n").enumerated() {
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            if trimmed.isEmpty || trimmed.hasPrefix("#") { continue }
+            guard let colon = trimmed.firstIndex(of: ":") else { throw CommandFailure("\(path):\(number + 1): expected KEY: VALUE") }
+            values[trimmed[..<colon].trimmingCharacters(in: .whitespaces)] = trimmed[trimmed.index(after: colon)...]
+                .trimmingCharacters(in: .whitespaces)
+        }
+        return NodeConfigFile(values: values)
+    }
+
+    func write(directory: String) throws {
+        let text = "# pgquorum node configuration (written by `pgquorum node create`; `node run` flags override it)\n"
+            + values.keys.sorted().map { "\($0): \(values[$0]!)" }.joined(separator: "\n") + "\n"
+        try Data(text.utf8).write(to: URL(fileURLWithPath: Self.path(in: directory)), options: .atomic)
+    }
+
+    func require(_ key: String, _ directory: String) throws -> String {
+        guard let value = values[key], !value.isEmpty else { throw CommandFailure("\(Self.path(in: directory)) has no \(key)") }
+        return value
+    }
+}
+
+/// Options shared by `node create` and `node run` (run reads the rest from node.conf).
+struct NodeOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("The node's folder: node.conf, data/ (PGDATA) and run/ live there.", valueName: "dir"))
+    var dir: String
+
+    @Option(help: "The node's id in the formation (a positive number).")
+    var id: UInt32?
+
+    @Option(help: "The node's name.")
+    var name: String?
+
+    @Option(help: "The host name or address clients and peers use for this postgres.")
+    var host: String?
+
+    @Option(help: "The postgres port.")
+    var port: Int?
+
+    @Option(help: "The formation the node belongs to.")
+    var formation: String?
+
+    @Option(help: "0 never becomes primary; the highest wins elections.")
+    var candidatePriority: UInt8?
+
+    @Flag(help: "An asynchronous standby: not counted in synchronous_standby_names.")
+    var async = false
+
+    @Option(help: ArgumentHelp("Witness addresses, HOST:PORT,… (default: $PGQUORUM_WITNESSES).", valueName: "addresses"))
+    var witnesses: String?
+
+    @Option(help: ArgumentHelp("The cluster credentials file (default: $PGQUORUM_CREDENTIALS).", valueName: "file"))
+    var credentials: String?
+
+    /// node.conf's values overridden by the flags given.
+    func merged(with file: NodeConfigFile) -> NodeConfigFile {
+        var values = file.values
+        let environment = ProcessInfo.processInfo.environment
+        let overrides: [String: String?] = [
+            "id": id.map(String.init), "name": name, "host": host, "port": port.map(String.init), "formation": formation,
+            "candidate-priority": candidatePriority.map(String.init), "replication-quorum": async ? "false" : nil,
+            "witnesses": witnesses ?? (values["witnesses"] == nil ? environment["PGQUORUM_WITNESSES"] : nil),
+            "credentials": credentials ?? (values["credentials"] == nil ? environment["PGQUORUM_CREDENTIALS"] : nil),
+        ]
+        for (key, value) in overrides { if let value { values[key] = value } }
+        return NodeConfigFile(values: values)
+    }
+
+    func managerConfiguration(_ file: NodeConfigFile) throws -> NodeManagerConfiguration {
+        let directory = URL(fileURLWithPath: dir).standardizedFileURL.path
+        guard let id = PGNodeID(try file.require("id", dir)), id > 0 else { throw CommandFailure("the node id must be a positive number") }
+        guard let port = Int(try file.require("port", dir)), (1...65_535).contains(port) else { throw CommandFailure("the port must be 1-65535") }
+        let witnesses = try file.require("witnesses", dir).split(separator: ",").map { item throws(WitnessConfigurationError) in
+            try WitnessEndpoint(parsing: item.trimmingCharacters(in: .whitespaces))
+        }
+        var configuration = NodeManagerConfiguration(
+            node: id, name: try file.require("name", dir), host: try file.require("host", dir), port: port,
+            dataDirectory: directory + "/data", runDirectory: directory + "/run", witnesses: witnesses,
+            credentials: try WitnessCredentials.load(from: try file.require("credentials", dir)))
+        configuration.formation = file.values["formation"] ?? EventRecord.defaultFormation
+        if let priority = file.values["candidate-priority"] {
+            guard let value = UInt8(priority) else { throw CommandFailure("candidate-priority must be 0-255") }
+            configuration.candidatePriority = value
+        }
+        configuration.replicationQuorum = file.values["replication-quorum"] != "false"
+        configuration.clientNetworks = (file.values["client-networks"] ?? "").split(separator: ",").map(String.init)
+        configuration.clientAuthMethod = file.values["client-auth"] ?? "scram-sha-256"
+        if let settings = file.values["postgres-settings"], !settings.isEmpty {
+            for pair in settings.split(separator: ",") {
+                let parts = pair.split(separator: "=", maxSplits: 1)
+                if parts.count == 2 { configuration.postgresSettings[String(parts[0])] = String(parts[1]) }
+            }
+        }
+        return configuration
+    }
+}
+
+struct NodeCreateCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "create",
+        abstract: "Write the node's configuration file and register the node in the event log.",
+        discussion: "Needs --id, --name, --host, --port, the witnesses and the credentials file. Start the node with `pgquorum node run --dir DIR`."
+    )
+
+    @OptionGroup var options: NodeOptions
+
+    @Option(help: ArgumentHelp("Extra postgres settings, KEY=VALUE,… (for tests: fsync=off).", valueName: "settings"))
+    var postgresSettings: String?
+
+    @Option(help: ArgumentHelp("Networks clients may connect from, CIDR,… (pg_hba.conf `host all all`).", valueName: "networks"))
+    var clientNetworks: String?
+
+    @Option(help: ArgumentHelp("How those clients authenticate: scram-sha-256 (default), md5, password, cert or trust.", valueName: "method"))
+    var clientAuth: String?
+
+    func run() async throws {
+        try FileManager.default.createDirectory(atPath: options.dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        var file = options.merged(with: NodeConfigFile(values: ["formation": EventRecord.defaultFormation]))
+        if let postgresSettings { file.values["postgres-settings"] = postgresSettings }
+        if let clientNetworks { file.values["client-networks"] = clientNetworks }
+        if let clientAuth { file.values["client-auth"] = clientAuth }
+        if let credentials = file.values["credentials"] {
+            file.values["credentials"] = URL(fileURLWithPath: credentials).standardizedFileURL.path
+        }
+        let configuration = try options.managerConfiguration(file)
+        try file.write(directory: options.dir)
+        let manager = try NodeManager(configuration: configuration, logger: quietLogger())
+        let index = try await manager.register()
+        await manager.stop()
+        print("node \(configuration.node) (\(configuration.name)) registered at log index \(index); start it with: pgquorum node run --dir \(options.dir)")
+    }
+}
+
+struct NodeRunCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run the node manager until SIGTERM or SIGINT.",
+        discussion: "On SIGTERM or SIGINT the manager stops postgres (fast shutdown) and exits 0. Killed outright, it takes postgres with it."
+    )
+
+    @OptionGroup var options: NodeOptions
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error or critical.")
+    var logLevel: String = "info"
+
+    func run() async throws {
+        let logger = try configureLogging(label: "pgquorum.node", level: logLevel)
+        let file = options.merged(with: try NodeConfigFile.load(directory: options.dir))
+        let manager = try NodeManager(configuration: try options.managerConfiguration(file), logger: logger)
+        let (stops, stopSink) = AsyncStream<String>.makeStream()
+        let signals = [SIGTERM, SIGINT].map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler { stopSink.yield(number == SIGTERM ? "SIGTERM" : "SIGINT") }
+            source.resume()
+            return source
+        }
+        defer { signals.forEach { $0.cancel() } }
+        let runner = Task {
+            do {
+                try await manager.run()
+                stopSink.yield("the manager ended")
+            } catch {
+                stopSink.yield("the manager failed: \(error)")
+            }
+        }
+        var reason = "the manager ended"
+        for await received in stops {
+            reason = received
+            break
+        }
+        logger.info("stopping", metadata: ["reason": "\(reason)"])
+        await manager.stop()
+        runner.cancel()
+        _ = await runner.result
+    }
+}
