@@ -92,7 +92,7 @@ let package = Package(
         // Fixtures shared by the test targets: temporary folders, free ports, a real PostgreSQL.
         .target(
             name: "TestSupport",
-            dependencies: ["NodeControl", "EventLog", "Raft"],
+            dependencies: ["NodeControl", "EventLog", "Raft", "Manager"],
             path: "Tests/TestSupport",
             swiftSettings: strict
         ),
@@ -109,6 +109,8 @@ let package = Package(
         .testTarget(name: "EventLogTests", dependencies: ["EventLog", "Raft", "TestSupport", "pgquorum-test-helper"], swiftSettings: strict),
         // Real witness processes on loopback (the `pgquorum` executable).
         .testTarget(name: "WitnessTests", dependencies: ["EventLog", "Raft", "TestSupport", "pgquorum"], swiftSettings: strict),
+        // Whole clusters: witnesses, node managers and postgres as real processes (issue 8).
+        .testTarget(name: "ClusterTests", dependencies: ["Manager", "EventLog", "NodeControl", "TestSupport", "pgquorum"], swiftSettings: strict),
         .testTarget(name: "NodeControlTests", dependencies: ["NodeControl", "TestSupport", "pgquorum-test-helper"], swiftSettings: strict),
         .testTarget(name: "ManagerTests", dependencies: ["Manager", "EventLog", "TestSupport"], exclude: ["testdata"], swiftSettings: strict),
         .testTarget(name: "pgquorumTests", dependencies: ["pgquorum", "Manager", "EventLog", "NodeControl", "TestSupport"], exclude: ["snapshots"], swiftSettings: strict),

@@ -35,7 +35,7 @@ public final class PostgresConnection {
         }
         let connection = keywords.map { UnsafePointer($0) }.withUnsafeBufferPointer { keywordPointer in
             values.map { UnsafePointer($0) }.withUnsafeBufferPointer { valuePointer in
-                PQconnectdbParams(keywordPointer.baseAddress, valuePointer.baseAddress, 0)
+                PQconnectdbParams(keywordPointer.baseAddress, valuePointer.baseAddress, options.uri == nil ? 0 : 1)
             }
         }
         guard let connection else {

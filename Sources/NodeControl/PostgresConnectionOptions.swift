@@ -18,6 +18,9 @@ public struct PostgresConnectionOptions: Sendable, Equatable, CustomStringConver
     public var settings: [String: String] = [:]
     /// Opens a physical replication connection (`replication=true`) instead of a normal one.
     public var replication: Bool = false
+    /// A connection URI (`postgresql://h1:p1,h2:p2/db?target_session_attrs=read-write`) that
+    /// libpq expands; its settings win over host, port and database.
+    public var uri: String?
 
     public init(host: String, port: Int, user: String, database: String, password: String? = nil) {
         self.host = host
@@ -27,13 +30,19 @@ public struct PostgresConnectionOptions: Sendable, Equatable, CustomStringConver
         self.password = password
     }
 
-    /// The libpq keyword/value pairs, in a stable order.
+    /// Connects through a URI, e.g. the formation's multi-host URI.
+    public init(uri: String, user: String, password: String? = nil) {
+        self.init(host: "", port: 0, user: user, database: "", password: password)
+        self.uri = uri
+    }
+
+    /// The libpq keyword/value pairs, in a stable order. With a URI, `dbname` carries it and
+    /// comes first (libpq expands it, then later keywords override).
     func keywordValues() -> [(String, String)] {
-        var pairs: [(String, String)] = [
-            ("host", host),
-            ("port", String(port)),
+        var pairs: [(String, String)] =
+            uri.map { [("dbname", $0)] } ?? [("host", host), ("port", String(port)), ("dbname", database)]
+        pairs += [
             ("user", user),
-            ("dbname", database),
             ("connect_timeout", String(connectTimeoutSeconds)),
             ("application_name", applicationName),
         ]
@@ -49,7 +58,8 @@ public struct PostgresConnectionOptions: Sendable, Equatable, CustomStringConver
     }
 
     public var description: String {
-        "host=\(host) port=\(port) user=\(user) dbname=\(database)" + (password == nil ? "" : " password=********")
+        (uri.map { "\($0) user=\(user)" } ?? "host=\(host) port=\(port) user=\(user) dbname=\(database)")
+            + (password == nil ? "" : " password=********")
     }
 
     /// Replaces every occurrence of the password in `text`, for messages that might echo it.

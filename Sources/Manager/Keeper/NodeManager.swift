@@ -160,7 +160,9 @@ public final class NodeManager: Sendable {
         }
         shared.withLock { $0.lastObservation = observation }
         report.postgresRunning = true
-        report.timeline = observation.timeline
+        // A standby's control file names its timeline only after a restartpoint; the WAL
+        // receiver knows the timeline it streams now.
+        report.timeline = observation.inRecovery ? (observation.walReceiver?.receivedTimeline ?? observation.timeline) : observation.timeline
         report.flushLSN = observation.inRecovery ? (observation.walReceiver?.flushedLSN ?? observation.replayLSN) : observation.currentLSN
         report.replayLSN = observation.inRecovery ? observation.replayLSN : observation.currentLSN
         return report
@@ -364,7 +366,7 @@ public final class NodeManager: Sendable {
             try await ensureRunning()
             try await blocking {
                 try postgres.setReadOnly(true)
-                if try postgres.observe().inRecovery { try postgres.promote() }
+                try Self.promoteAndCheckpoint(postgres)
                 try postgres.clearStandbySettings()
                 try postgres.setSynchronousStandbyNames("")
             }
@@ -374,7 +376,7 @@ public final class NodeManager: Sendable {
         case .promoteStandby:
             try await ensureRunning()
             try await blocking {
-                if try postgres.observe().inRecovery { try postgres.promote() }
+                try Self.promoteAndCheckpoint(postgres)
                 try postgres.clearStandbySettings()
                 try postgres.setSynchronousStandbyNames("")
                 try postgres.setReadOnly(false)
@@ -387,6 +389,14 @@ public final class NodeManager: Sendable {
             await postgres.stop(.fast)
             try await blocking { try postgres.configureStandby(upstream: nil, slot: nil) }
         }
+    }
+
+    /// Promotes (unless already done), then checkpoints: until the end-of-recovery checkpoint,
+    /// the control file still names the old timeline, and pg_rewind reading it on the other
+    /// side would find "no rewind required" for an old primary that did diverge.
+    static func promoteAndCheckpoint(_ postgres: PostgresNode) throws {
+        if try postgres.observe().inRecovery { try postgres.promote() }
+        try postgres.checkpoint()
     }
 
     private func ensureRunning() async throws {

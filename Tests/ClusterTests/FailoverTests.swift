@@ -1,0 +1,117 @@
+import EventLog
+import Foundation
+import Manager
+import NodeControl
+import Testing
+import TestSupport
+
+/// End to end (issue 8): real witnesses, node managers and postgres processes on loopback.
+@Suite("whole clusters", .serialized)
+struct FailoverTests {
+    /// Creates the table the writer fills, through the multi-host URI.
+    func createTable(_ cluster: PGClusterFixture) async throws {
+        let uri = try await cluster.uri()
+        try await onOwnThread {
+            var options = PostgresConnectionOptions(uri: uri, user: "postgres")
+            options.connectTimeoutSeconds = 3
+            let connection = try PostgresConnection(options)
+            defer { connection.close() }
+            _ = try connection.query("CREATE TABLE IF NOT EXISTS acked (id integer PRIMARY KEY)")
+        }
+    }
+
+    /// Every acknowledged row is on `node`.
+    func expectAllAcknowledged(_ writer: RowWriter, on node: PGNodeID, _ cluster: PGClusterFixture, sourceLocation: SourceLocation = #_sourceLocation)
+        async throws
+    {
+        let present = Set(try await onOwnThread { try cluster.sql(on: node, "SELECT id FROM acked").compactMap { $0.flatMap(Int.init) } })
+        let lost = writer.acknowledged.filter { !present.contains($0) }
+        #expect(lost.isEmpty, "\(lost.count) acknowledged rows missing on node \(node): \(lost.prefix(10))", sourceLocation: sourceLocation)
+    }
+
+    func primary(_ state: ClusterState) -> PGNodeID? {
+        state.sortedNodes.first { [.primary, .waitPrimary, .single].contains($0.reached) && $0.isConverged }?.id
+    }
+
+    @Test("bootstrap, SIGKILL of the primary's manager, failover with nothing acknowledged lost, the old primary rejoins by pg_rewind")
+    func managerCrash() async throws {
+        try await withPGCluster { cluster in
+            let healthy = try await cluster.clusterState()
+            let old = try #require(primary(healthy))
+            let names = try await onOwnThread { try cluster.sql(on: old, "SHOW synchronous_standby_names") }
+            let others = cluster.ids.filter { $0 != old }
+            #expect(names == ["ANY 1 (\(others.map { "pgquorum_\($0)" }.joined(separator: ", ")))"])
+
+            try await createTable(cluster)
+            let writer = RowWriter(uri: try await cluster.uri())
+            try await waitUntil("the writer commits", timeout: .seconds(20)) { writer.count >= 100 }
+            let killedAt = ContinuousClock.now
+            await cluster.killManager(old)
+            let before = writer.count
+            let failedOver = try await cluster.waitFor("another node becomes primary", timeout: .seconds(60)) { state in
+                guard let primary = self.primary(state) else { return false }
+                return primary != old
+            }
+            let new = try #require(primary(failedOver))
+            try await waitUntil("the writer resumes on the new primary", timeout: .seconds(30)) { writer.count >= before + 100 }
+            let resumed = try #require(writer.firstAck(after: killedAt))
+            print("node crash: writes resumed \(resumed - killedAt) after the SIGKILL")
+            await writer.stop()
+            try await expectAllAcknowledged(writer, on: new, cluster)
+
+            // The old node comes back as a secondary of the new primary.
+            try cluster.startManager(old)
+            _ = try await cluster.waitForHealthy(timeout: .seconds(90))
+            let inRecovery = try await onOwnThread { try cluster.sql(on: old, "SELECT pg_is_in_recovery()") }
+            #expect(inRecovery == ["t"])
+            try await waitUntil("the old primary replays every acknowledged row", timeout: .seconds(30)) {
+                let rows = try cluster.sql(on: old, "SELECT count(*) FROM acked WHERE id <= \(writer.acknowledged.last ?? 0)")
+                return Int(rows.first.flatMap { $0 } ?? "0")! >= writer.count
+            }
+            try await expectAllAcknowledged(writer, on: old, cluster)
+        }
+    }
+
+    @Test("SIGKILL of the primary's postgres only: the manager restarts it, nothing acknowledged lost")
+    func postgresCrash() async throws {
+        try await withPGCluster { cluster in
+            let old = try #require(primary(try await cluster.clusterState()))
+            try await createTable(cluster)
+            let writer = RowWriter(uri: try await cluster.uri())
+            try await waitUntil("the writer commits", timeout: .seconds(20)) { writer.count >= 100 }
+            let pid = try #require(cluster.postgresPID(of: old))
+            kill(pid, SIGKILL)
+            let before = writer.count
+            try await waitUntil("the writer resumes", timeout: .seconds(60)) { writer.count >= before + 100 }
+            await writer.stop()
+            let state = try await cluster.waitForHealthy(timeout: .seconds(60))
+            let current = try #require(primary(state))
+            try await expectAllAcknowledged(writer, on: current, cluster)
+            #expect(cluster.postgresPID(of: old) != pid)
+        }
+    }
+
+    @Test("switchover through the log: the target becomes primary, nothing acknowledged lost")
+    func switchover() async throws {
+        try await withPGCluster { cluster in
+            let old = try #require(primary(try await cluster.clusterState()))
+            let target = cluster.ids.first { $0 != old }!
+            try await createTable(cluster)
+            let writer = RowWriter(uri: try await cluster.uri())
+            try await waitUntil("the writer commits", timeout: .seconds(20)) { writer.count >= 100 }
+            let result = try await onOwnThread {
+                try runCommand(
+                    try BuiltProducts.path(of: "pgquorum"),
+                    ["switchover", "--to", "\(target)", "--witnesses", cluster.witnesses.endpoints.map(\.description).joined(separator: ","),
+                     "--credentials", cluster.witnesses.credentialsPath], timeout: .seconds(120), check: false)
+            }
+            #expect(result.termination == .exited(code: 0), "\(result.output)")
+            let before = writer.count
+            try await waitUntil("the writer resumes", timeout: .seconds(30)) { writer.count >= before + 100 }
+            await writer.stop()
+            let state = try await cluster.waitForHealthy(timeout: .seconds(60))
+            #expect(primary(state) == target)
+            try await expectAllAcknowledged(writer, on: target, cluster)
+        }
+    }
+}

@@ -1,0 +1,227 @@
+import EventLog
+import Foundation
+import Manager
+import NodeControl
+import Synchronization
+
+/// A whole cluster of real processes on loopback: three witnesses and N `pgquorum node run`
+/// managers, each with its postgres (fsync off: tests need no crash safety from the disk).
+/// Every process is stopped by pid in `destroy()`.
+public final class PGClusterFixture: Sendable {
+    public let witnesses: WitnessClusterFixture
+    public let nodeCount: Int
+    private let executable: String
+    private let state = Mutex<[PGNodeID: Node]>([:])
+
+    struct Node {
+        var directory: String
+        var port: Int
+        var manager: ChildProcess?
+    }
+
+    public init(nodes: Int = 3) throws {
+        witnesses = try WitnessClusterFixture()
+        nodeCount = nodes
+        executable = try BuiltProducts.path(of: "pgquorum")
+        var table: [PGNodeID: Node] = [:]
+        for id in 1...PGNodeID(nodes) {
+            table[id] = Node(directory: witnesses.folder.appending("node-\(id)"), port: try FreePort.next())
+        }
+        state.withLock { $0 = table }
+    }
+
+    public var ids: [PGNodeID] { (1...PGNodeID(nodeCount)).map { $0 } }
+
+    public func port(of id: PGNodeID) -> Int { state.withLock { $0[id]!.port } }
+
+    public func directory(of id: PGNodeID) -> String { state.withLock { $0[id]!.directory } }
+
+    public func logPath(of id: PGNodeID) -> String { witnesses.folder.appending("node-\(id).log") }
+
+    var connectionArguments: [String] {
+        ["--witnesses", witnesses.endpoints.map(\.description).joined(separator: ","), "--credentials", witnesses.credentialsPath]
+    }
+
+    /// Starts the witnesses, then creates and starts every node, the first one alone until it
+    /// is the primary; returns once one primary and N-1 secondaries have converged.
+    public func start() async throws {
+        try witnesses.startAll()
+        _ = try await witnesses.waitForLeader()
+        for id in ids {
+            let result = try runCommand(
+                executable,
+                [
+                    "node", "create", "--dir", directory(of: id), "--id", "\(id)", "--name", "node\(id)", "--host", "127.0.0.1", "--port",
+                    "\(port(of: id))", "--postgres-settings", "fsync=off", "--client-networks", "127.0.0.1/32", "--client-auth", "trust",
+                ] + connectionArguments, timeout: .seconds(60), check: false)
+            guard result.termination == .exited(code: 0) else { throw TestSupportError("node create \(id) failed: \(result.output)") }
+            try startManager(id)
+            if id == 1 { _ = try await waitFor("node 1 becomes the primary", timeout: .seconds(60)) { $0[1]?.reached == .single } }
+        }
+        _ = try await waitForHealthy(timeout: .seconds(120))
+    }
+
+    /// Waits until one node is primary and every other one secondary, all converged.
+    @discardableResult
+    public func waitForHealthy(timeout: Duration = .seconds(60)) async throws -> ClusterState {
+        try await waitFor("one primary and \(nodeCount - 1) secondaries", timeout: timeout) { state in
+            let reached = state.sortedNodes.map(\.reached)
+            return state.sortedNodes.count == self.nodeCount && state.sortedNodes.allSatisfy(\.isConverged)
+                && reached.filter { $0 == .primary }.count == 1 && reached.filter { $0 == .secondary }.count == self.nodeCount - 1
+        }
+    }
+
+    public func startManager(_ id: PGNodeID) throws {
+        let process = try ChildProcess.spawn(executable, ["node", "run", "--dir", directory(of: id)], output: .file(path: logPath(of: id)))
+        state.withLock { $0[id]!.manager = process }
+    }
+
+    /// SIGKILL of the manager; its postgres dies with it (parent-death signal).
+    public func killManager(_ id: PGNodeID) async {
+        guard let process = state.withLock({ $0[id]!.manager }) else { return }
+        state.withLock { $0[id]!.manager = nil }
+        _ = await process.stop(signal: SIGKILL, grace: .seconds(5))
+    }
+
+    public func isManagerRunning(_ id: PGNodeID) -> Bool { state.withLock { $0[id]!.manager }?.isRunning ?? false }
+
+    /// The postmaster's pid, from postmaster.pid.
+    public func postgresPID(of id: PGNodeID) -> pid_t? {
+        guard let text = try? String(contentsOfFile: directory(of: id) + "/data/postmaster.pid", encoding: .utf8),
+            let first = text.split(separator: "\n").first, let pid = pid_t(first), kill(pid, 0) == 0
+        else { return nil }
+        return pid
+    }
+
+    public func client(timeout: Duration = .seconds(10)) -> WitnessClient {
+        witnesses.client(timeout: timeout)
+    }
+
+    /// The state replayed from the log.
+    public func clusterState() async throws -> ClusterState {
+        let client = self.client(timeout: .seconds(3))
+        defer { client.close() }
+        return try await ClusterLog.load(from: client)
+    }
+
+    public func waitFor(
+        _ description: String, timeout: Duration = .seconds(60), _ condition: @escaping (ClusterState) -> Bool
+    ) async throws -> ClusterState {
+        let deadline = ContinuousClock.now + timeout
+        var last: ClusterState?
+        while ContinuousClock.now < deadline {
+            if let state = try? await clusterState() {
+                last = state
+                if condition(state) { return state }
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let table = last.map { state in
+            state.sortedNodes.map { "node \($0.id): reached \($0.reached.rawValue) goal \($0.goal.rawValue) health \(state.healthWord($0))" }
+                .joined(separator: "; ")
+        }
+        throw TestSupportError("timed out after \(timeout): \(description) (last state: \(table ?? "unknown"))")
+    }
+
+    /// The formation's multi-host URI.
+    public func uri() async throws -> String { try await clusterState().connectionURI() }
+
+    /// Runs SQL on one node (trust from 127.0.0.1) and returns the first column of each row.
+    public func sql(on id: PGNodeID, _ statement: String) throws -> [String?] {
+        var options = PostgresConnectionOptions(host: "127.0.0.1", port: port(of: id), user: "postgres", database: "postgres")
+        options.connectTimeoutSeconds = 3
+        let connection = try PostgresConnection(options)
+        defer { connection.close() }
+        return try connection.query(statement).rows.map { $0.first ?? nil }
+    }
+
+    public func destroy() async {
+        let managers = state.withLock { table in
+            defer { for id in table.keys { table[id]!.manager = nil } }
+            return table.values.compactMap(\.manager)
+        }
+        for manager in managers { _ = await manager.stop(signal: SIGKILL, grace: .seconds(5)) }
+        // Postgres dies with its manager; wait for it so the folder can go.
+        for id in ids {
+            for _ in 0..<100 where postgresPID(of: id) != nil { try? await Task.sleep(for: .milliseconds(50)) }
+        }
+        await witnesses.destroy()
+    }
+
+    public func logs() -> String {
+        witnesses.logs() + "\n"
+            + ids.map { "--- node \($0)\n" + tail((try? String(contentsOfFile: logPath(of: $0), encoding: .utf8)) ?? "", lines: 40) }
+            .joined(separator: "\n")
+    }
+}
+
+/// Runs `body` with a cluster and always destroys it; a failure carries the logs.
+public func withPGCluster(nodes: Int = 3, _ body: (PGClusterFixture) async throws -> Void) async throws {
+    let cluster = try PGClusterFixture(nodes: nodes)
+    do {
+        try await cluster.start()
+        try await body(cluster)
+    } catch {
+        let logs = cluster.logs()
+        // PGQUORUM_KEEP_FAILED=1 leaves a failed cluster running for a look (stop it by hand).
+        if ProcessInfo.processInfo.environment["PGQUORUM_KEEP_FAILED"] == "1" {
+            throw TestSupportError("\(error)\nkept in \(cluster.witnesses.folder.path)\n\(logs)")
+        }
+        await cluster.destroy()
+        throw TestSupportError("\(error)\n\(logs)")
+    }
+    await cluster.destroy()
+}
+
+/// A client that inserts rows 1, 2, 3… through the multi-host URI on a thread of its own,
+/// reconnecting after errors; a row counts as acknowledged only when its COMMIT returned.
+public final class RowWriter: Sendable {
+    private let state = Mutex<(acknowledged: [Int], errors: Int, stop: Bool, times: [ContinuousClock.Instant])>(([], 0, false, []))
+    private let done = Mutex<Bool>(false)
+
+    public init(uri: String, table: String = "acked") {
+        Thread.detachNewThread { [self] in
+            var next = 1
+            var connection: PostgresConnection?
+            while !state.withLock({ $0.stop }) {
+                do {
+                    if connection == nil {
+                        var options = PostgresConnectionOptions(uri: uri, user: "postgres")
+                        options.connectTimeoutSeconds = 2
+                        connection = try PostgresConnection(options)
+                    }
+                    _ = try connection!.query("INSERT INTO \(table) (id) VALUES ($1)", [String(next)])
+                    let id = next
+                    state.withLock { state in
+                        state.acknowledged.append(id)
+                        state.times.append(ContinuousClock.now)
+                    }
+                    next += 1
+                } catch {
+                    connection?.close()
+                    connection = nil
+                    state.withLock { $0.errors += 1 }
+                    next += 1  // the failed row may or may not be there; it is not counted
+                    Thread.sleep(forTimeInterval: 0.05)
+                }
+            }
+            connection?.close()
+            done.withLock { $0 = true }
+        }
+    }
+
+    public var acknowledged: [Int] { state.withLock { $0.acknowledged } }
+    public var count: Int { state.withLock { $0.acknowledged.count } }
+    public var errors: Int { state.withLock { $0.errors } }
+
+    /// Stops and waits for the writer thread.
+    public func stop() async {
+        state.withLock { $0.stop = true }
+        while !done.withLock({ $0 }) { try? await Task.sleep(for: .milliseconds(20)) }
+    }
+
+    /// The first acknowledgment after `instant`, if any.
+    public func firstAck(after instant: ContinuousClock.Instant) -> ContinuousClock.Instant? {
+        state.withLock { $0.times.first { $0 > instant } }
+    }
+}
