@@ -110,7 +110,7 @@ let package = Package(
         // Real witness processes on loopback (the `pgquorum` executable).
         .testTarget(name: "WitnessTests", dependencies: ["EventLog", "Raft", "TestSupport", "pgquorum"], swiftSettings: strict),
         // Whole clusters: witnesses, node managers and postgres as real processes (issue 8).
-        .testTarget(name: "ClusterTests", dependencies: ["Manager", "EventLog", "NodeControl", "TestSupport", "pgquorum"], swiftSettings: strict),
+        .testTarget(name: "ClusterTests", dependencies: ["Manager", "EventLog", "Raft", "NodeControl", "TestSupport", "pgquorum"], swiftSettings: strict),
         .testTarget(name: "NodeControlTests", dependencies: ["NodeControl", "TestSupport", "pgquorum-test-helper"], swiftSettings: strict),
         .testTarget(name: "ManagerTests", dependencies: ["Manager", "EventLog", "TestSupport"], exclude: ["testdata"], swiftSettings: strict),
         .testTarget(name: "pgquorumTests", dependencies: ["pgquorum", "Manager", "EventLog", "NodeControl", "TestSupport"], exclude: ["snapshots"], swiftSettings: strict),

@@ -22,6 +22,7 @@ let usage = """
            pgquorum-bench lmdb [--seconds S] [--payload BYTES] [--runs N] [--dir DIR]
            pgquorum-bench replay [--entries N] [--runs N]
            pgquorum-bench witness [--seconds S] [--trials N] [--root DIR]
+           pgquorum-bench failover [--trials N]
 
       raft   entries committed per second by a 3-replica in-process Raft cluster on
              in-memory storage: the leader proposes batches, messages are delivered
@@ -34,6 +35,9 @@ let usage = """
              executable first: `swift build -c release`): committed appends per second
              with 1 and 64 concurrent appenders, latency p50/p99, and the time from
              SIGKILL of the leader to the next committed append over N trials.
+      failover a whole cluster (3 witnesses, 3 PostgreSQL nodes) and a writer through the
+             multi-host URI; per trial a node crash (SIGKILL of the primary's manager),
+             a postgres crash and a switchover: write unavailability and writes lost.
     """
 
 let command = CommandLine.arguments.dropFirst().first
@@ -60,6 +64,8 @@ case "witness":
     try await WitnessBenchmark(
         seconds: Double(argument("--seconds", default: 5)), trials: argument("--trials", default: 10), root: root ?? "/tmp"
     ).run()
+case "failover":
+    try await FailoverBenchmark(trials: argument("--trials", default: 5)).run()
 default:
     print(usage)
     exit(command == nil || command == "--help" ? 0 : 64)

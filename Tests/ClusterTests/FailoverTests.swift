@@ -1,6 +1,7 @@
 import EventLog
 import Foundation
 import Manager
+import Raft
 import NodeControl
 import Testing
 import TestSupport
@@ -54,8 +55,8 @@ struct FailoverTests {
             }
             let new = try #require(primary(failedOver))
             try await waitUntil("the writer resumes on the new primary", timeout: .seconds(30)) { writer.count >= before + 100 }
-            let resumed = try #require(writer.firstAck(after: killedAt))
-            print("node crash: writes resumed \(resumed - killedAt) after the SIGKILL")
+            let outage = try #require(writer.outage(after: killedAt))
+            print("node crash: writes came back \(outage) after the SIGKILL")
             await writer.stop()
             try await expectAllAcknowledged(writer, on: new, cluster)
 
@@ -112,6 +113,52 @@ struct FailoverTests {
             let state = try await cluster.waitForHealthy(timeout: .seconds(60))
             #expect(primary(state) == target)
             try await expectAllAcknowledged(writer, on: target, cluster)
+        }
+    }
+
+    @Test("witness failures: no failover while one is down; writes go on without a quorum; the primary fences itself once its standbys are gone too; everything recovers")
+    func witnessFailures() async throws {
+        try await withPGCluster { cluster in
+            let old = try #require(primary(try await cluster.clusterState()))
+            let pid = try #require(cluster.postgresPID(of: old))
+            try await createTable(cluster)
+            let writer = RowWriter(uri: try await cluster.uri())
+            try await waitUntil("the writer commits", timeout: .seconds(20)) { writer.count >= 100 }
+
+            // The witness leader dies: a new one is elected, nothing else happens.
+            let leader = try await cluster.witnesses.waitForLeader()
+            await cluster.witnesses.kill(leader)
+            let afterLeader = ContinuousClock.now
+            try await Task.sleep(for: .seconds(5))
+            #expect(writer.longestGap(from: afterLeader, to: ContinuousClock.now) < .seconds(2), "writes paused")
+            let state = try await cluster.clusterState()
+            #expect(state[old]?.goal == .primary && state.sortedNodes.allSatisfy(\.isConverged), "no failover")
+            #expect(cluster.postgresPID(of: old) == pid, "postgres kept running")
+
+            // A second witness dies: no quorum, no committed reports — and still writes go
+            // on, because both standbys stream from the primary (DESIGN §5 rule 1).
+            let second = try #require([NodeID(1), 2, 3].first { $0 != leader })
+            await cluster.witnesses.kill(second)
+            let noQuorum = ContinuousClock.now
+            try await Task.sleep(for: .seconds(6))
+            #expect(writer.longestGap(from: noQuorum, to: ContinuousClock.now) < .seconds(2), "writes paused without a witness quorum")
+            #expect(cluster.postgresPID(of: old) == pid, "the primary kept running")
+
+            // The standbys die too: the primary's lease runs out and it fences itself.
+            for standby in cluster.ids where standby != old { await cluster.killManager(standby) }
+            try await waitUntil("the primary stops postgres once its lease ran out", timeout: .seconds(15)) {
+                cluster.postgresPID(of: old) == nil
+            }
+
+            // Everything comes back: the cluster recovers with nothing acknowledged lost.
+            try cluster.witnesses.start(leader)
+            try cluster.witnesses.start(second)
+            for standby in cluster.ids where standby != old { try cluster.startManager(standby) }
+            let healthy = try await cluster.waitForHealthy(timeout: .seconds(120))
+            let before = writer.count
+            try await waitUntil("writes resume", timeout: .seconds(30)) { writer.count >= before + 50 }
+            await writer.stop()
+            try await expectAllAcknowledged(writer, on: try #require(primary(healthy)), cluster)
         }
     }
 }

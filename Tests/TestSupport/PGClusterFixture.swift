@@ -176,7 +176,7 @@ public func withPGCluster(nodes: Int = 3, _ body: (PGClusterFixture) async throw
 /// A client that inserts rows 1, 2, 3… through the multi-host URI on a thread of its own,
 /// reconnecting after errors; a row counts as acknowledged only when its COMMIT returned.
 public final class RowWriter: Sendable {
-    private let state = Mutex<(acknowledged: [Int], errors: Int, stop: Bool, times: [ContinuousClock.Instant])>(([], 0, false, []))
+    private let state = Mutex<(acknowledged: [Int], errors: [ContinuousClock.Instant], stop: Bool, times: [ContinuousClock.Instant])>(([], [], false, []))
     private let done = Mutex<Bool>(false)
 
     public init(uri: String, table: String = "acked") {
@@ -200,7 +200,7 @@ public final class RowWriter: Sendable {
                 } catch {
                     connection?.close()
                     connection = nil
-                    state.withLock { $0.errors += 1 }
+                    state.withLock { $0.errors.append(ContinuousClock.now) }
                     next += 1  // the failed row may or may not be there; it is not counted
                     Thread.sleep(forTimeInterval: 0.05)
                 }
@@ -212,7 +212,7 @@ public final class RowWriter: Sendable {
 
     public var acknowledged: [Int] { state.withLock { $0.acknowledged } }
     public var count: Int { state.withLock { $0.acknowledged.count } }
-    public var errors: Int { state.withLock { $0.errors } }
+    public var errors: Int { state.withLock { $0.errors.count } }
 
     /// Stops and waits for the writer thread.
     public func stop() async {
@@ -223,5 +223,35 @@ public final class RowWriter: Sendable {
     /// The first acknowledgment after `instant`, if any.
     public func firstAck(after instant: ContinuousClock.Instant) -> ContinuousClock.Instant? {
         state.withLock { $0.times.first { $0 > instant } }
+    }
+
+    /// How long writes were unavailable after a fault at `fault`: until the first
+    /// acknowledgment after the first error the fault caused (zero if none failed); nil while
+    /// writes have not come back.
+    public func outage(after fault: ContinuousClock.Instant) -> Duration? {
+        state.withLock { state in
+            guard let firstError = state.errors.first(where: { $0 > fault }) else {
+                return state.times.contains { $0 > fault } ? .zero : nil
+            }
+            return state.times.first { $0 > firstError }.map { $0 - fault }
+        }
+    }
+
+    /// How long writes were unavailable after a fault at `fault`, once things settled: until
+    /// the first acknowledgment after the last error since the fault (zero without errors).
+    /// A killed postmaster's backends may go on committing for a while before they notice.
+    public func recovery(after fault: ContinuousClock.Instant) -> Duration? {
+        state.withLock { state in
+            guard let lastError = state.errors.last(where: { $0 > fault }) else { return .zero }
+            return state.times.first { $0 > lastError }.map { $0 - fault }
+        }
+    }
+
+    /// The longest time without an acknowledgment between `start` and `end`.
+    public func longestGap(from start: ContinuousClock.Instant, to end: ContinuousClock.Instant) -> Duration {
+        state.withLock { state in
+            let inside = [start] + state.times.filter { $0 > start && $0 < end } + [end]
+            return zip(inside, inside.dropFirst()).map { $1 - $0 }.max() ?? .zero
+        }
     }
 }

@@ -111,6 +111,7 @@ public final class NodeManager: Sendable {
         try postgres.writeReplicationPassword(configuration.replicationPassword)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await self.heartbeatLoop() }
+            group.addTask { await self.leaseLoop() }
             group.addTask { try await self.controlLoop() }
             try await group.next()
             group.cancelAll()
@@ -130,24 +131,38 @@ public final class NodeManager: Sendable {
 
     private func nowNanos() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
 
+    /// Sends a report every heartbeat interval, each in a task of its own: a report waiting
+    /// for a quorum that is gone never delays the next one, nor the lease check.
     private func heartbeatLoop() async {
-        while !Task.isCancelled && !isStopping {
-            let settings = shared.withLock { $0.state.settings }
-            let sent = nowNanos()
-            let report = observeAndBuildReport(sentAt: sent)
-            do {
-                let index = try await client.report(report, formation: configuration.formation)
-                shared.withLock { shared in
-                    if sent > (shared.lastAckedSentNanos ?? 0) { shared.lastAckedSentNanos = sent }
-                    shared.lastAckedIndex = max(shared.lastAckedIndex, index)
+        await withTaskGroup(of: Void.self) { reports in
+            while !Task.isCancelled && !isStopping {
+                let settings = shared.withLock { $0.state.settings }
+                let sent = nowNanos()
+                let report = observeAndBuildReport(sentAt: sent)
+                reports.addTask {
+                    do {
+                        let index = try await self.client.report(report, formation: self.configuration.formation)
+                        self.shared.withLock { shared in
+                            if sent > (shared.lastAckedSentNanos ?? 0) { shared.lastAckedSentNanos = sent }
+                            shared.lastAckedIndex = max(shared.lastAckedIndex, index)
+                        }
+                    } catch {
+                        self.logger.warning("report not acknowledged", metadata: ["error": "\(error)"])
+                    }
                 }
-            } catch {
-                logger.warning("report not acknowledged", metadata: ["error": "\(error)"])
+                let elapsed = nowNanos() - sent
+                let interval = UInt64(settings.heartbeatIntervalMillis) * 1_000_000
+                if elapsed < interval { try? await Task.sleep(for: .nanoseconds(Int64(interval - elapsed))) }
             }
+            reports.cancelAll()
+        }
+    }
+
+    /// Checks the primary's lease ten times a second.
+    private func leaseLoop() async {
+        while !Task.isCancelled && !isStopping {
             await enforceLease()
-            let elapsed = nowNanos() - sent
-            let interval = UInt64(settings.heartbeatIntervalMillis) * 1_000_000
-            if elapsed < interval { try? await Task.sleep(for: .nanoseconds(Int64(interval - elapsed))) }
+            try? await Task.sleep(for: .milliseconds(100))
         }
     }
 

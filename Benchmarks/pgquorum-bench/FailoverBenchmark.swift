@@ -1,0 +1,101 @@
+import EventLog
+import Foundation
+import Manager
+import NodeControl
+import TestSupport
+
+/// A whole cluster on loopback (three witnesses, three nodes; the `pgquorum` executable built
+/// beside this one), a writer through the multi-host URI, and one fault per trial: the time
+/// from the fault to the first acknowledged write after it, and acknowledged writes lost.
+struct FailoverBenchmark {
+    var trials: Int
+
+    func run() async throws {
+        let cluster = try PGClusterFixture()
+        do {
+            try await measure(cluster)
+        } catch {
+            print(cluster.logs())
+            await cluster.destroy()
+            throw error
+        }
+        await cluster.destroy()
+    }
+
+    private func primary(_ cluster: PGClusterFixture) async throws -> PGNodeID {
+        let state = try await cluster.waitForHealthy(timeout: .seconds(120))
+        return state.sortedNodes.first { $0.reached == .primary }!.id
+    }
+
+    private func measure(_ cluster: PGClusterFixture) async throws {
+        try await cluster.start()
+        let uri = try await cluster.uri()
+        try await blocking {
+            var options = PostgresConnectionOptions(uri: uri, user: "postgres")
+            options.connectTimeoutSeconds = 3
+            let connection = try PostgresConnection(options)
+            defer { connection.close() }
+            _ = try connection.query("CREATE TABLE acked (id integer PRIMARY KEY)")
+        }
+        let writer = RowWriter(uri: uri)
+        var results: [String: [Duration]] = [:]
+        let scenarios = ["node crash", "postgres crash", "switchover"]
+        for trial in 1...trials {
+            for scenario in scenarios {
+                let old = try await primary(cluster)
+                try await Task.sleep(for: .milliseconds(500))
+                let fault = ContinuousClock.now
+                switch scenario {
+                case "node crash":
+                    await cluster.killManager(old)
+                case "postgres crash":
+                    if let pid = cluster.postgresPID(of: old) { kill(pid, SIGKILL) }
+                default:
+                    let target = cluster.ids.first { $0 != old }!
+                    let executable = try BuiltProducts.path(of: "pgquorum")
+                    let arguments = [
+                        "switchover", "--to", "\(target)", "--witnesses", cluster.witnesses.endpoints.map(\.description).joined(separator: ","),
+                        "--credentials", cluster.witnesses.credentialsPath,
+                    ]
+                    let result = try await blocking { try runCommand(executable, arguments, timeout: .seconds(120), check: false) }
+                    guard result.termination == .exited(code: 0) else { throw BenchmarkError("switchover failed: \(result.output)") }
+                }
+                // Let things settle (a killed postmaster's backends notice late), then measure.
+                if scenario == "node crash" {
+                    _ = try await cluster.waitFor("another primary", timeout: .seconds(120)) { state in
+                        state.sortedNodes.contains { $0.id != old && $0.reached == .primary }
+                    }
+                } else {
+                    _ = try await cluster.waitForHealthy(timeout: .seconds(120))
+                }
+                let settled = ContinuousClock.now
+                try await Task.sleep(for: .seconds(2))
+                guard let recovery = writer.recovery(after: fault), writer.firstAck(after: settled) != nil else {
+                    throw BenchmarkError("\(scenario): writes did not come back")
+                }
+                let unavailable = scenario == "switchover" ? writer.longestGap(from: fault, to: ContinuousClock.now) : recovery
+                results[scenario, default: []].append(unavailable)
+                print("  trial \(trial), \(scenario) of node \(old): writes unavailable for \(millis(unavailable)) ms")
+                if scenario == "node crash" { try cluster.startManager(old) }
+                _ = try await cluster.waitForHealthy(timeout: .seconds(120))
+            }
+        }
+        await writer.stop()
+        let current = try await primary(cluster)
+        let present = Set(try await blocking { try cluster.sql(on: current, "SELECT id FROM acked").compactMap { $0.flatMap(Int.init) } })
+        let lost = writer.acknowledged.filter { !present.contains($0) }.count
+        print("three witnesses and three PostgreSQL 15 nodes on loopback, \(trials) trials per fault, \(writer.count) writes acknowledged, \(lost) lost")
+        for scenario in scenarios {
+            let sorted = results[scenario]!.sorted()
+            print(
+                "  \(scenario): writes unavailable median \(millis(sorted[sorted.count / 2])) ms, min \(millis(sorted.first!)) ms, max \(millis(sorted.last!)) ms"
+            )
+        }
+    }
+}
+
+func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread.detachNewThread { continuation.resume(with: Result { try body() }) }
+    }
+}
