@@ -69,9 +69,12 @@ struct FailoverBenchmark {
                     _ = try await cluster.waitForHealthy(timeout: .seconds(120))
                 }
                 let settled = ContinuousClock.now
-                try await Task.sleep(for: .seconds(2))
-                guard let recovery = writer.recovery(after: fault), writer.firstAck(after: settled) != nil else {
-                    throw BenchmarkError("\(scenario): writes did not come back")
+                let deadline = settled + .seconds(60)
+                while writer.firstAck(after: settled + .seconds(1)) == nil && ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+                guard let recovery = writer.recovery(after: fault), writer.firstAck(after: settled + .seconds(1)) != nil else {
+                    throw BenchmarkError("\(scenario): writes did not come back within 60 s of the cluster being healthy")
                 }
                 let unavailable = scenario == "switchover" ? writer.longestGap(from: fault, to: ContinuousClock.now) : recovery
                 results[scenario, default: []].append(unavailable)

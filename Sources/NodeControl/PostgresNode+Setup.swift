@@ -49,6 +49,9 @@ extension PostgresNode {
             ("wal_receiver_status_interval", "1s"),
             // Keep WAL around so that pg_rewind finds the old primary's history after a failover.
             ("wal_keep_size", "512MB"),
+            // A standby whose primary restarted retries after this (default 5 s): with
+            // synchronous replication, writes wait for that reconnection.
+            ("wal_retrieve_retry_interval", "500ms"),
             ("password_encryption", "scram-sha-256"),
             ("cluster_name", configuration.applicationName),
             ("logging_collector", "off"),

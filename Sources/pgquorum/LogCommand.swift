@@ -166,6 +166,8 @@ func describe(_ event: ClusterEvent) -> String {
         return "operator asked to \(enabled ? "start" : "end") maintenance of node \(node)"
     case .operatorRequest(.dropNode(let node)):
         return "operator asked to drop node \(node)"
+    case .operatorRequest(.forceDrop(let node)):
+        return "operator forced the drop of node \(node)"
     case .settingsChanged(let settings):
         return "settings: " + ClusterView.settingsLines(settings).map { "\($0.key)=\($0.value)" }.joined(separator: " ")
     case .tick:
@@ -183,7 +185,8 @@ extension ClusterEvent {
         case .nodeReports(let reports): return reports.map(\.node)
         case .stateReached(let node, _): return [node]
         case .operatorRequest(.switchover(let target)): return target.map { [$0] } ?? []
-        case .operatorRequest(.maintenance(let node, _)), .operatorRequest(.dropNode(let node)): return [node]
+        case .operatorRequest(.maintenance(let node, _)), .operatorRequest(.dropNode(let node)), .operatorRequest(.forceDrop(let node)):
+            return [node]
         case .settingsChanged, .tick, .membershipChanged: return []
         }
     }

@@ -206,12 +206,15 @@ struct DropCommand: AsyncParsableCommand {
     @Argument(help: "The node (id or name).")
     var node: String
 
+    @Flag(help: "The node's manager is gone for good: remove the node without waiting for it to stop (refused for a primary whose lease may still run).")
+    var force = false
+
     func run() async throws {
         let client = try options.connection.makeClient()
         let id = try resolveNode(node, in: try await options.load(client)).id
         client.close()
         try await OperatorRequestRunner(options: options, noWait: wait.noWait, waitSeconds: wait.waitTimeout).run(
-            .dropNode(node: id), describe: "drop of node \(id)"
+            force ? .forceDrop(node: id) : .dropNode(node: id), describe: (force ? "forced drop" : "drop") + " of node \(id)"
         ) { state in
             state[id].map { $0.reached == .dropped } ?? true
         }

@@ -21,6 +21,7 @@ let sampleRecords: [EventRecord] = {
         .operatorRequest(.switchover(target: 3)),
         .operatorRequest(.maintenance(node: 2, enabled: true)),
         .operatorRequest(.dropNode(node: 4)),
+        .operatorRequest(.forceDrop(node: 5)),
         .settingsChanged(settings),
         .tick,
         .membershipChanged([WitnessMember(id: 1, address: "127.0.0.1:7001"), WitnessMember(id: 2, address: "[::1]:7002")]),

@@ -106,6 +106,7 @@ extension StoryRunner {
         case "switchover": changes = append(.operatorRequest(.switchover(target: positional.first.flatMap { PGNodeID($0) })))
         case "maintenance": changes = append(.operatorRequest(.maintenance(node: try node(), enabled: positional.count > 1 && positional[1] == "on")))
         case "drop": changes = append(.operatorRequest(.dropNode(node: try node())))
+        case "drop-force": changes = append(.operatorRequest(.forceDrop(node: try node())))
         case "settings":
             var settings = state.settings
             if let k = options["k"].flatMap(UInt8.init) { settings.numberSyncStandbys = k }

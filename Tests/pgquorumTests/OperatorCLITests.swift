@@ -153,6 +153,11 @@ struct OperatorCLITests {
             let nodes = try #require(after["nodes"] as? [[String: Any]])
             #expect(nodes.first { $0["id"] as? Int == 2 }?["reached_state"] as? String == "primary")
 
+            // A forced drop of the healthy primary is refused by the policy.
+            let forced = try await cli(cluster, ["drop", "beta", "--force"])
+            #expect(forced.termination == .exited(code: 1))
+            #expect(forced.output.contains("refused: forced drop of node 2 refused: it is the primary and its lease may still run"), "\(forced.output)")
+
             let noWait = try await cli(cluster, ["drop", "gamma", "--no-wait"])
             #expect(noWait.termination == .exited(code: 0))
             #expect(noWait.output.hasPrefix("drop of node 3 requested (log index ") && !noWait.output.contains("done"))

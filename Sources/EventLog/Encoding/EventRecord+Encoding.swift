@@ -62,6 +62,9 @@ extension ClusterEvent {
             case .dropNode(let node):
                 writer.write(UInt8(3))
                 writer.write(node)
+            case .forceDrop(let node):
+                writer.write(UInt8(4))
+                writer.write(node)
             }
         case .settingsChanged(let settings):
             writer.write(settings)
@@ -109,6 +112,8 @@ extension ClusterEvent {
             return .maintenance(node: try reader.readNodeID("maintenance node"), enabled: try reader.readBool("maintenance"))
         case 3:
             return .dropNode(node: try reader.readNodeID("dropped node"))
+        case 4:
+            return .forceDrop(node: try reader.readNodeID("force-dropped node"))
         default:
             throw .unknownKind(field: "operator request", value: kind)
         }

@@ -126,6 +126,9 @@ public enum OperatorRequest: Sendable, Equatable {
     case maintenance(node: PGNodeID, enabled: Bool)
     /// Remove a node from the formation.
     case dropNode(node: PGNodeID)
+    /// Remove a node at once, without waiting for its manager (gone for good) to report it
+    /// stopped. Refused for a primary whose lease may still run.
+    case forceDrop(node: PGNodeID)
 }
 
 /// The formation's tunables, changed only through the log so every reader agrees on them.

@@ -31,6 +31,35 @@ extension ClusterState {
             } else if leavesQuorum {
                 resynchronize(after: id, &changes)
             }
+        case .forceDrop(let id):
+            forceDrop(id, &changes)
+        }
+    }
+
+    /// `pgquorum drop --force`: the node's manager is gone for good, so nobody will report it
+    /// stopped. Safe only when it cannot be writing: not a primary, or a primary whose lease
+    /// has provably run out (then an election follows).
+    private mutating func forceDrop(_ id: PGNodeID, _ changes: inout [GoalChange]) {
+        guard let node = nodes[id] else {
+            waitingReason = "forced drop ignored: node \(id) is not registered"
+            return
+        }
+        if electionInProgress && [.reportLSN, .fastForward, .preparePromotion, .stopReplication].contains(node.goal) {
+            waitingReason = "forced drop of node \(id) refused: it takes part in the election in progress"
+            return
+        }
+        let ownsPrimary = [node.goal, node.reached].contains { Self.writableGoals.contains($0) || Self.primaryOwnedGoals.contains($0) }
+        if ownsPrimary && !leaseExpired(node) {
+            waitingReason = "forced drop of node \(id) refused: it is the primary and its lease may still run; switch over or wait until it is unhealthy"
+            return
+        }
+        let leavesQuorum = primaryNode.map { primary in primary.id != id && quorumStandbys(excluding: primary.id).contains { $0.id == id } } ?? false
+        assign(id, .dropped, "dropped by the operator, forced: its manager will not report", &changes)
+        nodes.update(id) { $0.reached = .dropped }
+        if ownsPrimary {
+            askForLSNReports(excluding: id, &changes)
+        } else if leavesQuorum {
+            resynchronize(after: id, &changes)
         }
     }
 
