@@ -39,9 +39,11 @@ struct FailoverTests {
         try await withPGCluster { cluster in
             let healthy = try await cluster.clusterState()
             let old = try #require(primary(healthy))
-            let names = try await onOwnThread { try cluster.sql(on: old, "SHOW synchronous_standby_names") }
             let others = cluster.ids.filter { $0 != old }
-            #expect(names == ["ANY 1 (\(others.map { "pgquorum_\($0)" }.joined(separator: ", ")))"])
+            let expected = "ANY 1 (\(others.map { "pgquorum_\($0)" }.joined(separator: ", ")))"
+            try await waitUntil("the primary lists both standbys in synchronous_standby_names", timeout: .seconds(10)) {
+                try cluster.sql(on: old, "SHOW synchronous_standby_names") == [expected]
+            }
 
             try await createTable(cluster)
             let writer = RowWriter(uri: try await cluster.uri())

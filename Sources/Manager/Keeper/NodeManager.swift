@@ -241,8 +241,9 @@ public final class NodeManager: Sendable {
         let (state, ackedIndex, fenced) = shared.withLock { ($0.state, $0.lastAckedIndex, $0.fenced) }
         guard let me = state[node] else { return }
         // No decision on a view older than our own latest committed report (DESIGN §5):
-        // whatever we do next, the log we act on has seen us alive.
-        guard state.appliedIndex >= ackedIndex else { return }
+        // whatever we do next, the log we act on has seen us alive. A manager that just
+        // started waits for its first committed report.
+        guard ackedIndex > 0, state.appliedIndex >= ackedIndex else { return }
         if me.goal == me.reached {
             try await supervise(me, state: state, fenced: fenced)
             return
@@ -267,7 +268,20 @@ public final class NodeManager: Sendable {
     }
 
     /// Restarts a postgres that died in a state where it runs; a primary only with a valid lease.
+    /// A running primary keeps `synchronous_standby_names` as the log derives it (a standby
+    /// that joined, or left through apply_settings).
     private func supervise(_ me: NodeRecord, state: ClusterState, fenced: Bool) async throws {
+        if [.primary, .applySettings].contains(me.reached), postgres.isRunning,
+            let observed = shared.withLock({ $0.lastObservation?.synchronousStandbyNames })
+        {
+            let wanted = state.synchronousStandbyNames(for: node)
+            if observed != wanted {
+                logger.info("updating synchronous_standby_names", metadata: ["from": "\(observed)", "to": "\(wanted)"])
+                let postgres = self.postgres
+                try await blocking { try postgres.setSynchronousStandbyNames(wanted) }
+                shared.withLock { $0.lastObservation?.synchronousStandbyNames = wanted }
+            }
+        }
         guard Self.runningStates.contains(me.reached), !postgres.isRunning else { return }
         if Self.writableStates.contains(me.reached) {
             let (acked, isFenced) = shared.withLock { ($0.lastAckedSentNanos, $0.fenced) }
