@@ -7,12 +7,19 @@ import NodeControl
 enum ClusterView {
     static func lsn(_ value: UInt64) -> String { LSNFormat.format(value) }
 
+    /// Bytes of WAL a node is behind the primary, as their last reports say.
+    static func lag(_ node: NodeRecord, in state: ClusterState) -> String {
+        guard node.lastReport != nil else { return "-" }
+        guard let primary = state.primaryNode, primary.id != node.id else { return "0" }
+        return "\(primary.lsn > node.lsn ? primary.lsn - node.lsn : 0)"
+    }
+
     static func statusTable(_ state: ClusterState) -> String {
         let rows = state.sortedNodes.map { node -> [String] in
             [
                 "\(node.id)", node.registration.name, "\(node.registration.host):\(node.registration.port)",
                 "\(node.timeline):\(lsn(node.lsn))", node.reached.rawValue, node.goal.rawValue, state.healthWord(node),
-                node.lastReport.map { "\($0.lagBytes)" } ?? "-", "\(node.registration.candidatePriority)",
+                lag(node, in: state), "\(node.registration.candidatePriority)",
                 node.registration.replicationQuorum ? "sync" : "async",
             ]
         }
@@ -29,12 +36,13 @@ enum ClusterView {
     static func statusJSON(_ state: ClusterState) -> String {
         let nodes = state.sortedNodes.map { node -> String in
             let report = node.lastReport
+            let lag = lag(node, in: state)
             return "{" + [
                 "\"id\":\(node.id)", "\"name\":\(jsonString(node.registration.name))", "\"host\":\(jsonString(node.registration.host))",
                 "\"port\":\(node.registration.port)", "\"reached_state\":\(jsonString(node.reached.rawValue))",
                 "\"goal_state\":\(jsonString(node.goal.rawValue))", "\"goal_reason\":\(jsonString(node.goalReason))",
                 "\"health\":\(jsonString(state.healthWord(node)))", "\"timeline\":\(node.timeline)", "\"lsn\":\(jsonString(lsn(node.lsn)))",
-                "\"lag_bytes\":\(report.map { "\($0.lagBytes)" } ?? "null")",
+                "\"lag_bytes\":\(lag == "-" ? "null" : lag)",
                 "\"postgres_running\":\(report.map { "\($0.postgresRunning)" } ?? "null")",
                 "\"candidate_priority\":\(node.registration.candidatePriority)",
                 "\"replication_quorum\":\(node.registration.replicationQuorum)",

@@ -184,8 +184,10 @@ struct WitnessClusterTests {
             let stalled = try RawSocket(port: port)
             try authenticate(stalled, credentials: cluster.credentials)
             var requests: [UInt8] = []
-            for id in 1...200_000 {
-                requests += Frame(kind: WitnessFrameKind.request.rawValue, payload: WitnessRequest.status.encoded(id: UInt64(id))).encoded()
+            // Each answer holds the whole log (tens of kB): a few thousand fill every buffer.
+            for id in 1...3_000 {
+                requests += Frame(kind: WitnessFrameKind.request.rawValue, payload: WitnessRequest.read(from: 1, maxEntries: 10_000).encoded(id: UInt64(id)))
+                    .encoded()
             }
             stalled.write(requests)
             try await waitUntil("the witness closes the connection of a client that does not read", timeout: .seconds(30)) {

@@ -82,6 +82,7 @@ final class WitnessChannelHandler: ChannelInboundHandler {
     private var clientNonce: [UInt8] = []
     private var closeReason: String?
     private var remote = "unknown"
+    private var pausedForWritability = false
 
     init(
         side: Side, secret: [UInt8], events: Events, logger: Logger, handshakeTimeout: TimeAmount = .seconds(5),
@@ -128,6 +129,13 @@ final class WitnessChannelHandler: ChannelInboundHandler {
     private func decodeFrames(_ context: ChannelHandlerContext) {
         do {
             while closeReason == nil {
+                // A peer that does not read its answers gets no more of them computed: its
+                // requests wait (and it is closed once the stall timeout passes).
+                if limiter != nil, case .open = state, !context.channel.isWritable {
+                    context.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
+                    pausedForWritability = true
+                    return
+                }
                 if let limiter, limiter.isSaturated {
                     let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
                     context.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
@@ -152,6 +160,11 @@ final class WitnessChannelHandler: ChannelInboundHandler {
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable {
             if case .open = state { events.writable(context.channel) }
+            if pausedForWritability {
+                pausedForWritability = false
+                context.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
+                decodeFrames(context)
+            }
         } else {
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             context.eventLoop.scheduleTask(in: stallTimeout) {
