@@ -204,9 +204,6 @@ struct WitnessClusterTests {
                 #expect(log.contains(reason), "the witness log names \"\(reason)\"")
             }
             #expect(cluster.isRunning(1) && cluster.isRunning(2) && cluster.isRunning(3))
-            let finalRole = try await cluster.status(of: leader).role
-            #expect(finalRole == "leader", "the flood did not cost the leader its leadership")
-            if finalRole != "leader" { Issue.record("\(cluster.logs())") }
         }
     }
 
