@@ -151,7 +151,7 @@ struct DemoCommand: AsyncParsableCommand {
         print("\nto use the other commands on this cluster:")
         print("  export PGQUORUM_WITNESSES=\(witnesses.joined(separator: ","))")
         print("  export PGQUORUM_CREDENTIALS=\(credentialsPath)")
-        print("  pgquorum status; pgquorum log; pgquorum switchover")
+        print("  \(executable) status    # also: log, show uri, switchover, maintenance, --help")
         print("\nrunning; press Ctrl-C to stop")
         fflush(nil)
     }
