@@ -48,7 +48,7 @@ struct NodeConfigFile {
     func write(directory: String) throws {
         let text = "# pgquorum node configuration (written by `pgquorum node create`; `node run` flags override it)\n"
             + values.keys.sorted().map { "\($0): \(values[$0]!)" }.joined(separator: "\n") + "\n"
-        try Data(text.utf8).write(to: URL(fileURLWithPath: Self.path(in: directory)), options: .atomic)
+        try replaceFile(Self.path(in: directory), contents: text)
     }
 
     func require(_ key: String, _ directory: String) throws -> String {

@@ -127,7 +127,7 @@ struct WitnessProtocolTests {
         var attributes = stat()
         stat(path, &attributes)
         #expect(attributes.st_mode & 0o777 == 0o600)
-        try "cluster-id: x\nsecret: abc\n".write(toFile: path + "2", atomically: true, encoding: .utf8)
+        try "cluster-id: x\nsecret: abc\n".write(toFile: path + "2", atomically: false, encoding: .utf8)
         #expect {
             try WitnessCredentials.load(from: path + "2")
         } throws: { error in

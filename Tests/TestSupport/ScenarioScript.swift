@@ -62,7 +62,7 @@ public struct ScenarioScript {
         }
         if ProcessInfo.processInfo.environment[rewriteVariable] == "1" {
             let text = results.map { ($0.block.comments + [$0.block.command, "----", $0.actual]).joined(separator: "\n") + "\n" }
-            try text.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
+            try text.joined(separator: "\n").write(toFile: path, atomically: false, encoding: .utf8)
         }
         return results
     }

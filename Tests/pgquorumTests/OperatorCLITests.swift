@@ -21,7 +21,7 @@ struct OperatorCLITests {
     func expectSnapshot(_ text: String, _ name: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
         let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("snapshots/\(name).txt").path
         if ProcessInfo.processInfo.environment["SNAPSHOT_REWRITE"] == "1" {
-            try text.write(toFile: path, atomically: true, encoding: .utf8)
+            try text.write(toFile: path, atomically: false, encoding: .utf8)
             return
         }
         let expected = try String(contentsOfFile: path, encoding: .utf8)
@@ -42,10 +42,10 @@ struct OperatorCLITests {
             let managers = FakeManagers(client: client)
             do {
                 try await managers.register(1, name: "alpha", port: 5432)
-                try await waitConverged(client, count: 1)
+                try await waitSettled(client, [.single])
                 try await managers.register(2, name: "beta", port: 5433)
                 try await managers.register(3, name: "gamma", port: 5434)
-                try await waitConverged(client, count: 3)
+                try await waitSettled(client, [.primary, .secondary, .secondary])
                 try await body(cluster, managers)
             } catch {
                 await managers.stop()
@@ -55,10 +55,12 @@ struct OperatorCLITests {
         }
     }
 
-    func waitConverged(_ client: WitnessClient, count: Int) async throws {
-        try await waitUntilAsync("\(count) nodes converge", timeout: .seconds(30)) {
+    /// Waits until the nodes reached exactly `states` (by node id) and every goal is reached.
+    /// Converged is not enough: between two entries a formation can be converged on its way.
+    func waitSettled(_ client: WitnessClient, _ states: [NodeState]) async throws {
+        try await waitUntilAsync("the nodes settle in \(states.map(\.rawValue))", timeout: .seconds(30)) {
             let state = try await ClusterLog.load(from: client)
-            return state.sortedNodes.count == count && state.sortedNodes.allSatisfy { $0.isConverged && state.isHealthy($0) }
+            return state.sortedNodes.map(\.reached) == states && state.sortedNodes.allSatisfy { $0.isConverged && state.isHealthy($0) }
         }
     }
 
@@ -131,7 +133,7 @@ struct OperatorCLITests {
             #expect(enable.output.hasSuffix("done\n"))
 
             // The policy refuses a switchover to a node in maintenance: nothing is appended.
-            try await waitConverged(managers.client, count: 3)
+            try await waitSettled(managers.client, [.primary, .secondary, .maintenance])
             let refused = try await cli(cluster, ["switchover", "--to", "gamma"])
             #expect(refused.termination == .exited(code: 1))
             try expectSnapshot(refused.output, "switchover-refused")

@@ -100,9 +100,27 @@ public enum WitnessIdentity {
         }
         do {
             try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
-            try Data((clusterID + "\n").utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
+            try replaceFile(path, contents: clusterID + "\n")
         } catch {
-            throw WitnessCredentials.FileError(description: "cannot record the cluster id in \(dataDirectory): \(error.localizedDescription)")
+            throw WitnessCredentials.FileError(description: "cannot record the cluster id in \(dataDirectory): \(error)")
         }
+    }
+}
+
+/// Writes `contents` to a temporary file beside `path`, flushes it and renames it over
+/// `path`: readers see the old file or the new one, never a part. (Foundation's `.atomic`
+/// writes leave an empty /tmp/TemporaryDirectory.* behind on Linux.)
+public func replaceFile(_ path: String, contents: String, mode: mode_t = 0o644) throws {
+    let temporary = path + ".tmp-\(getpid())"
+    let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, mode)
+    guard fd >= 0 else { throw WitnessCredentials.FileError(description: "cannot create \(temporary): \(String(cString: strerror(errno)))") }
+    let bytes = Array(contents.utf8)
+    let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+    let synced = fsync(fd) == 0
+    close(fd)
+    guard written == bytes.count, synced, rename(temporary, path) == 0 else {
+        let reason = String(cString: strerror(errno))
+        unlink(temporary)
+        throw WitnessCredentials.FileError(description: "cannot write \(path): \(reason)")
     }
 }
