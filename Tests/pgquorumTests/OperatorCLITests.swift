@@ -87,11 +87,15 @@ struct OperatorCLITests {
                 try BuiltProducts.path(of: "pgquorum"),
                 ["status", "--watch", "--witnesses", cluster.endpoints.map(\.description).joined(separator: ","), "--credentials", cluster.credentialsPath],
                 output: .file(path: watchOutput))
-            try await waitUntil("status --watch prints the table", timeout: .seconds(15)) {
+            try await waitUntil("status --watch prints the table", timeout: .seconds(30)) {
                 ((try? String(contentsOfFile: watchOutput, encoding: .utf8)) ?? "").contains("gamma")
             }
-            _ = try await cli(cluster, ["maintenance", "enable", "gamma", "--no-wait"])
-            try await waitUntil("status --watch shows the maintenance", timeout: .seconds(15)) {
+            let enable = try await cli(cluster, ["maintenance", "enable", "gamma", "--no-wait"])
+            #expect(enable.termination == .exited(code: 0), "\(enable.output)")
+            try await waitUntil(
+                "status --watch shows the maintenance; it printed: \(tail((try? String(contentsOfFile: watchOutput, encoding: .utf8)) ?? "", lines: 12))",
+                timeout: .seconds(30)
+            ) {
                 ((try? String(contentsOfFile: watchOutput, encoding: .utf8)) ?? "").contains("\u{1B}[H\u{1B}[2J")
                     && ((try? String(contentsOfFile: watchOutput, encoding: .utf8)) ?? "").contains("maintenance")
             }
