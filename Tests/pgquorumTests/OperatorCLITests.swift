@@ -87,17 +87,23 @@ struct OperatorCLITests {
                 try BuiltProducts.path(of: "pgquorum"),
                 ["status", "--watch", "--witnesses", cluster.endpoints.map(\.description).joined(separator: ","), "--credentials", cluster.credentialsPath],
                 output: .file(path: watchOutput))
-            try await waitUntil("status --watch prints the table", timeout: .seconds(30)) {
-                ((try? String(contentsOfFile: watchOutput, encoding: .utf8)) ?? "").contains("gamma")
-            }
-            let enable = try await cli(cluster, ["maintenance", "enable", "gamma", "--no-wait"])
-            #expect(enable.termination == .exited(code: 0), "\(enable.output)")
-            try await waitUntil(
-                "status --watch shows the maintenance; it printed: \(tail((try? String(contentsOfFile: watchOutput, encoding: .utf8)) ?? "", lines: 12))",
-                timeout: .seconds(30)
-            ) {
-                ((try? String(contentsOfFile: watchOutput, encoding: .utf8)) ?? "").contains("\u{1B}[H\u{1B}[2J")
-                    && ((try? String(contentsOfFile: watchOutput, encoding: .utf8)) ?? "").contains("maintenance")
+            // Stopped by pid whatever happens.
+            do {
+                try await waitUntil("status --watch prints the table", timeout: .seconds(30)) {
+                    ((try? String(contentsOfFile: watchOutput, encoding: .utf8)) ?? "").contains("gamma")
+                }
+                let enable = try await cli(cluster, ["maintenance", "enable", "gamma", "--no-wait"])
+                #expect(enable.termination == .exited(code: 0), "\(enable.output)")
+                try await waitUntil(
+                    "status --watch shows the maintenance; it printed: \(tail((try? String(contentsOfFile: watchOutput, encoding: .utf8)) ?? "", lines: 12))",
+                    timeout: .seconds(30)
+                ) {
+                    ((try? String(contentsOfFile: watchOutput, encoding: .utf8)) ?? "").contains("\u{1B}[H\u{1B}[2J")
+                        && ((try? String(contentsOfFile: watchOutput, encoding: .utf8)) ?? "").contains("maintenance")
+                }
+            } catch {
+                await watcher.stop(signal: SIGKILL, grace: .seconds(5))
+                throw error
             }
             #expect(await watcher.stop(signal: SIGTERM, grace: .seconds(5)) == .signaled(signal: SIGTERM))
 
@@ -211,10 +217,15 @@ struct OperatorCLITests {
                     "log", "--follow", "--kind", "operator-request", "--witnesses",
                     cluster.endpoints.map(\.description).joined(separator: ","), "--credentials", cluster.credentialsPath,
                 ], output: .file(path: followOutput))
-            try await Task.sleep(for: .seconds(1))
-            _ = try await cli(cluster, ["maintenance", "enable", "gamma", "--no-wait"])
-            try await waitUntil("log --follow prints the request", timeout: .seconds(15)) {
-                ((try? String(contentsOfFile: followOutput, encoding: .utf8)) ?? "").contains("operator asked to start maintenance of node 3")
+            do {
+                try await Task.sleep(for: .seconds(1))
+                _ = try await cli(cluster, ["maintenance", "enable", "gamma", "--no-wait"])
+                try await waitUntil("log --follow prints the request", timeout: .seconds(15)) {
+                    ((try? String(contentsOfFile: followOutput, encoding: .utf8)) ?? "").contains("operator asked to start maintenance of node 3")
+                }
+            } catch {
+                await follower.stop(signal: SIGKILL, grace: .seconds(5))
+                throw error
             }
             #expect(await follower.stop(signal: SIGTERM, grace: .seconds(5)) == .signaled(signal: SIGTERM))
         }
