@@ -30,7 +30,7 @@ struct FailoverBenchmark {
     private func measure(_ cluster: PGClusterFixture) async throws {
         try await cluster.start()
         let uri = try await cluster.uri()
-        try await blocking {
+        try await onOwnThread {
             var options = PostgresConnectionOptions(uri: uri, user: "postgres")
             options.connectTimeoutSeconds = 3
             let connection = try PostgresConnection(options)
@@ -57,7 +57,7 @@ struct FailoverBenchmark {
                         "switchover", "--to", "\(target)", "--witnesses", cluster.witnesses.endpoints.map(\.description).joined(separator: ","),
                         "--credentials", cluster.witnesses.credentialsPath,
                     ]
-                    let result = try await blocking { try runCommand(executable, arguments, timeout: .seconds(120), check: false) }
+                    let result = try await onOwnThread { try runCommand(executable, arguments, timeout: .seconds(120), check: false) }
                     guard result.termination == .exited(code: 0) else { throw BenchmarkError("switchover failed: \(result.output)") }
                 }
                 // Let things settle (a killed postmaster's backends notice late), then measure.
@@ -85,7 +85,7 @@ struct FailoverBenchmark {
         }
         await writer.stop()
         let current = try await primary(cluster)
-        let present = Set(try await blocking { try cluster.sql(on: current, "SELECT id FROM acked").compactMap { $0.flatMap(Int.init) } })
+        let present = Set(try await onOwnThread { try cluster.sql(on: current, "SELECT id FROM acked").compactMap { $0.flatMap(Int.init) } })
         let lost = writer.acknowledged.filter { !present.contains($0) }.count
         print("three witnesses and three PostgreSQL 15 nodes on loopback, \(trials) trials per fault, \(writer.count) writes acknowledged, \(lost) lost")
         for scenario in scenarios {
@@ -94,11 +94,5 @@ struct FailoverBenchmark {
                 "  \(scenario): writes unavailable median \(millis(sorted[sorted.count / 2])) ms, min \(millis(sorted.first!)) ms, max \(millis(sorted.last!)) ms"
             )
         }
-    }
-}
-
-func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread.detachNewThread { continuation.resume(with: Result { try body() }) }
     }
 }

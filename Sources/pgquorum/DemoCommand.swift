@@ -31,13 +31,7 @@ struct DemoCommand: AsyncParsableCommand {
         let folder = try dir.map { try prepare($0) } ?? makeTemporaryFolder()
         let processes = DemoProcesses()
         let (stops, stopSink) = AsyncStream<String>.makeStream()
-        let signals = [SIGTERM, SIGINT].map { number in
-            signal(number, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-            source.setEventHandler { stopSink.yield(number == SIGTERM ? "SIGTERM" : "SIGINT") }
-            source.resume()
-            return source
-        }
+        let signals = forwardStopSignals(to: stopSink) { $0 }
         defer { signals.forEach { $0.cancel() } }
         let starting = Task { try await start(executable: executable, folder: folder, processes: processes) }
         let watcher = Task {

@@ -185,13 +185,7 @@ struct NodeRunCommand: AsyncParsableCommand {
         let file = options.merged(with: try NodeConfigFile.load(directory: options.dir))
         let manager = try NodeManager(configuration: try options.managerConfiguration(file), logger: logger)
         let (stops, stopSink) = AsyncStream<String>.makeStream()
-        let signals = [SIGTERM, SIGINT].map { number in
-            signal(number, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-            source.setEventHandler { stopSink.yield(number == SIGTERM ? "SIGTERM" : "SIGINT") }
-            source.resume()
-            return source
-        }
+        let signals = forwardStopSignals(to: stopSink) { $0 }
         defer { signals.forEach { $0.cancel() } }
         let runner = Task {
             do {

@@ -161,13 +161,7 @@ struct WitnessRunCommand: AsyncParsableCommand {
         try WitnessIdentity.claim(dataDirectory: data, clusterID: credentials.clusterID)
 
         let (stops, stopSink) = AsyncStream<(reason: String, failed: Bool)>.makeStream()
-        let signals = [SIGTERM, SIGINT].map { number in
-            signal(number, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-            source.setEventHandler { stopSink.yield((number == SIGTERM ? "SIGTERM" : "SIGINT", false)) }
-            source.resume()
-            return source
-        }
+        let signals = forwardStopSignals(to: stopSink) { ($0, false) }
         defer { signals.forEach { $0.cancel() } }
         let server = try WitnessServer(
             configuration: configuration, application: ClusterStateApplication(), logger: logger,

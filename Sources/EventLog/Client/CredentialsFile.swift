@@ -63,7 +63,8 @@ extension WitnessCredentials {
         return WitnessCredentials(clusterID: clusterID, secret: secret)
     }
 
-    static func hex(_ bytes: [UInt8]) -> String {
+    /// Lower-case hexadecimal digits, two per byte.
+    public static func hex(_ bytes: [UInt8]) -> String {
         bytes.map { byte in
             let digits = String(byte, radix: 16)
             return digits.count == 1 ? "0" + digits : digits

@@ -19,13 +19,7 @@ extension Message {
         writer.write(rejectHint)
         writer.write(force)
         precondition(entries.count <= Self.wireEntriesMax, "\(entries.count) entries in one message")
-        writer.write(UInt32(entries.count))
-        for entry in entries {
-            writer.write(entry.term)
-            writer.write(entry.index)
-            writer.write(entry.kind.rawValue)
-            writer.writeBlob(entry.data)
-        }
+        writer.write(entries)
         writer.write(snapshot != nil)
         if let snapshot {
             writer.write(snapshot.metadata.index)
@@ -52,15 +46,7 @@ extension Message {
         reject = try reader.readBool("reject")
         rejectHint = try reader.readUInt64("reject hint")
         force = try reader.readBool("force")
-        let count = try reader.readCount("entry count", maxCount: Self.wireEntriesMax)
-        entries.reserveCapacity(count)
-        for _ in 0..<count {
-            let term = try reader.readUInt64("entry term")
-            let index = try reader.readUInt64("entry index")
-            let kindByte = try reader.readUInt8("entry kind")
-            guard let entryKind = EntryKind(rawValue: kindByte) else { throw .unknownKind(field: "entry kind", value: kindByte) }
-            entries.append(Entry(term: term, index: index, kind: entryKind, data: try reader.readBlob("entry data", maxCount: Frame.bytesMax)))
-        }
+        entries = try reader.readEntries()
         if try reader.readBool("has snapshot") {
             let index = try reader.readUInt64("snapshot index")
             let term = try reader.readUInt64("snapshot term")
@@ -78,5 +64,34 @@ extension Message {
             snapshot = Snapshot(metadata: SnapshotMetadata(index: index, term: term, membership: Membership(voters: voters)), data: data)
         }
         try reader.finish()
+    }
+}
+
+/// Raft entries as peers and clients exchange them: a count, then term, index, kind and data.
+extension ByteWriter {
+    mutating func write(_ entries: [Entry]) {
+        write(UInt32(entries.count))
+        for entry in entries {
+            write(entry.term)
+            write(entry.index)
+            write(entry.kind.rawValue)
+            writeBlob(entry.data)
+        }
+    }
+}
+
+extension ByteReader {
+    mutating func readEntries() throws(DecodingError) -> [Entry] {
+        let count = try readCount("entry count", maxCount: Message.wireEntriesMax)
+        var entries: [Entry] = []
+        entries.reserveCapacity(count)
+        for _ in 0..<count {
+            let term = try readUInt64("entry term")
+            let index = try readUInt64("entry index")
+            let kindByte = try readUInt8("entry kind")
+            guard let kind = EntryKind(rawValue: kindByte) else { throw .unknownKind(field: "entry kind", value: kindByte) }
+            entries.append(Entry(term: term, index: index, kind: kind, data: try readBlob("entry data", maxCount: Frame.bytesMax)))
+        }
+        return entries
     }
 }

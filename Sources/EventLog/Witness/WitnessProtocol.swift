@@ -381,13 +381,7 @@ extension WitnessResponse {
             writer.write(term)
         case .entries(let entries):
             writer.write(UInt8(2))
-            writer.write(UInt32(entries.count))
-            for entry in entries {
-                writer.write(entry.term)
-                writer.write(entry.index)
-                writer.write(entry.kind.rawValue)
-                writer.writeBlob(entry.data)
-            }
+            writer.write(entries)
         case .snapshot(let snapshot):
             writer.write(UInt8(3))
             writer.write(snapshot.index)
@@ -435,17 +429,7 @@ extension WitnessResponse {
             let index = try reader.readUInt64("index")
             response = .committed(index: index, term: try reader.readUInt64("term"))
         case 2:
-            let count = try reader.readCount("entry count", maxCount: Message.wireEntriesMax)
-            var entries: [Entry] = []
-            entries.reserveCapacity(count)
-            for _ in 0..<count {
-                let term = try reader.readUInt64("entry term")
-                let index = try reader.readUInt64("entry index")
-                let kindByte = try reader.readUInt8("entry kind")
-                guard let kind = EntryKind(rawValue: kindByte) else { throw .unknownKind(field: "entry kind", value: kindByte) }
-                entries.append(Entry(term: term, index: index, kind: kind, data: try reader.readBlob("entry data", maxCount: Frame.bytesMax)))
-            }
-            response = .entries(entries)
+            response = .entries(try reader.readEntries())
         case 3:
             let index = try reader.readUInt64("snapshot index")
             let term = try reader.readUInt64("snapshot term")

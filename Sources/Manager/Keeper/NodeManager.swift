@@ -49,10 +49,7 @@ public struct NodeManagerConfiguration: Sendable {
     /// The password of the replication role, the same on every node: derived from the
     /// cluster secret, so there is nothing more to distribute.
     public var replicationPassword: String {
-        SHA256.hmac(key: credentials.secret, message: Array("pgquorum replication password".utf8)).map {
-            let digits = String($0, radix: 16)
-            return digits.count == 1 ? "0" + digits : digits
-        }.joined()
+        WitnessCredentials.hex(SHA256.hmac(key: credentials.secret, message: Array("pgquorum replication password".utf8)))
     }
 
     func postgresConfiguration() -> PostgresNodeConfiguration {
