@@ -226,7 +226,18 @@ private func commandLine(_ executable: String, _ arguments: [String]) -> String 
     ([executable] + arguments).joined(separator: " ")
 }
 
+/// Starts a child from the `SpawnThread`, so that a parent-death signal it asks for follows
+/// this process's life, not the calling thread's.
 private func spawnRaw(
+    _ executable: String, _ arguments: [String], environment: [String: String]?,
+    fileActions configure: (UnsafeMutablePointer<posix_spawn_file_actions_t>) -> Void
+) throws(ProcessError) -> pid_t {
+    try SpawnThread.shared.run { () throws(ProcessError) -> pid_t in
+        try spawnOnThisThread(executable, arguments, environment: environment, fileActions: configure)
+    }
+}
+
+private func spawnOnThisThread(
     _ executable: String, _ arguments: [String], environment: [String: String]?,
     fileActions configure: (UnsafeMutablePointer<posix_spawn_file_actions_t>) -> Void
 ) throws(ProcessError) -> pid_t {

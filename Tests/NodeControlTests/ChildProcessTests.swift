@@ -48,4 +48,23 @@ struct ChildProcessTests {
         #expect(!child.isRunning)
         #expect(kill(child.pid, 0) != 0)
     }
+
+    @Test("a child with a parent-death signal outlives the short-lived thread that started it")
+    func parentDeathSignalFollowsTheProcess() async throws {
+        // The kernel signals when the thread that created the child exits; started from a
+        // thread that ends once setpriv has set the signal up and run sleep, the child must
+        // still run: only this process's end may kill it.
+        let child = try await onOwnThread { () throws -> ChildProcess in
+            let child = try ChildProcess.spawn("/usr/bin/setpriv", ["--pdeathsig=KILL", "--", "/bin/sleep", "60"])
+            let deadline = ContinuousClock.now + .seconds(10)
+            while (try? String(contentsOfFile: "/proc/\(child.pid)/comm", encoding: .utf8)) != "sleep\n" && ContinuousClock.now < deadline {
+                usleep(1_000)
+            }
+            return child
+        }
+        // The starting thread is gone by now; give the signal time to arrive if it were sent.
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(child.poll() == nil, "the child ended: \(child.poll().map(String.init(describing:)) ?? "")")
+        #expect(await child.stop(signal: SIGTERM, grace: .seconds(5)) == .signaled(signal: SIGTERM))
+    }
 }

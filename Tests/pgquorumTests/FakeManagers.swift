@@ -5,9 +5,10 @@ import Synchronization
 import TestSupport
 
 /// Stand-ins for node managers (issue 8 brings the real ones): each registers its node, then
-/// every 150 ms reports postgres up at a fixed LSN and, whenever its goal differs from the
-/// state it reached, reports the goal as reached. They exercise the CLI against a real
-/// witness quorum and the real reducer without PostgreSQL.
+/// every 150 ms reports postgres up at a fixed LSN, and — in a loop of its own, so that a slow
+/// read of the log on a busy machine never delays a heartbeat past the unhealthy timeout —
+/// reports its goal as reached whenever it differs from the state it reached. They exercise
+/// the CLI against a real witness quorum and the real reducer without PostgreSQL.
 final class FakeManagers: Sendable {
     static let lsn: LSN = 10 << 20
     let client: WitnessClient
@@ -21,26 +22,32 @@ final class FakeManagers: Sendable {
         _ = try await client.append(
             .nodeRegistered(NodeRegistration(node: id, name: name, host: "127.0.0.1", port: port, systemIdentifier: 42)))
         let client = self.client
-        let task = Task {
-            var reached = NodeState.initial
+        let reached = ReachedState()
+        let follower = Task {
             while !Task.isCancelled {
                 if let state = try? await ClusterLog.load(from: client), let node = state[id] {
                     if node.goal != node.reached, (try? await client.append(.stateReached(node: id, state: node.goal))) != nil {
-                        reached = node.goal
+                        reached.state.withLock { $0 = node.goal }
                     } else {
-                        reached = node.reached
-                    }
-                    if reached != .dropped {
-                        _ = try? await client.report(
-                            NodeReport(
-                                node: id, reachedState: reached, postgresRunning: true, timeline: 1, flushLSN: Self.lsn, replayLSN: Self.lsn,
-                                syncState: .quorum, sentAtNanos: DispatchTime.now().uptimeNanoseconds))
+                        reached.state.withLock { $0 = node.reached }
                     }
                 }
                 try? await Task.sleep(for: .milliseconds(150))
             }
         }
-        tasks.withLock { $0.append(task) }
+        let heartbeat = Task {
+            while !Task.isCancelled {
+                let state = reached.state.withLock { $0 }
+                if state != .dropped {
+                    _ = try? await client.report(
+                        NodeReport(
+                            node: id, reachedState: state, postgresRunning: true, timeline: 1, flushLSN: Self.lsn, replayLSN: Self.lsn,
+                            syncState: .quorum, sentAtNanos: DispatchTime.now().uptimeNanoseconds))
+                }
+                try? await Task.sleep(for: .milliseconds(150))
+            }
+        }
+        tasks.withLock { $0 += [follower, heartbeat] }
     }
 
     func stop() async {
@@ -53,4 +60,9 @@ final class FakeManagers: Sendable {
             await task.value
         }
     }
+}
+
+/// The state a stand-in last saw acknowledged as reached, shared by its two loops.
+private final class ReachedState: Sendable {
+    let state = Mutex(NodeState.initial)
 }
