@@ -33,12 +33,19 @@ struct OperatorCLITests {
     }
 
     /// A quorum with three converged stand-in nodes: alpha primary, beta and gamma secondaries.
+    ///
+    /// The stand-ins run inside the test process, whose threads the CPU-bound simulations
+    /// share on a two-core machine; a node is declared unhealthy after 10 s without a report
+    /// rather than 2.5 s, so that no failover these tests do not ask for starts while they run.
     func withFormation(_ body: (WitnessClusterFixture, FakeManagers) async throws -> Void) async throws {
         try await withWitnessCluster { cluster in
             try cluster.startAll()
             _ = try await cluster.waitForLeader()
             let client = cluster.client()
             defer { client.close() }
+            var settings = FormationSettings()
+            settings.nodeUnhealthyTimeoutMillis = 10_000
+            _ = try await client.append(.settingsChanged(settings))
             let managers = FakeManagers(client: client)
             do {
                 try await managers.register(1, name: "alpha", port: 5432)
