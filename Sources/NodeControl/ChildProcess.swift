@@ -57,10 +57,16 @@ public final class ChildProcess: Sendable {
     }
 
     /// Starts `executable` with `arguments`. Standard input is /dev/null.
+    ///
+    /// With `parentDeathSignal` (a name such as `TERM` or `KILL`), the child receives that
+    /// signal when this process ends, however it ends — SIGKILL included (`setpriv
+    /// --pdeathsig`, Linux `PR_SET_PDEATHSIG`); its pid is still the program's own.
     public static func spawn(
         _ executable: String, _ arguments: [String], environment: [String: String]? = nil,
-        output: ChildOutput = .null
+        output: ChildOutput = .null, parentDeathSignal: String? = nil
     ) throws(ProcessError) -> ChildProcess {
+        let (executable, arguments) =
+            parentDeathSignal.map { ("/usr/bin/setpriv", ["--pdeathsig=\($0)", "--", executable] + arguments) } ?? (executable, arguments)
         let pid = try spawnRaw(executable, arguments, environment: environment) { actions in
             posix_spawn_file_actions_addopen(actions, 0, "/dev/null", O_RDONLY, 0)
             switch output {

@@ -165,12 +165,13 @@ struct DemoCommand: AsyncParsableCommand {
     }
 }
 
-/// The demo's child processes, stopped in reverse order (nodes, then witnesses) by pid.
+/// The demo's child processes, stopped in reverse order (nodes, then witnesses) by pid. Each
+/// receives SIGTERM when the demo ends in any other way (SIGKILL included), so none outlives it.
 final class DemoProcesses: Sendable {
     private let children = Mutex<[ChildProcess]>([])
 
     func spawn(_ executable: String, _ arguments: [String], log: String) throws {
-        let child = try ChildProcess.spawn(executable, arguments, output: .file(path: log))
+        let child = try ChildProcess.spawn(executable, arguments, output: .file(path: log), parentDeathSignal: "TERM")
         children.withLock { $0.append(child) }
     }
 

@@ -55,7 +55,7 @@ struct ChildProcessTests {
         // thread that ends once setpriv has set the signal up and run sleep, the child must
         // still run: only this process's end may kill it.
         let child = try await onOwnThread { () throws -> ChildProcess in
-            let child = try ChildProcess.spawn("/usr/bin/setpriv", ["--pdeathsig=KILL", "--", "/bin/sleep", "60"])
+            let child = try ChildProcess.spawn("/bin/sleep", ["60"], parentDeathSignal: "KILL")
             let deadline = ContinuousClock.now + .seconds(10)
             while (try? String(contentsOfFile: "/proc/\(child.pid)/comm", encoding: .utf8)) != "sleep\n" && ContinuousClock.now < deadline {
                 usleep(1_000)

@@ -197,7 +197,7 @@ struct PostgresNodeTests {
                 await helper.stop(signal: SIGKILL)
                 throw error
             }
-            #expect(isAlive(postmaster))
+            #expect(ProcessTree.isAlive(postmaster))
             // Timed on a thread of its own, so that a busy cooperative pool cannot delay the
             // measurement itself.
             let pid = postmaster
@@ -207,7 +207,7 @@ struct PostgresNodeTests {
                 kill(helperPID, SIGKILL)
                 let killed = clock.now
                 while clock.now - killed < .seconds(5) {
-                    if !isAlive(pid) { return clock.now - killed }
+                    if !ProcessTree.isAlive(pid) { return clock.now - killed }
                     usleep(5_000)
                 }
                 return nil
@@ -226,14 +226,4 @@ func startPrimaryAndStandby(_ primary: NodeFixture, _ standby: NodeFixture) asyn
     try primary.node.createSlot(standby.name)
     try standby.node.basebackup(from: primary.source, slot: standby.name)
     try await standby.node.start()
-}
-
-/// Whether `pid` is a live process (a zombie waiting to be reaped counts as dead).
-func isAlive(_ pid: pid_t) -> Bool {
-    guard kill(pid, 0) == 0 else { return false }
-    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-        let close = stat.lastIndex(of: ")")
-    else { return false }
-    let state = stat[stat.index(close, offsetBy: 2)]
-    return state != "Z" && state != "X"
 }

@@ -72,7 +72,8 @@ public final class PGClusterFixture: Sendable {
     }
 
     public func startManager(_ id: PGNodeID) throws {
-        let process = try ChildProcess.spawn(executable, ["node", "run", "--dir", directory(of: id)], output: .file(path: logPath(of: id)))
+        let process = try ChildProcess.spawn(
+            executable, ["node", "run", "--dir", directory(of: id)], output: .file(path: logPath(of: id)), parentDeathSignal: "KILL")
         state.withLock { $0[id]!.manager = process }
     }
 

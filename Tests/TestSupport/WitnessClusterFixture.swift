@@ -65,7 +65,7 @@ public final class WitnessClusterFixture: Sendable {
             "--peers", peersArgument + (join ? ",\(id)=127.0.0.1:\(port(of: id))" : ""), "--credentials", credentialsPath,
         ]
         if join { arguments.append("--join") }
-        let process = try ChildProcess.spawn(executable, arguments + extraArguments, output: .file(path: logPath(of: id)))
+        let process = try ChildProcess.spawn(executable, arguments + extraArguments, output: .file(path: logPath(of: id)), parentDeathSignal: "KILL")
         state.withLock { $0.processes[id] = process }
     }
 
