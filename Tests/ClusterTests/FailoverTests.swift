@@ -21,13 +21,24 @@ struct FailoverTests {
         }
     }
 
-    /// Every acknowledged row is on `node`.
+    /// Every row acknowledged so far is on `node` (the writer may still be writing: what it
+    /// acknowledged is taken before the rows are read).
     func expectAllAcknowledged(_ writer: RowWriter, on node: PGNodeID, _ cluster: PGClusterFixture, sourceLocation: SourceLocation = #_sourceLocation)
         async throws
     {
+        let acknowledged = writer.acknowledged
         let present = Set(try await onOwnThread { try cluster.sql(on: node, "SELECT id FROM acked").compactMap { $0.flatMap(Int.init) } })
-        let lost = writer.acknowledged.filter { !present.contains($0) }
+        let lost = acknowledged.filter { !present.contains($0) }
         #expect(lost.isEmpty, "\(lost.count) acknowledged rows missing on node \(node): \(lost.prefix(10))", sourceLocation: sourceLocation)
+    }
+
+    /// Runs `pgquorum ARGUMENTS` against the cluster's witnesses.
+    func cli(_ cluster: PGClusterFixture, _ arguments: [String]) async throws -> CommandResult {
+        let executable = try BuiltProducts.path(of: "pgquorum")
+        let connection = [
+            "--witnesses", cluster.witnesses.endpoints.map(\.description).joined(separator: ","), "--credentials", cluster.witnesses.credentialsPath,
+        ]
+        return try await onOwnThread { try runCommand(executable, arguments + connection, timeout: .seconds(150), check: false) }
     }
 
     func primary(_ state: ClusterState) -> PGNodeID? {
@@ -102,12 +113,7 @@ struct FailoverTests {
             try await createTable(cluster)
             let writer = RowWriter(uri: try await cluster.uri())
             try await waitUntil("the writer commits", timeout: .seconds(20)) { writer.count >= 100 }
-            let result = try await onOwnThread {
-                try runCommand(
-                    try BuiltProducts.path(of: "pgquorum"),
-                    ["switchover", "--to", "\(target)", "--witnesses", cluster.witnesses.endpoints.map(\.description).joined(separator: ","),
-                     "--credentials", cluster.witnesses.credentialsPath], timeout: .seconds(120), check: false)
-            }
+            let result = try await cli(cluster, ["switchover", "--to", "\(target)"])
             #expect(result.termination == .exited(code: 0), "\(result.output)")
             let before = writer.count
             try await waitUntil("the writer resumes", timeout: .seconds(30)) { writer.count >= before + 100 }
@@ -161,6 +167,74 @@ struct FailoverTests {
             try await waitUntil("writes resume", timeout: .seconds(30)) { writer.count >= before + 50 }
             await writer.stop()
             try await expectAllAcknowledged(writer, on: try #require(primary(healthy)), cluster)
+        }
+    }
+
+    @Test("maintenance with real postgres: a standby is left alone until it rejoins; the primary hands over first; nothing acknowledged lost")
+    func maintenance() async throws {
+        try await withPGCluster { cluster in
+            let old = try #require(primary(try await cluster.clusterState()))
+            let standby = cluster.ids.first { $0 != old }!
+            let other = cluster.ids.first { $0 != old && $0 != standby }!
+            try await createTable(cluster)
+            let writer = RowWriter(uri: try await cluster.uri())
+            try await waitUntil("the writer commits", timeout: .seconds(20)) { writer.count >= 100 }
+
+            // A standby in maintenance: the primary waits for the other one only, and the
+            // manager leaves postgres to the operator — stopped, it stays stopped.
+            let enable = try await cli(cluster, ["maintenance", "enable", "\(standby)"])
+            #expect(enable.termination == .exited(code: 0), "\(enable.output)")
+            try await waitUntil("the primary waits for the other standby only", timeout: .seconds(15)) {
+                try cluster.sql(on: old, "SHOW synchronous_standby_names") == ["ANY 1 (pgquorum_\(other))"]
+            }
+            let postmaster = try #require(cluster.postgresPID(of: standby))
+            kill(postmaster, SIGINT)  // the operator's fast shutdown
+            try await waitUntil("the standby's postgres stops", timeout: .seconds(30)) { cluster.postgresPID(of: standby) == nil }
+            let stopped = ContinuousClock.now
+            try await Task.sleep(for: .seconds(3))
+            #expect(cluster.postgresPID(of: standby) == nil, "the manager restarted postgres in maintenance")
+            #expect(writer.longestGap(from: stopped, to: ContinuousClock.now) < .seconds(2), "writes paused while a standby was in maintenance")
+            let during = try await cluster.clusterState()
+            #expect(during[standby]?.reached == .maintenance && during[old]?.goal == .primary, "\(during.sortedNodes.map { ($0.id, $0.reached, $0.goal) })")
+
+            // Maintenance over: it rejoins and catches up with everything acknowledged.
+            let disable = try await cli(cluster, ["maintenance", "disable", "\(standby)"])
+            #expect(disable.termination == .exited(code: 0), "\(disable.output)")
+            _ = try await cluster.waitForHealthy(timeout: .seconds(90))
+            let acknowledged = writer.acknowledged
+            try await waitUntil("the standby replays every row acknowledged so far", timeout: .seconds(30)) {
+                let present = Set(try cluster.sql(on: standby, "SELECT id FROM acked").compactMap { $0.flatMap(Int.init) })
+                return acknowledged.allSatisfy(present.contains)
+            }
+
+            // The primary in maintenance: a standby takes over first, the writer follows.
+            let handedOver = ContinuousClock.now
+            let primaryMaintenance = try await cli(cluster, ["maintenance", "enable", "\(old)"])
+            #expect(primaryMaintenance.termination == .exited(code: 0), "\(primaryMaintenance.output)")
+            let withoutOld = try await cluster.waitFor("another node is primary, the old one in maintenance", timeout: .seconds(60)) { state in
+                guard let primary = self.primary(state) else { return false }
+                return primary != old && state[old]?.reached == .maintenance
+            }
+            let new = try #require(primary(withoutOld))
+            #expect(cluster.postgresPID(of: old) == nil, "the old primary's postgres still runs in maintenance")
+            let before = writer.count
+            try await waitUntil("the writer resumes on the new primary", timeout: .seconds(30)) { writer.count >= before + 100 }
+            if let outage = writer.outage(after: handedOver) { print("primary maintenance: writes came back \(outage) after the request") }
+            try await expectAllAcknowledged(writer, on: new, cluster)
+
+            // And back: the old primary rejoins as a standby of the new one.
+            let back = try await cli(cluster, ["maintenance", "disable", "\(old)"])
+            #expect(back.termination == .exited(code: 0), "\(back.output)")
+            let healthy = try await cluster.waitForHealthy(timeout: .seconds(90))
+            #expect(primary(healthy) == new)
+            await writer.stop()
+            let inRecovery = try await onOwnThread { try cluster.sql(on: old, "SELECT pg_is_in_recovery()") }
+            #expect(inRecovery == ["t"])
+            try await waitUntil("the old primary replays every acknowledged row", timeout: .seconds(30)) {
+                let rows = try cluster.sql(on: old, "SELECT count(*) FROM acked")
+                return Int(rows.first.flatMap { $0 } ?? "0")! >= writer.count
+            }
+            try await expectAllAcknowledged(writer, on: old, cluster)
         }
     }
 }
