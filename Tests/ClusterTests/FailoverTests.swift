@@ -237,4 +237,52 @@ struct FailoverTests {
             try await expectAllAcknowledged(writer, on: old, cluster)
         }
     }
+
+    @Test("fast forward: the elected standby lacks the newest acknowledged writes and fetches them from the most advanced one before it is promoted")
+    func fastForward() async throws {
+        // Node 2 wins any election by priority; node 3 will hold WAL that node 2 lacks.
+        try await withPGCluster(nodeArguments: [2: ["--candidate-priority", "100"]]) { cluster in
+            let old = try #require(primary(try await cluster.clusterState()))
+            #expect(old == 1)
+            try await createTable(cluster)
+            let writer = RowWriter(uri: try await cluster.uri())
+            try await waitUntil("the writer commits", timeout: .seconds(20)) { writer.count >= 100 }
+
+            // Node 2's WAL receiver is frozen; the primary goes on with node 3 as its quorum
+            // and writes more WAL than the socket buffers to node 2 can hold.
+            let receiver = try #require(
+                try await onOwnThread { try cluster.sql(on: 2, "SELECT pid FROM pg_stat_wal_receiver") }.first.flatMap { $0.flatMap(pid_t.init) })
+            kill(receiver, SIGSTOP)
+            do {
+                try await onOwnThread {
+                    _ = try cluster.sql(on: old, "CREATE TABLE bulk AS SELECT g, repeat('x', 1000) AS filler FROM generate_series(1, 40000) g")
+                }
+                let before = writer.count
+                try await waitUntil("the writer commits with node 3 alone", timeout: .seconds(30)) { writer.count >= before + 200 }
+
+                // The primary dies; node 2 can receive nothing more from it.
+                let postmaster = try #require(cluster.postgresPID(of: old))
+                await cluster.killManager(old)
+                try await waitUntil("the old primary's postgres is gone", timeout: .seconds(10)) { !ProcessTree.isAlive(postmaster) }
+            } catch {
+                kill(receiver, SIGCONT)
+                throw error
+            }
+            kill(receiver, SIGCONT)
+            let lagging = try await onOwnThread { try cluster.sql(on: 2, "SELECT count(*) FROM acked") }
+            let failedOver = try await cluster.waitFor("node 2 becomes primary", timeout: .seconds(60)) { self.primary($0) == 2 }
+            #expect(primary(failedOver) == 2)
+            let before = writer.count
+            try await waitUntil("the writer resumes on node 2", timeout: .seconds(30)) { writer.count >= before + 100 }
+            await writer.stop()
+            try await expectAllAcknowledged(writer, on: 2, cluster)
+            #expect(try await onOwnThread { try cluster.sql(on: 2, "SELECT count(*) FROM bulk") } == ["40000"])
+
+            // The path it took: fetched the missing WAL from node 3, then promoted.
+            let log = try await cli(cluster, ["log", "--node", "2", "--kind", "state-reached"])
+            #expect(log.output.contains("node 2 reached fast_forward"), "\(log.output)")
+            #expect(log.output.contains("fast_forward -> prepare_promotion: caught up with the most advanced standby"), "\(log.output)")
+            print("fast forward: node 2 held \(lagging.first.flatMap { $0 } ?? "?") acknowledged rows when the primary died")
+        }
+    }
 }

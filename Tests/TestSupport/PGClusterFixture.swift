@@ -10,6 +10,8 @@ import Synchronization
 public final class PGClusterFixture: Sendable {
     public let witnesses: WitnessClusterFixture
     public let nodeCount: Int
+    /// More `node create` arguments for some nodes (a candidate priority, --async…).
+    public let nodeArguments: [PGNodeID: [String]]
     private let executable: String
     private let state = Mutex<[PGNodeID: Node]>([:])
 
@@ -19,9 +21,10 @@ public final class PGClusterFixture: Sendable {
         var manager: ChildProcess?
     }
 
-    public init(nodes: Int = 3) throws {
+    public init(nodes: Int = 3, nodeArguments: [PGNodeID: [String]] = [:]) throws {
         witnesses = try WitnessClusterFixture()
         nodeCount = nodes
+        self.nodeArguments = nodeArguments
         executable = try BuiltProducts.path(of: "pgquorum")
         var table: [PGNodeID: Node] = [:]
         for id in 1...PGNodeID(nodes) {
@@ -53,7 +56,7 @@ public final class PGClusterFixture: Sendable {
                 [
                     "node", "create", "--dir", directory(of: id), "--id", "\(id)", "--name", "node\(id)", "--host", "127.0.0.1", "--port",
                     "\(port(of: id))", "--postgres-settings", "fsync=off", "--client-networks", "127.0.0.1/32", "--client-auth", "trust",
-                ] + connectionArguments, timeout: .seconds(60), check: false)
+                ] + (nodeArguments[id] ?? []) + connectionArguments, timeout: .seconds(60), check: false)
             guard result.termination == .exited(code: 0) else { throw TestSupportError("node create \(id) failed: \(result.output)") }
             try startManager(id)
             if id == 1 { _ = try await waitFor("node 1 becomes the primary", timeout: .seconds(60)) { $0[1]?.reached == .single } }
@@ -157,8 +160,10 @@ public final class PGClusterFixture: Sendable {
 }
 
 /// Runs `body` with a cluster and always destroys it; a failure carries the logs.
-public func withPGCluster(nodes: Int = 3, _ body: (PGClusterFixture) async throws -> Void) async throws {
-    let cluster = try PGClusterFixture(nodes: nodes)
+public func withPGCluster(
+    nodes: Int = 3, nodeArguments: [PGNodeID: [String]] = [:], _ body: (PGClusterFixture) async throws -> Void
+) async throws {
+    let cluster = try PGClusterFixture(nodes: nodes, nodeArguments: nodeArguments)
     do {
         try await cluster.start()
         try await body(cluster)

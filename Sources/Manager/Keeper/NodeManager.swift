@@ -381,9 +381,18 @@ public final class NodeManager: Sendable {
             try await blocking { try postgres.configureStandby(upstream: from, slot: nil) }
             try await ensureRunning()
             try await blocking { try postgres.reload() }
+            // Never report fast_forward reached short of the target: the reducer promotes on
+            // it, and the WAL still missing may hold acknowledged writes. The step fails and
+            // runs again instead.
             let deadline = ContinuousClock.now + .seconds(60)
-            while ContinuousClock.now < deadline {
-                if let observed = try? postgres.observe(), observed.replayLSN >= target { break }
+            var replayed: LSN = 0
+            while true {
+                if let observed = try? postgres.observe() { replayed = observed.replayLSN }
+                if replayed >= target { break }
+                guard ContinuousClock.now < deadline else {
+                    throw NodeManagerError(
+                        "fast-forward replayed only up to \(LSNFormat.format(replayed)) of \(LSNFormat.format(target)) from \(from) within 60 s")
+                }
                 try await Task.sleep(for: .milliseconds(100))
             }
             try await blocking { try postgres.configureStandby(upstream: nil, slot: nil) }
