@@ -108,7 +108,7 @@ struct DemoCommand: AsyncParsableCommand {
             let result = try runCommand(
                 executable,
                 [
-                    "node", "create", "--dir", "\(folder)/node-\(id)", "--id", "\(id)", "--name", "node\(id)", "--host", "127.0.0.1",
+                    "node", "create", "--dir", "\(folder)/node-\(id)", "--name", "node\(id)", "--host", "127.0.0.1",
                     "--port", "\(nodePorts[id - 1])", "--witnesses", witnesses.joined(separator: ","), "--credentials", credentialsPath,
                     "--client-networks", "127.0.0.1/32", "--client-auth", "trust",
                 ], timeout: .seconds(60), check: false)

@@ -62,7 +62,7 @@ struct NodeOptions: ParsableArguments {
     @Option(help: ArgumentHelp("The node's folder: node.conf, data/ (PGDATA) and run/ live there.", valueName: "dir"))
     var dir: String
 
-    @Option(help: "The node's id in the formation (a positive number).")
+    @Option(help: "The node's id in the formation (a positive number; `node create` assigns the next free one when left out).")
     var id: UInt32?
 
     @Option(help: "The node's name.")
@@ -103,9 +103,17 @@ struct NodeOptions: ParsableArguments {
         return NodeConfigFile(values: values)
     }
 
-    func managerConfiguration(_ file: NodeConfigFile) throws -> NodeManagerConfiguration {
+    /// The manager's configuration from node.conf and the flags; without an id in them (only
+    /// before `node create` registered the node) the id is 0, "to be assigned".
+    func managerConfiguration(_ file: NodeConfigFile, idRequired: Bool = true) throws -> NodeManagerConfiguration {
         let directory = URL(fileURLWithPath: dir).standardizedFileURL.path
-        guard let id = PGNodeID(try file.require("id", dir)), id > 0 else { throw CommandFailure("the node id must be a positive number") }
+        let id: PGNodeID
+        if !idRequired && (file.values["id"] ?? "").isEmpty {
+            id = 0
+        } else {
+            guard let given = PGNodeID(try file.require("id", dir)), given > 0 else { throw CommandFailure("the node id must be a positive number") }
+            id = given
+        }
         guard let port = Int(try file.require("port", dir)), (1...65_535).contains(port) else { throw CommandFailure("the port must be 1-65535") }
         let witnesses = try file.require("witnesses", dir).split(separator: ",").map { item throws(WitnessConfigurationError) in
             try WitnessEndpoint(parsing: item.trimmingCharacters(in: .whitespaces))
@@ -136,7 +144,11 @@ struct NodeCreateCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "create",
         abstract: "Write the node's configuration file and register the node in the event log.",
-        discussion: "Needs --id, --name, --host, --port, the witnesses and the credentials file. Start the node with `pgquorum node run --dir DIR`."
+        discussion: """
+            Needs --name, --host, --port, the witnesses and the credentials file. Without --id the \
+            formation assigns the next free id (never one a dropped node had); creating again at \
+            the same host and port keeps the node's id. Start the node with `pgquorum node run --dir DIR`.
+            """
     )
 
     @OptionGroup var options: NodeOptions
@@ -159,12 +171,58 @@ struct NodeCreateCommand: AsyncParsableCommand {
         if let credentials = file.values["credentials"] {
             file.values["credentials"] = URL(fileURLWithPath: credentials).standardizedFileURL.path
         }
-        let configuration = try options.managerConfiguration(file)
+        var configuration = try options.managerConfiguration(file, idRequired: false)
+        let client = WitnessClient(
+            endpoints: configuration.witnesses, credentials: configuration.credentials, requestTimeout: .seconds(30), logger: quietLogger())
+        defer { client.close() }
+        try Self.checkConflicts(configuration, in: try await ClusterLog.load(from: client, formation: configuration.formation))
+        let index = try await client.append(.nodeRegistered(configuration.registration), formation: configuration.formation)
+        if configuration.node == 0 {
+            configuration.node = try await assignedID(configuration, registeredAt: index, client: client)
+        }
+        file.values["id"] = String(configuration.node)
         try file.write(directory: options.dir)
-        let manager = try NodeManager(configuration: configuration, logger: quietLogger())
-        let index = try await manager.register()
-        await manager.stop()
         print("node \(configuration.node) (\(configuration.name)) registered at log index \(index); start it with: pgquorum node run --dir \(options.dir)")
+    }
+
+    /// One postgres address is one node, and one id one address.
+    static func checkConflicts(_ configuration: NodeManagerConfiguration, in state: ClusterState) throws {
+        let address = "\(configuration.host):\(configuration.port)"
+        if let existing = state.node(host: configuration.host, port: UInt16(configuration.port)) {
+            if existing.goal == .dropped {
+                throw CommandFailure("node \(existing.id) at \(address) is being dropped; create the node again once it is gone")
+            }
+            if configuration.node != 0 && existing.id != configuration.node {
+                throw CommandFailure(
+                    "\(address) is already node \(existing.id) (\(existing.registration.name)); use --id \(existing.id), or drop that node first")
+            }
+        }
+        if configuration.node != 0, let other = state[configuration.node],
+            other.registration.host != configuration.host || Int(other.registration.port) != configuration.port
+        {
+            throw CommandFailure(
+                "node id \(configuration.node) is already \(other.registration.name) at \(other.registration.host):\(other.registration.port); "
+                    + "leave --id out to get a free one")
+        }
+    }
+
+    /// The id the formation gave the registration committed at `index`: the node at our
+    /// address once a witness has applied that entry.
+    private func assignedID(_ configuration: NodeManagerConfiguration, registeredAt index: UInt64, client: WitnessClient) async throws -> PGNodeID {
+        let deadline = ContinuousClock.now + .seconds(30)
+        while true {
+            let state = try await ClusterLog.load(from: client, formation: configuration.formation)
+            if state.appliedIndex >= index {
+                guard let node = state.node(host: configuration.host, port: UInt16(configuration.port)) else {
+                    throw CommandFailure("registered at log index \(index), but the formation has no node at \(configuration.host):\(configuration.port)")
+                }
+                return node.id
+            }
+            guard ContinuousClock.now < deadline else {
+                throw CommandFailure("registered at log index \(index), but no witness answered with that entry applied within 30 s; run node create again")
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
     }
 }
 

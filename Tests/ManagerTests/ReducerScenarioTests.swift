@@ -80,9 +80,10 @@ extension StoryRunner {
         var changes: [GoalChange]
         switch verb {
         case "register":
-            let id = try node()
+            // `register auto host=H` registers without an id: the reducer assigns one.
+            let id = positional.first == "auto" ? 0 : try node()
             let registration = NodeRegistration(
-                node: id, name: options["name"] ?? "node\(id)", host: "10.0.0.\(id)", port: 5432, systemIdentifier: 42,
+                node: id, name: options["name"] ?? "node\(id)", host: options["host"] ?? "10.0.0.\(id)", port: 5432, systemIdentifier: 42,
                 candidatePriority: UInt8(options["priority"] ?? "50") ?? 50, replicationQuorum: options["quorum"] != "false")
             changes = append(.nodeRegistered(registration))
         case "converge": changes = converge()

@@ -54,10 +54,14 @@ public final class PGClusterFixture: Sendable {
             let result = try runCommand(
                 executable,
                 [
-                    "node", "create", "--dir", directory(of: id), "--id", "\(id)", "--name", "node\(id)", "--host", "127.0.0.1", "--port",
+                    "node", "create", "--dir", directory(of: id), "--name", "node\(id)", "--host", "127.0.0.1", "--port",
                     "\(port(of: id))", "--postgres-settings", "fsync=off", "--client-networks", "127.0.0.1/32", "--client-auth", "trust",
                 ] + (nodeArguments[id] ?? []) + connectionArguments, timeout: .seconds(60), check: false)
             guard result.termination == .exited(code: 0) else { throw TestSupportError("node create \(id) failed: \(result.output)") }
+            // Created one after the other, the nodes get ids 1, 2, 3… from the formation.
+            guard result.output.hasPrefix("node \(id) (node\(id)) registered") else {
+                throw TestSupportError("node create was expected to assign id \(id): \(result.output)")
+            }
             try startManager(id)
             if id == 1 { _ = try await waitFor("node 1 becomes the primary", timeout: .seconds(60)) { $0[1]?.reached == .single } }
         }

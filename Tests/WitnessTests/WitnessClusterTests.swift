@@ -127,7 +127,7 @@ struct WitnessClusterTests {
         }
     }
 
-    @Test("wrong cluster id, wrong secret, garbage, oversized and unknown-version frames are refused while the cluster commits")
+    @Test("wrong cluster id, wrong secret, garbage, oversized and unknown-version frames are refused, an unreadable request is answered with the reason, while the cluster commits")
     func badInputIsRefused() async throws {
         try await withWitnessCluster(extraArguments: ["--stall-timeout-ms", "1000"]) { cluster in
             try cluster.startAll()
@@ -180,6 +180,22 @@ struct WitnessClusterTests {
             framed.writeRaw(body.bytes)
             unknownVersion.write(framed.bytes)
             try unknownVersion.expectClosed(within: .seconds(5))
+            // A sound frame holding a request this witness cannot read: the reason comes back
+            // for that request id, and the connection goes on serving.
+            let confused = try RawSocket(port: port)
+            let frames = try authenticate(confused, credentials: cluster.credentials)
+            var unknownRequest = ByteWriter()
+            unknownRequest.write(UInt64(42))
+            unknownRequest.write(UInt8(99))
+            confused.write(Frame(kind: WitnessFrameKind.request.rawValue, payload: unknownRequest.bytes).encoded())
+            let refusal = try WitnessResponse.decode(try frames.next().payload)
+            #expect(refusal.id == 42)
+            guard case .failure(let failure) = refusal.response else { throw TestSupportError("expected a failure, got \(refusal.response)") }
+            #expect(failure.code == .badRequest && failure.message.hasPrefix("malformed request: "), "\(failure)")
+            confused.write(Frame(kind: WitnessFrameKind.request.rawValue, payload: WitnessRequest.status.encoded(id: 43)).encoded())
+            let status = try WitnessResponse.decode(try frames.next().payload)
+            #expect(status.id == 43)
+            guard case .status = status.response else { throw TestSupportError("expected a status, got \(status.response)") }
             // A client that authenticates, sends requests and never reads the answers.
             let stalled = try RawSocket(port: port)
             try authenticate(stalled, credentials: cluster.credentials)
@@ -272,18 +288,29 @@ struct WitnessClusterTests {
     }
 }
 
-/// Completes the handshake on a raw socket as a client.
-func authenticate(_ socket: RawSocket, credentials: WitnessCredentials) throws {
-    var decoder = FrameDecoder()
-    func nextFrame() throws -> Frame {
-        let deadline = ContinuousClock.now + .seconds(5)
+/// Frames read from a raw socket, in order.
+final class RawFrameReader {
+    let socket: RawSocket
+    private var decoder = FrameDecoder()
+
+    init(_ socket: RawSocket) { self.socket = socket }
+
+    func next(within timeout: Duration = .seconds(5)) throws -> Frame {
+        let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             if let frame = try decoder.next() { return frame }
-            guard let bytes = socket.read() else { throw TestSupportError("the witness closed the connection during the handshake") }
+            guard let bytes = socket.read() else { throw TestSupportError("the witness closed the connection") }
             decoder.append(bytes)
         }
-        throw TestSupportError("no handshake frame within 5 s")
+        throw TestSupportError("no frame within \(timeout)")
     }
+}
+
+/// Completes the handshake on a raw socket as a client; returns the reader of what follows.
+@discardableResult
+func authenticate(_ socket: RawSocket, credentials: WitnessCredentials) throws -> RawFrameReader {
+    let reader = RawFrameReader(socket)
+    func nextFrame() throws -> Frame { try reader.next() }
     let challenge = try WitnessHandshake.Challenge(decoding: try nextFrame().payload)
     let nonce = WitnessHandshake.randomNonce()
     let hello = WitnessHandshake.Hello(
@@ -292,6 +319,7 @@ func authenticate(_ socket: RawSocket, credentials: WitnessCredentials) throws {
     socket.write(Frame(kind: WitnessFrameKind.hello.rawValue, payload: hello.encoded()).encoded())
     let welcome = try nextFrame()
     guard welcome.kind == WitnessFrameKind.welcome.rawValue else { throw TestSupportError("expected welcome, got frame kind \(welcome.kind)") }
+    return reader
 }
 
 extension Array {

@@ -17,9 +17,9 @@ struct DemoTests {
             var output = ""
             try await waitUntil("the demo says it is running", timeout: .seconds(240)) {
                 output = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
-                if let ended = demo.poll() { throw TestSupportError("the demo \(ended): \(output)") }
-                return output.contains("press Ctrl-C to stop")
+                return output.contains("press Ctrl-C to stop") || demo.poll() != nil
             }
+            if let ended = demo.poll() { throw TestSupportError("the demo \(ended): \(output)") }
             // Three witnesses, three managers, and each manager's postmaster with its backends.
             let descendants = ProcessTree.descendants(of: demo.pid)
             #expect(ProcessTree.children(of: demo.pid).count == 6, "children: \(ProcessTree.children(of: demo.pid))")

@@ -120,6 +120,32 @@ struct OperatorCLITests {
         }
     }
 
+    @Test("node create assigns the next id, keeps the id of an address created again, and refuses a clash of address or id")
+    func nodeCreate() async throws {
+        try await withFormation { cluster, _ in
+            func create(_ name: String, port: Int, id: Int? = nil) async throws -> CommandResult {
+                try await cli(
+                    cluster, ["node", "create", "--dir", cluster.folder.appending(name), "--name", name, "--host", "127.0.0.1", "--port", "\(port)"]
+                        + (id.map { ["--id", "\($0)"] } ?? []))
+            }
+            let delta = try await create("delta", port: 6001)
+            #expect(delta.termination == .exited(code: 0) && delta.output.hasPrefix("node 4 (delta) registered at log index "), "\(delta.output)")
+            let conf = try String(contentsOfFile: cluster.folder.appending("delta/node.conf"), encoding: .utf8)
+            #expect(conf.contains("\nid: 4\n"), "\(conf)")
+            let again = try await create("delta", port: 6001)
+            #expect(again.output.hasPrefix("node 4 (delta) registered"), "\(again.output)")
+
+            let address = try await create("epsilon", port: 5432, id: 7)
+            #expect(address.termination == .exited(code: 1))
+            #expect(address.output == "Error: 127.0.0.1:5432 is already node 1 (alpha); use --id 1, or drop that node first\n")
+            let id = try await create("epsilon", port: 6002, id: 2)
+            #expect(id.termination == .exited(code: 1))
+            #expect(id.output == "Error: node id 2 is already beta at 127.0.0.1:5433; leave --id out to get a free one\n")
+            let state = try await ClusterLog.load(from: cluster.client())
+            #expect(state.sortedNodes.map(\.id) == [1, 2, 3, 4])
+        }
+    }
+
     @Test("settings set validates keys and ranges and changes the formation through the log")
     func settings() async throws {
         try await withFormation { cluster, _ in

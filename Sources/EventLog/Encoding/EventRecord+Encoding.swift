@@ -185,7 +185,7 @@ extension ByteReader {
 
     public mutating func readRegistration() throws(DecodingError) -> NodeRegistration {
         let registration = NodeRegistration(
-            node: try readNodeID("registered node"), name: try readString("node name"), host: try readString("node host"),
+            node: try readUInt32("registered node"), name: try readString("node name"), host: try readString("node host"),
             port: try readUInt16("node port"), systemIdentifier: try readUInt64("system identifier"),
             candidatePriority: try readUInt8("candidate priority"), replicationQuorum: try readBool("replication quorum"))
         guard registration.candidatePriority <= 100 else {

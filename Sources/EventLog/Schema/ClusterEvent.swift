@@ -52,6 +52,7 @@ public enum ClusterEvent: Sendable, Equatable {
 
 /// What a node manager registers about its PostgreSQL instance.
 public struct NodeRegistration: Sendable, Equatable {
+    /// The node's id; 0 in a registration asks the formation for the next free id.
     public var node: PGNodeID
     public var name: String
     public var host: String

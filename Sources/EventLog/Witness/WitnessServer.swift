@@ -418,8 +418,18 @@ public final class WitnessServer: @unchecked Sendable {
                 let (id, request) = try WitnessRequest.decode(frame.payload)
                 handle(request, id: id, channel: channel, limiter: limiter)
             } catch {
-                logger.warning("closing a client connection after a malformed request", metadata: ["error": "\(error)"])
-                channel.close(promise: nil)
+                // The frame itself was sound (its checksum matched), so the stream is still
+                // in step: a request that names its id gets the reason back, so that the
+                // client can tell its user (a newer client, an invalid field), and the
+                // connection goes on. Without even an id, the connection closes.
+                var reader = ByteReader(frame.payload)
+                if let id = try? reader.readUInt64("request id") {
+                    logger.warning("refused a malformed request", metadata: ["error": "\(error)"])
+                    replier(id: id, channel: channel, limiter: limiter)(.failure(WitnessFailure(.badRequest, "malformed request: \(error)")))
+                } else {
+                    logger.warning("closing a client connection after a malformed request", metadata: ["error": "\(error)"])
+                    channel.close(promise: nil)
+                }
             }
         default:
             logger.warning("closing a connection after an unexpected frame", metadata: ["kind": "\(frame.kind)"])
@@ -427,12 +437,17 @@ public final class WitnessServer: @unchecked Sendable {
         }
     }
 
-    private func handle(_ request: WitnessRequest, id: UInt64, channel: any Channel, limiter: RequestLimiter) {
-        let reply: @Sendable (WitnessResponse) -> Void = { response in
+    /// Sends the one response to request `id`, and frees its place in the connection's budget.
+    private func replier(id: UInt64, channel: any Channel, limiter: RequestLimiter) -> @Sendable (WitnessResponse) -> Void {
+        { response in
             limiter.finished()
             let frame = Frame(kind: WitnessFrameKind.response.rawValue, payload: response.encoded(id: id))
             channel.writeAndFlush(WitnessChannelHandler.buffer(frame, allocator: channel.allocator), promise: nil)
         }
+    }
+
+    private func handle(_ request: WitnessRequest, id: UInt64, channel: any Channel, limiter: RequestLimiter) {
+        let reply = replier(id: id, channel: channel, limiter: limiter)
         switch request {
         case .append(let record):
             switch record.event {

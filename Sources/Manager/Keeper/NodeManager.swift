@@ -98,11 +98,6 @@ public final class NodeManager: Sendable {
 
     var node: PGNodeID { configuration.node }
 
-    /// Registers the node in the log (idempotent: a registration replaces an older one).
-    public func register() async throws -> UInt64 {
-        try await client.append(.nodeRegistered(configuration.registration), formation: configuration.formation)
-    }
-
     /// Runs until `stop()`: heartbeats in one task, log following and actions in another.
     public func run() async throws {
         try postgres.writeReplicationPassword(configuration.replicationPassword)

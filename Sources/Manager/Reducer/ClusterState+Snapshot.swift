@@ -3,7 +3,8 @@ import EventLog
 /// The Raft snapshot of a formation: the serialized `ClusterState` at an index (DESIGN §3).
 /// A reader that falls behind compaction restarts from it and replays the rest.
 extension ClusterState {
-    public static let snapshotVersion: UInt8 = 1
+    /// Version 2 added the highest node id; version 1 snapshots still load.
+    public static let snapshotVersion: UInt8 = 2
     /// The most nodes a formation holds.
     public static let nodesMax = 256
 
@@ -17,6 +18,7 @@ extension ClusterState {
         writer.write(nowNanos)
         writer.write(waitingReason ?? "")
         writer.write(electionSyncStandbys)
+        writer.write(highestNodeID)
         precondition(nodes.count <= Self.nodesMax, "\(nodes.count) nodes in one formation")
         writer.write(UInt32(nodes.count))
         for node in sortedNodes {
@@ -40,7 +42,7 @@ extension ClusterState {
     public init(snapshot bytes: [UInt8]) throws(DecodingError) {
         var reader = try ByteReader(checksummed: bytes)
         let version = try reader.readUInt8("snapshot version")
-        guard version == Self.snapshotVersion else { throw .unknownVersion(version, supported: Self.snapshotVersion) }
+        guard version == 1 || version == Self.snapshotVersion else { throw .unknownVersion(version, supported: Self.snapshotVersion) }
         self.init(formation: try reader.readString("formation"))
         settings = try reader.readSettings()
         appliedIndex = try reader.readUInt64("applied index")
@@ -49,9 +51,11 @@ extension ClusterState {
         let waiting = try reader.readString("waiting reason")
         waitingReason = waiting.isEmpty ? nil : waiting
         electionSyncStandbys = try reader.readUInt8("election sync standbys")
+        if version >= 2 { highestNodeID = try reader.readUInt32("highest node id") }
         let count = try reader.readCount("node count", maxCount: Self.nodesMax)
         for _ in 0..<count {
             var node = NodeRecord(registration: try reader.readRegistration())
+            guard node.id != 0 else { throw .invalidValue(field: "registered node", reason: "node id 0 in a snapshot") }
             node.reached = try reader.readNodeState("reached state")
             node.goal = try reader.readNodeState("goal state")
             node.goalReason = try reader.readString("goal reason")
@@ -66,6 +70,7 @@ extension ClusterState {
             node.priorityBoost = Int(try reader.readInt64("priority boost"))
             nodes[node.id] = node
         }
+        highestNodeID = max(highestNodeID, nodes.records.last?.id ?? 0)
         try reader.finish()
     }
 }

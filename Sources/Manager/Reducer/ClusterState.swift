@@ -55,6 +55,9 @@ public struct ClusterState: Sendable, Equatable {
     /// was promoted (0 if it never had one): writes acknowledged under a smaller `k` need more
     /// reports to be found, so an election counts with this, not with the latest setting.
     public var electionSyncStandbys: UInt8 = FormationSettings().numberSyncStandbys
+    /// The largest node id ever registered: a registration without an id (node 0) gets the
+    /// next one, and a dropped node's id is never given again.
+    public internal(set) var highestNodeID: PGNodeID = 0
 
     /// The policy's inputs when it last settled (see `policyInputs`). Not part of the state:
     /// a state without it runs the policy once more and reaches the same fixpoint.
@@ -68,6 +71,12 @@ public struct ClusterState: Sendable, Equatable {
         lhs.formation == rhs.formation && lhs.settings == rhs.settings && lhs.nodes == rhs.nodes
             && lhs.appliedIndex == rhs.appliedIndex && lhs.term == rhs.term && lhs.nowNanos == rhs.nowNanos
             && lhs.waitingReason == rhs.waitingReason && lhs.electionSyncStandbys == rhs.electionSyncStandbys
+            && lhs.highestNodeID == rhs.highestNodeID
+    }
+
+    /// The node registered for postgres at `host:port`, if any: one address is one node.
+    public func node(host: String, port: UInt16) -> NodeRecord? {
+        sortedNodes.first { $0.registration.host == host && $0.registration.port == port }
     }
 
     /// The nodes in id order: every rule iterates in this order, so decisions never depend on

@@ -54,7 +54,13 @@ extension ClusterState {
 
     private mutating func applyEvent(_ event: ClusterEvent, changes: inout [GoalChange]) {
         switch event {
-        case .nodeRegistered(let registration):
+        case .nodeRegistered(var registration):
+            if registration.node == 0 {
+                // Without an id: the node already at that address registers again (a retried
+                // `node create`); a new one gets the next id, never one given before.
+                registration.node = node(host: registration.host, port: registration.port)?.id ?? highestNodeID + 1
+            }
+            highestNodeID = max(highestNodeID, registration.node)
             if var existing = nodes[registration.node] {
                 existing.registration = registration
                 nodes[registration.node] = existing
