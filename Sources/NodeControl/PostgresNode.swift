@@ -135,8 +135,40 @@ public final class PostgresNode: Sendable {
 
     /// The last lines of the server log, for error messages.
     public func logTail() -> String {
-        guard let text = try? readFile(logPath) else { return "" }
-        return tail(text)
+        tail(recentLog())
+    }
+
+    /// The end of the server log (at most `bytes`), without reading a log that grew large.
+    func recentLog(bytes: Int = 16_384) -> String {
+        let fd = open(logPath, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return "" }
+        defer { close(fd) }
+        let size = lseek(fd, 0, SEEK_END)
+        guard size > 0 else { return "" }
+        let start = max(0, size - off_t(bytes))
+        var buffer = [UInt8](repeating: 0, count: Int(size - start))
+        let count = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, start) }
+        guard count > 0 else { return "" }
+        var text = String(decoding: buffer[0..<count], as: UTF8.self)
+        // Started mid-line: drop the partial first line.
+        if start > 0, let newline = text.firstIndex(of: "\n") { text = String(text[text.index(after: newline)...]) }
+        return text
+    }
+
+    /// The WAL segment the upstream no longer has, when the latest attempt of this standby's
+    /// WAL receiver failed for that reason ("requested WAL segment … has already been
+    /// removed"): streaming cannot resume, only a fresh copy helps.
+    public func upstreamLacksWAL() -> String? {
+        for line in recentLog().split(separator: "\n").reversed() {
+            if line.contains("started streaming WAL") { continue }
+            guard line.contains("WAL stream") || line.contains("WAL segment") else { continue }
+            // The receiver's latest failure, or a line saying it streams fine.
+            guard let start = line.range(of: "requested WAL segment "), let end = line.range(of: " has already been removed") else {
+                return nil
+            }
+            return String(line[start.upperBound..<end.lowerBound])
+        }
+        return nil
     }
 
     func requireDataDirectory() throws(NodeControlError) {

@@ -285,4 +285,32 @@ struct FailoverTests {
             print("fast forward: node 2 held \(lagging.first.flatMap { $0 } ?? "?") acknowledged rows when the primary died")
         }
     }
+
+    @Test("a standby that was away while the primary recycled the WAL it needs is cloned afresh and catches up")
+    func standbyBehindRecycledWAL() async throws {
+        let settings = ["--postgres-settings", "fsync=off,wal_keep_size=32MB,max_wal_size=96MB"]
+        try await withPGCluster(nodeArguments: [1: settings, 2: settings, 3: settings]) { cluster in
+            let primary = try #require(primary(try await cluster.clusterState()))
+            let away = cluster.ids.last { $0 != primary }!
+            await cluster.killManager(away)
+            try await waitUntil("its postgres is gone", timeout: .seconds(10)) { cluster.postgresPID(of: away) == nil }
+
+            // Far more WAL than wal_keep_size, then checkpoints: the segments it needs are gone.
+            let missing = try await onOwnThread { () throws -> String? in
+                let first = try cluster.sql(on: primary, "SELECT pg_walfile_name(pg_current_wal_lsn())").first ?? nil
+                _ = try cluster.sql(on: primary, "CREATE TABLE filler AS SELECT g, repeat('x', 1000) AS padding FROM generate_series(1, 150000) g")
+                for _ in 0..<3 { _ = try cluster.sql(on: primary, "SELECT pg_switch_wal()"); _ = try cluster.sql(on: primary, "CHECKPOINT") }
+                return first
+            }
+            let segment = try #require(missing)
+            #expect(!FileManager.default.fileExists(atPath: cluster.directory(of: primary) + "/data/pg_wal/" + segment), "the primary kept \(segment)")
+
+            try cluster.startManager(away)
+            try await waitUntil("the standby that was away holds every row", timeout: .seconds(120)) {
+                try cluster.sql(on: away, "SELECT count(*) FROM filler") == ["150000"]
+            }
+            let state = try await cluster.waitForHealthy(timeout: .seconds(60))
+            #expect(state[away]?.reached == .secondary)
+        }
+    }
 }

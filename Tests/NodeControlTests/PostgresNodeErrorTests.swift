@@ -115,4 +115,31 @@ struct PostgresNodeErrorTests {
             try PostgresNode(PostgresNodeConfiguration(dataDirectory: "/tmp/a", runDirectory: "/tmp/b", port: 5432, applicationName: "x'; DROP"))
         }
     }
+
+    @Test("a WAL receiver's latest failure for a segment the upstream removed is recognised in the server log, from its end only")
+    func upstreamLacksWAL() throws {
+        let folder = try TemporaryDirectory()
+        defer { folder.remove() }
+        let node = try PostgresNode(
+            PostgresNodeConfiguration(dataDirectory: folder.appending("data"), runDirectory: folder.path, port: 5432, applicationName: "n"))
+        func log(_ lines: [String]) throws {
+            // Older lines first, far more than the part of the log that is read.
+            let padding = Array(repeating: "2026-11-26 23:40:00.000 UTC [1] LOG:  checkpoint complete: wrote 0 buffers", count: 2_000)
+            try (padding + lines).joined(separator: "\n").appending("\n").write(toFile: node.logPath, atomically: false, encoding: .utf8)
+        }
+        #expect(node.upstreamLacksWAL() == nil)  // no log yet
+        try log([
+            "2026-11-26 23:46:16.160 UTC [13733] LOG:  started streaming WAL from primary at 0/5000000 on timeline 1",
+            "2026-11-26 23:46:16.160 UTC [13733] FATAL:  could not receive data from WAL stream: ERROR:  requested WAL segment 000000010000000000000005 has already been removed",
+            "2026-11-26 23:46:16.163 UTC [10431] LOG:  waiting for WAL to become available at 0/5000018",
+            "2026-11-26 23:46:16.663 UTC [13747] LOG:  started streaming WAL from primary at 0/5000000 on timeline 1",
+        ])
+        #expect(node.upstreamLacksWAL() == "000000010000000000000005")
+        // A later failure of another kind: the primary is away, not short of WAL.
+        try log([
+            "2026-11-26 23:46:16.160 UTC [13733] FATAL:  could not receive data from WAL stream: ERROR:  requested WAL segment 000000010000000000000005 has already been removed",
+            "2026-11-26 23:46:18.000 UTC [13800] FATAL:  could not receive data from WAL stream: server closed the connection unexpectedly",
+        ])
+        #expect(node.upstreamLacksWAL() == nil)
+    }
 }

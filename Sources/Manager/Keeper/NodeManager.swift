@@ -85,6 +85,8 @@ public final class NodeManager: Sendable {
         var fenced = false
         var lastObservation: PostgresObservation?
         var stopping = false
+        /// Since when the upstream has been found to lack WAL this standby needs.
+        var upstreamLacksWALSince: ContinuousClock.Instant?
     }
 
     public init(configuration: NodeManagerConfiguration, logger: Logger) throws {
@@ -274,6 +276,7 @@ public final class NodeManager: Sendable {
                 shared.withLock { $0.lastObservation?.synchronousStandbyNames = wanted }
             }
         }
+        if try await recloneIfUpstreamLacksWAL(me, state: state) { return }
         guard Self.runningStates.contains(me.reached), !postgres.isRunning else { return }
         if Self.writableStates.contains(me.reached) {
             let (acked, isFenced) = shared.withLock { ($0.lastAckedSentNanos, $0.fenced) }
@@ -296,6 +299,32 @@ public final class NodeManager: Sendable {
 
     private var dataDirectoryIsEmpty: Bool {
         ((try? FileManager.default.contentsOfDirectory(atPath: configuration.dataDirectory)) ?? []).isEmpty
+    }
+
+    /// A standby whose primary recycled the WAL it still needs can never stream again (WAL is
+    /// kept by `wal_keep_size`, not by replication slots): once that has lasted 5 s, with a
+    /// healthy primary to copy from, the standby is cloned afresh. True when it was.
+    private func recloneIfUpstreamLacksWAL(_ me: NodeRecord, state: ClusterState) async throws -> Bool {
+        let streaming = shared.withLock { $0.lastObservation?.walReceiver?.status == "streaming" }
+        guard [.catchingUp, .secondary].contains(me.reached), postgres.isRunning, !streaming,
+            let upstream = state.upstream(of: node), let primary = state.primaryNode, primary.registration == upstream, state.isHealthy(primary),
+            let segment = postgres.upstreamLacksWAL()
+        else {
+            shared.withLock { $0.upstreamLacksWALSince = nil }
+            return false
+        }
+        let now = ContinuousClock.now
+        let since = shared.withLock { shared in
+            if shared.upstreamLacksWALSince == nil { shared.upstreamLacksWALSince = now }
+            return shared.upstreamLacksWALSince!
+        }
+        guard now - since >= .seconds(5) else { return false }
+        logger.error(
+            "the primary no longer has WAL this standby needs: cloning it afresh",
+            metadata: ["segment": "\(segment)", "primary": "\(upstream.host):\(upstream.port)"])
+        try await perform(.initStandby, state: state)
+        shared.withLock { $0.upstreamLacksWALSince = nil }
+        return true
     }
 
     /// The action of one transition-table row, against postgres (idempotent: it may run again
