@@ -230,7 +230,12 @@ struct NodeRunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
         abstract: "Run the node manager until SIGTERM or SIGINT.",
-        discussion: "On SIGTERM or SIGINT the manager stops postgres (fast shutdown) and exits 0. Killed outright, it takes postgres with it."
+        discussion: """
+            On SIGTERM or SIGINT the manager stops postgres (fast shutdown) and exits 0; so it \
+            does once the node is dropped from the formation. Killed outright, it takes postgres \
+            with it. A node the log does not know (never created, or dropped before this start) \
+            is an error: exit 1.
+            """
     )
 
     @OptionGroup var options: NodeOptions
@@ -251,6 +256,7 @@ struct NodeRunCommand: AsyncParsableCommand {
                 stopSink.yield("the manager ended")
             } catch {
                 stopSink.yield("the manager failed: \(error)")
+                throw error
             }
         }
         var reason = "the manager ended"
@@ -261,6 +267,8 @@ struct NodeRunCommand: AsyncParsableCommand {
         logger.info("stopping", metadata: ["reason": "\(reason)"])
         await manager.stop()
         runner.cancel()
-        _ = await runner.result
+        if case .failure(let error) = await runner.result, !(error is CancellationError) {
+            throw CommandFailure("\(error)")
+        }
     }
 }

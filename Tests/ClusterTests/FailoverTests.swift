@@ -313,4 +313,31 @@ struct FailoverTests {
             #expect(state[away]?.reached == .secondary)
         }
     }
+
+    @Test("a dropped node's manager stops postgres and exits 0; started again, it exits 1 saying the node is not registered")
+    func dropNode() async throws {
+        try await withPGCluster { cluster in
+            let primary = try #require(primary(try await cluster.clusterState()))
+            let dropped = cluster.ids.last { $0 != primary }!
+            let postmaster = try #require(cluster.postgresPID(of: dropped))
+            let drop = try await cli(cluster, ["drop", "\(dropped)"])
+            #expect(drop.termination == .exited(code: 0), "\(drop.output)")
+            let manager = try #require(cluster.manager(of: dropped))
+            #expect(await manager.wait(timeout: .seconds(60)) == .exited(code: 0))
+            #expect(!ProcessTree.isAlive(postmaster))
+            let state = try await cluster.waitFor("the formation has the two other nodes, converged", timeout: .seconds(60)) { state in
+                state.sortedNodes.map(\.id) == cluster.ids.filter { $0 != dropped } && state.sortedNodes.allSatisfy(\.isConverged)
+            }
+            #expect(state.synchronousStandbyNames(for: primary) == "ANY 1 (pgquorum_\(cluster.ids.first { $0 != primary && $0 != dropped }!))")
+            let log = (try? String(contentsOfFile: cluster.logPath(of: dropped), encoding: .utf8)) ?? ""
+            #expect(log.contains("this node was dropped from the formation: the manager ends"))
+
+            // Its node.conf still names the dropped id: the manager refuses to run it.
+            try cluster.startManager(dropped)
+            let again = try #require(cluster.manager(of: dropped))
+            #expect(await again.wait(timeout: .seconds(60)) == .exited(code: 1))
+            let output = (try? String(contentsOfFile: cluster.logPath(of: dropped), encoding: .utf8)) ?? ""
+            #expect(output.contains("Error: node \(dropped) is not registered in formation default: run `pgquorum node create` for it (again, if it was dropped)"))
+        }
+    }
 }

@@ -93,6 +93,9 @@ public final class PGClusterFixture: Sendable {
 
     public func isManagerRunning(_ id: PGNodeID) -> Bool { state.withLock { $0[id]!.manager }?.isRunning ?? false }
 
+    /// The manager process of node `id`, if the fixture started one (running or ended).
+    public func manager(of id: PGNodeID) -> ChildProcess? { state.withLock { $0[id]!.manager } }
+
     /// The postmaster's pid, from postmaster.pid.
     public func postgresPID(of id: PGNodeID) -> pid_t? {
         guard let text = try? String(contentsOfFile: directory(of: id) + "/data/postmaster.pid", encoding: .utf8),

@@ -87,6 +87,8 @@ public final class NodeManager: Sendable {
         var stopping = false
         /// Since when the upstream has been found to lack WAL this standby needs.
         var upstreamLacksWALSince: ContinuousClock.Instant?
+        /// Whether the replayed log has shown this node registered.
+        var registered = false
     }
 
     public init(configuration: NodeManagerConfiguration, logger: Logger) throws {
@@ -100,7 +102,9 @@ public final class NodeManager: Sendable {
 
     var node: PGNodeID { configuration.node }
 
-    /// Runs until `stop()`: heartbeats in one task, log following and actions in another.
+    /// Runs until `stop()`, or until the node is dropped from the formation (then postgres is
+    /// stopped and it returns): heartbeats in one task, log following and actions in another.
+    /// Throws when the node is not registered at all.
     public func run() async throws {
         try postgres.writeReplicationPassword(configuration.replicationPassword)
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -205,11 +209,30 @@ public final class NodeManager: Sendable {
 
     private func controlLoop() async throws {
         var failures = 0
+        var unregisteredSince: ContinuousClock.Instant?
         while !Task.isCancelled && !isStopping {
             do {
                 try await refresh()
+                switch shared.withLock({ ($0.state[node] != nil, $0.registered) }) {
+                case (true, _):
+                    unregisteredSince = nil
+                case (false, true):
+                    // The log removed this node: it was dropped, and stopped postgres on the way.
+                    logger.notice("this node was dropped from the formation: the manager ends")
+                    await postgres.stop(.fast)
+                    return
+                case (false, false):
+                    // A witness that lags may not have applied the registration yet.
+                    let since = unregisteredSince ?? ContinuousClock.now
+                    unregisteredSince = since
+                    if ContinuousClock.now - since > .seconds(10) {
+                        throw NodeNotRegisteredError(node: node, formation: configuration.formation)
+                    }
+                }
                 try await step()
                 failures = 0
+            } catch let error as NodeNotRegisteredError {
+                throw error
             } catch {
                 failures += 1
                 logger.warning("step failed; retrying", metadata: ["error": "\(error)", "attempt": "\(failures)"])
@@ -222,12 +245,26 @@ public final class NodeManager: Sendable {
     /// Replays the committed entries this manager has not seen yet.
     func refresh() async throws {
         var state = shared.withLock { $0.state }
+        // The first replay goes through the whole history: its goals are not news.
+        let firstReplay = state.appliedIndex == 0
         try await ClusterLog.replay(from: client, into: &state) { step in
+            guard !firstReplay else { return }
             for change in step.changes where change.node == self.node {
                 self.logger.info("new goal", metadata: ["goal": "\(change.to.rawValue)", "reason": "\(change.reason)"])
             }
         }
-        shared.withLock { $0.state = state }
+        if firstReplay, state.appliedIndex > 0 {
+            let me = state[node]
+            logger.info(
+                "read the formation's log",
+                metadata: [
+                    "index": "\(state.appliedIndex)", "reached": "\(me?.reached.rawValue ?? "-")", "goal": "\(me?.goal.rawValue ?? "not registered")",
+                ])
+        }
+        shared.withLock { shared in
+            shared.state = state
+            if state[node] != nil { shared.registered = true }
+        }
     }
 
     /// One control step: supervise postgres, or run the action towards the goal.
@@ -460,6 +497,15 @@ public final class NodeManager: Sendable {
 
     private func ensureRunning() async throws {
         if !postgres.isRunning { try await postgres.start() }
+    }
+}
+
+/// The log does not know this node: nothing to manage until `node create` registers it.
+public struct NodeNotRegisteredError: Error, CustomStringConvertible {
+    public var node: PGNodeID
+    public var formation: String
+    public var description: String {
+        "node \(node) is not registered in formation \(formation): run `pgquorum node create` for it (again, if it was dropped)"
     }
 }
 
