@@ -197,7 +197,7 @@ struct DropCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "drop",
         abstract: "Remove a node from the formation.",
-        discussion: "The node's manager stops its postgres and reports dropped; the node then leaves the formation and the URI."
+        discussion: "The node's manager stops its postgres and reports dropped; the node then leaves the formation and the URI, and its manager exits 0. Its data directory stays; to bring it back, run `pgquorum node create` again (it gets a new id)."
     )
 
     @OptionGroup var options: FormationOptions
