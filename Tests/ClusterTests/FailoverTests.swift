@@ -32,6 +32,19 @@ struct FailoverTests {
         #expect(lost.isEmpty, "\(lost.count) acknowledged rows missing on node \(node): \(lost.prefix(10))", sourceLocation: sourceLocation)
     }
 
+    /// `node` is a standby again and, within 30 s, holds every row acknowledged so far.
+    func expectStandbyWithEveryAcknowledgedRow(
+        _ node: PGNodeID, _ writer: RowWriter, _ cluster: PGClusterFixture, sourceLocation: SourceLocation = #_sourceLocation
+    ) async throws {
+        let inRecovery = try await onOwnThread { try cluster.sql(on: node, "SELECT pg_is_in_recovery()") }
+        #expect(inRecovery == ["t"], "node \(node) is not a standby", sourceLocation: sourceLocation)
+        let acknowledged = writer.acknowledged
+        try await waitUntil("node \(node) replays every row acknowledged so far", timeout: .seconds(30)) {
+            let present = Set(try cluster.sql(on: node, "SELECT id FROM acked").compactMap { $0.flatMap(Int.init) })
+            return acknowledged.allSatisfy(present.contains)
+        }
+    }
+
     /// Runs `pgquorum ARGUMENTS` against the cluster's witnesses.
     func cli(_ cluster: PGClusterFixture, _ arguments: [String]) async throws -> CommandResult {
         let executable = try BuiltProducts.path(of: "pgquorum")
@@ -76,13 +89,7 @@ struct FailoverTests {
             // The old node comes back as a secondary of the new primary.
             try cluster.startManager(old)
             _ = try await cluster.waitForHealthy(timeout: .seconds(90))
-            let inRecovery = try await onOwnThread { try cluster.sql(on: old, "SELECT pg_is_in_recovery()") }
-            #expect(inRecovery == ["t"])
-            try await waitUntil("the old primary replays every acknowledged row", timeout: .seconds(30)) {
-                let rows = try cluster.sql(on: old, "SELECT count(*) FROM acked WHERE id <= \(writer.acknowledged.last ?? 0)")
-                return Int(rows.first.flatMap { $0 } ?? "0")! >= writer.count
-            }
-            try await expectAllAcknowledged(writer, on: old, cluster)
+            try await expectStandbyWithEveryAcknowledgedRow(old, writer, cluster)
         }
     }
 
@@ -201,11 +208,7 @@ struct FailoverTests {
             let disable = try await cli(cluster, ["maintenance", "disable", "\(standby)"])
             #expect(disable.termination == .exited(code: 0), "\(disable.output)")
             _ = try await cluster.waitForHealthy(timeout: .seconds(90))
-            let acknowledged = writer.acknowledged
-            try await waitUntil("the standby replays every row acknowledged so far", timeout: .seconds(30)) {
-                let present = Set(try cluster.sql(on: standby, "SELECT id FROM acked").compactMap { $0.flatMap(Int.init) })
-                return acknowledged.allSatisfy(present.contains)
-            }
+            try await expectStandbyWithEveryAcknowledgedRow(standby, writer, cluster)
 
             // The primary in maintenance: a standby takes over first, the writer follows.
             let handedOver = ContinuousClock.now
@@ -228,13 +231,7 @@ struct FailoverTests {
             let healthy = try await cluster.waitForHealthy(timeout: .seconds(90))
             #expect(primary(healthy) == new)
             await writer.stop()
-            let inRecovery = try await onOwnThread { try cluster.sql(on: old, "SELECT pg_is_in_recovery()") }
-            #expect(inRecovery == ["t"])
-            try await waitUntil("the old primary replays every acknowledged row", timeout: .seconds(30)) {
-                let rows = try cluster.sql(on: old, "SELECT count(*) FROM acked")
-                return Int(rows.first.flatMap { $0 } ?? "0")! >= writer.count
-            }
-            try await expectAllAcknowledged(writer, on: old, cluster)
+            try await expectStandbyWithEveryAcknowledgedRow(old, writer, cluster)
         }
     }
 
