@@ -36,9 +36,22 @@ struct WitnessClientOptions: ParsableArguments {
     @Option(help: "Seconds to wait for the witnesses before giving up.")
     var timeout: Double = 10
 
+    @Option(
+        help: ArgumentHelp(
+            "A node's folder: its node.conf gives the witnesses and credentials not given otherwise (default: $PGQUORUM_NODE_DIR).",
+            valueName: "dir"))
+    var nodeDir: String?
+
+    /// node.conf of `--node-dir` (or $PGQUORUM_NODE_DIR), when one was named.
+    private func nodeConfiguration() throws -> NodeConfigFile? {
+        guard let directory = nodeDir ?? ProcessInfo.processInfo.environment["PGQUORUM_NODE_DIR"], !directory.isEmpty else { return nil }
+        return try NodeConfigFile.load(directory: directory)
+    }
+
     func endpoints() throws -> [WitnessEndpoint] {
-        guard let text = witnesses ?? ProcessInfo.processInfo.environment["PGQUORUM_WITNESSES"], !text.isEmpty else {
-            throw CommandFailure("no witness addresses: pass --witnesses HOST:PORT,… or set PGQUORUM_WITNESSES")
+        let fromNode = witnesses == nil ? try nodeConfiguration()?.values["witnesses"] : nil
+        guard let text = witnesses ?? ProcessInfo.processInfo.environment["PGQUORUM_WITNESSES"] ?? fromNode, !text.isEmpty else {
+            throw CommandFailure("no witness addresses: pass --witnesses HOST:PORT,… or set PGQUORUM_WITNESSES (or name a node's folder with --node-dir)")
         }
         return try text.split(separator: ",").map { item throws(WitnessConfigurationError) in
             try WitnessEndpoint(parsing: item.trimmingCharacters(in: .whitespaces))
@@ -46,8 +59,9 @@ struct WitnessClientOptions: ParsableArguments {
     }
 
     func loadCredentials() throws -> WitnessCredentials {
-        guard let path = credentials ?? ProcessInfo.processInfo.environment["PGQUORUM_CREDENTIALS"], !path.isEmpty else {
-            throw CommandFailure("no credentials file: pass --credentials FILE or set PGQUORUM_CREDENTIALS")
+        let fromNode = credentials == nil ? try nodeConfiguration()?.values["credentials"] : nil
+        guard let path = credentials ?? ProcessInfo.processInfo.environment["PGQUORUM_CREDENTIALS"] ?? fromNode, !path.isEmpty else {
+            throw CommandFailure("no credentials file: pass --credentials FILE or set PGQUORUM_CREDENTIALS (or name a node's folder with --node-dir)")
         }
         return try WitnessCredentials.load(from: path)
     }

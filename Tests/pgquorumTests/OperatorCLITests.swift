@@ -120,7 +120,7 @@ struct OperatorCLITests {
         }
     }
 
-    @Test("node create assigns the next id, keeps the id of an address created again, and refuses a clash of address or id")
+    @Test("node create assigns the next id, keeps the id of an address created again, and refuses a clash of address or id; --node-dir finds the witnesses")
     func nodeCreate() async throws {
         try await withFormation { cluster, _ in
             func create(_ name: String, port: Int, id: Int? = nil) async throws -> CommandResult {
@@ -143,6 +143,13 @@ struct OperatorCLITests {
             #expect(id.output == "Error: node id 2 is already beta at 127.0.0.1:5433; leave --id out to get a free one\n")
             let state = try await ClusterLog.load(from: cluster.client())
             #expect(state.sortedNodes.map(\.id) == [1, 2, 3, 4])
+
+            // On a node's host, its node.conf is enough to reach the witnesses.
+            let executable = try BuiltProducts.path(of: "pgquorum")
+            let fromNode = try await onOwnThread {
+                try runCommand(executable, ["status", "--node-dir", cluster.folder.appending("delta")], timeout: .seconds(60), check: false)
+            }
+            #expect(fromNode.termination == .exited(code: 0) && fromNode.output.contains("delta"), "\(fromNode.output)")
         }
     }
 
@@ -292,7 +299,7 @@ struct OperatorCLITests {
             #expect(wrongSecret.output.split(separator: "\n").count == 1, "\(wrongSecret.output)")
 
             let noAddresses = try await onOwnThread { try runCommand(executable, ["status"], timeout: .seconds(30), check: false) }
-            #expect(noAddresses.output.contains("no witness addresses: pass --witnesses HOST:PORT,… or set PGQUORUM_WITNESSES"))
+            #expect(noAddresses.output.contains("no witness addresses: pass --witnesses HOST:PORT,… or set PGQUORUM_WITNESSES (or name a node's folder with --node-dir)"))
         }
     }
 }
