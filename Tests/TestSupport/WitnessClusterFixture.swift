@@ -75,6 +75,11 @@ public final class WitnessClusterFixture: Sendable {
 
     public func isRunning(_ id: NodeID) -> Bool { state.withLock { $0.processes[id] }?.isRunning ?? false }
 
+    /// Sends `signal` to witness `id` (SIGSTOP and SIGCONT freeze and thaw it).
+    public func signal(_ id: NodeID, _ signal: Int32) {
+        state.withLock { $0.processes[id] }?.send(signal)
+    }
+
     /// SIGKILL, then waits until the process is gone.
     public func kill(_ id: NodeID) async {
         guard let process = state.withLock({ $0.processes.removeValue(forKey: id) }) else { return }

@@ -266,6 +266,31 @@ struct WitnessClusterTests {
         }
     }
 
+    @Test("a witness that hangs costs a client one attempt's share of its time: the others answer before the request times out")
+    func hungWitness() async throws {
+        try await withWitnessCluster { cluster in
+            try cluster.startAll()
+            let leader = try await cluster.waitForLeader()
+            let hung = try #require([NodeID(1), 2, 3].first { $0 != leader })
+            // The client asks the witness that will hang first, over a connection it already has.
+            let client = cluster.client([cluster.endpoint(of: hung)] + cluster.endpoints.filter { $0 != cluster.endpoint(of: hung) }, timeout: .seconds(6))
+            defer { client.close() }
+            _ = try await client.status(of: cluster.endpoint(of: hung))
+            cluster.signal(hung, SIGSTOP)
+            let started = ContinuousClock.now
+            let entries: [CommittedEntry]
+            do {
+                entries = try await client.read(from: 1)
+            } catch {
+                cluster.signal(hung, SIGCONT)
+                throw error
+            }
+            cluster.signal(hung, SIGCONT)
+            #expect(!entries.isEmpty)
+            print("hung witness: a read answered after \(ContinuousClock.now - started) (attempt timeout \(client.attemptTimeout))")
+        }
+    }
+
     @Test("SIGTERM stops a witness cleanly; a restart keeps its term, vote and log")
     func cleanShutdownAndRestart() async throws {
         try await withWitnessCluster { cluster in

@@ -221,6 +221,10 @@ public final class WitnessClient: Sendable {
     }
 
     /// Sends `request` to the leader (or any witness) until one answers or the time is up.
+    /// How long one attempt at one witness may take: a third of the request's time, at least a
+    /// second (a commit that waits for a slow disk is not a dead witness).
+    public var attemptTimeout: Duration { max(.seconds(1), requestTimeout / 3) }
+
     private func call(_ request: WitnessRequest, leaderOnly: Bool, only: WitnessEndpoint? = nil) async throws -> WitnessResponse {
         let deadline = ContinuousClock.now + requestTimeout
         var problems: [WitnessEndpoint: String] = [:]
@@ -237,7 +241,10 @@ public final class WitnessClient: Sendable {
                 do {
                     let connection = try await connection(to: endpoint)
                     used = connection
-                    let response = try await connection.request(request, timeout: deadline - ContinuousClock.now)
+                    // One witness that hangs (stopped, cut off, starved) gets a share of the
+                    // time, not all of it: the others are tried before the budget runs out.
+                    let response = try await connection.request(
+                        request, timeout: max(.milliseconds(10), min(deadline - ContinuousClock.now, attemptTimeout)))
                     guard case .failure(let failure) = response else {
                         if leaderOnly { state.withLock { $0.leader = endpoint } }
                         return response
