@@ -264,7 +264,7 @@ struct ReducerSimulationTests {
         let first = environment["REDUCER_SIMULATION_FIRST_SEED"].flatMap(UInt64.init) ?? 1
         print("reducer simulation: seeds \(first)..<\(first + count)")
         // A long CPU-bound loop: on a thread of its own, not on the shared cooperative pool.
-        let (totals, failure) = try await onOwnThread { () -> ([String: Int], String?) in
+        let (totals, failure) = try await inBackground { () -> ([String: Int], String?) in
             var totals: [String: Int] = [:]
             for seed in first..<(first + count) {
                 var simulation = ReducerSimulation(seed: seed)

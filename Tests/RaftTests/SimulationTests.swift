@@ -17,7 +17,7 @@ struct SimulationTests {
         print("raft simulation: seeds \(first)..<\(first + count)")
         // A long CPU-bound loop: on a thread of its own, not on the cooperative pool that the
         // other tests share.
-        let outcome = try await onOwnThread { () throws -> (Simulation.Statistics, String?) in
+        let outcome = try await inBackground { () throws -> (Simulation.Statistics, String?) in
             var totals = Simulation.Statistics()
             for seed in first..<(first + count) {
                 var simulation = try Simulation(seed: seed)

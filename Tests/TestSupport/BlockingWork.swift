@@ -15,3 +15,15 @@ public func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T)
         thread.start()
     }
 }
+
+/// Runs long CPU-bound work (the simulations) on a thread of its own at the lowest
+/// scheduling priority (nice 19): on a two-core machine, the tests that run beside it —
+/// witnesses, managers and postgres with timeouts of a few seconds — get the processors first,
+/// and it takes what they leave.
+public func inBackground<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await onOwnThread {
+        // Linux keeps the nice value per thread: PRIO_PROCESS with 0 is the calling thread.
+        _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 19)
+        return try body()
+    }
+}

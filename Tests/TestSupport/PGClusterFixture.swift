@@ -51,12 +51,13 @@ public final class PGClusterFixture: Sendable {
         try witnesses.startAll()
         _ = try await witnesses.waitForLeader()
         for id in ids {
-            let result = try runCommand(
-                executable,
+            let arguments =
                 [
                     "node", "create", "--dir", directory(of: id), "--name", "node\(id)", "--host", "127.0.0.1", "--port",
                     "\(port(of: id))", "--postgres-settings", "fsync=off", "--client-networks", "127.0.0.1/32", "--client-auth", "trust",
-                ] + (nodeArguments[id] ?? []) + connectionArguments, timeout: .seconds(60), check: false)
+                ] + (nodeArguments[id] ?? []) + connectionArguments
+            let executable = self.executable
+            let result = try await onOwnThread { try runCommand(executable, arguments, timeout: .seconds(60), check: false) }
             guard result.termination == .exited(code: 0) else { throw TestSupportError("node create \(id) failed: \(result.output)") }
             // Created one after the other, the nodes get ids 1, 2, 3… from the formation.
             guard result.output.hasPrefix("node \(id) (node\(id)) registered") else {
@@ -110,7 +111,9 @@ public final class PGClusterFixture: Sendable {
 
     /// The state replayed from the log.
     public func clusterState() async throws -> ClusterState {
-        let client = self.client(timeout: .seconds(3))
+        // Generous: a test process that shares two cores with postgres, witnesses and managers
+        // can be slow to read; this measures nothing.
+        let client = self.client(timeout: .seconds(15))
         defer { client.close() }
         return try await ClusterLog.load(from: client)
     }
