@@ -266,7 +266,7 @@ struct WitnessClusterTests {
         }
     }
 
-    @Test("a witness that hangs costs a client one attempt's share of its time: the others answer before the request times out")
+    @Test("a witness that hangs costs a client one attempt's share of its time, once: the others answer before the request times out")
     func hungWitness() async throws {
         try await withWitnessCluster { cluster in
             try cluster.startAll()
@@ -279,15 +279,21 @@ struct WitnessClusterTests {
             cluster.signal(hung, SIGSTOP)
             let started = ContinuousClock.now
             let entries: [CommittedEntry]
+            let again: Duration
             do {
                 entries = try await client.read(from: 1)
+                print("hung witness: a read answered after \(ContinuousClock.now - started) (attempt timeout \(client.attemptTimeout))")
+                // The next request tries the hung witness last: it does not wait for it again.
+                let second = ContinuousClock.now
+                _ = try await client.read(from: 1)
+                again = ContinuousClock.now - second
             } catch {
                 cluster.signal(hung, SIGCONT)
                 throw error
             }
             cluster.signal(hung, SIGCONT)
             #expect(!entries.isEmpty)
-            print("hung witness: a read answered after \(ContinuousClock.now - started) (attempt timeout \(client.attemptTimeout))")
+            #expect(again < client.attemptTimeout, "the second read waited \(again) for the hung witness again")
         }
     }
 

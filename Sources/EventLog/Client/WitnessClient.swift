@@ -22,8 +22,13 @@ public final class WitnessClient: Sendable {
         var connections: [WitnessEndpoint: WitnessConnection] = [:]
         /// The last witness known to lead.
         var leader: WitnessEndpoint?
+        /// Witnesses whose last attempt failed, and when: tried after the others for a while.
+        var failedAt: [WitnessEndpoint: ContinuousClock.Instant] = [:]
         var closed = false
     }
+
+    /// How long a witness that failed an attempt is tried after the others.
+    static let suspicion: Duration = .seconds(10)
 
     public init(
         endpoints: [WitnessEndpoint], credentials: WitnessCredentials, requestTimeout: Duration = .seconds(10),
@@ -220,21 +225,31 @@ public final class WitnessClient: Sendable {
         removed?.close()
     }
 
-    /// Sends `request` to the leader (or any witness) until one answers or the time is up.
     /// How long one attempt at one witness may take: a third of the request's time, at least a
     /// second (a commit that waits for a slow disk is not a dead witness).
     public var attemptTimeout: Duration { max(.seconds(1), requestTimeout / 3) }
 
+    /// The witnesses in the order to try them: the known leader first for `leaderOnly`
+    /// requests, and any witness whose last attempt failed lately after the others.
+    private func attemptOrder(leaderOnly: Bool) -> [WitnessEndpoint] {
+        let now = ContinuousClock.now
+        let (leader, failedAt) = state.withLock { ($0.leader, $0.failedAt) }
+        var order = endpoints
+        if leaderOnly, let leader {
+            order.removeAll { $0 == leader }
+            order.insert(leader, at: 0)
+        }
+        let suspect = { (endpoint: WitnessEndpoint) in failedAt[endpoint].map { now - $0 < Self.suspicion } ?? false }
+        return order.filter { !suspect($0) } + order.filter(suspect)
+    }
+
+    /// Sends `request` to the leader (or any witness) until one answers or the time is up.
     private func call(_ request: WitnessRequest, leaderOnly: Bool, only: WitnessEndpoint? = nil) async throws -> WitnessResponse {
         let deadline = ContinuousClock.now + requestTimeout
         var problems: [WitnessEndpoint: String] = [:]
         var round = 0
         while ContinuousClock.now < deadline {
-            var order = only.map { [$0] } ?? endpoints
-            if leaderOnly, let leader = state.withLock({ $0.leader }) {
-                order.removeAll { $0 == leader }
-                order.insert(leader, at: 0)
-            }
+            let order = only.map { [$0] } ?? attemptOrder(leaderOnly: leaderOnly)
             var redirected = false
             attempts: for endpoint in order where ContinuousClock.now < deadline {
                 var used: WitnessConnection?
@@ -245,6 +260,7 @@ public final class WitnessClient: Sendable {
                     // time, not all of it: the others are tried before the budget runs out.
                     let response = try await connection.request(
                         request, timeout: max(.milliseconds(10), min(deadline - ContinuousClock.now, attemptTimeout)))
+                    state.withLock { _ = $0.failedAt.removeValue(forKey: endpoint) }
                     guard case .failure(let failure) = response else {
                         if leaderOnly { state.withLock { $0.leader = endpoint } }
                         return response
@@ -265,8 +281,14 @@ public final class WitnessClient: Sendable {
                 } catch let error as WitnessClientError {
                     switch error {
                     case .refused, .failure: throw error
+                    case .timedOut:
+                        // Slow or hung: tried last for a while. Its connection stays, with
+                        // whatever else is in flight on it.
+                        problems[endpoint] = "\(error)"
+                        state.withLock { $0.failedAt[endpoint] = ContinuousClock.now }
                     default:
                         problems[endpoint] = "\(error)"
+                        state.withLock { $0.failedAt[endpoint] = ContinuousClock.now }
                         forget(endpoint, used)
                     }
                 }
