@@ -229,18 +229,16 @@ public final class WitnessClient: Sendable {
     /// second (a commit that waits for a slow disk is not a dead witness).
     public var attemptTimeout: Duration { max(.seconds(1), requestTimeout / 3) }
 
-    /// The witnesses in the order to try them: the known leader first for `leaderOnly`
-    /// requests, and any witness whose last attempt failed lately after the others.
+    /// The witnesses in the order to try them: any witness whose last attempt failed lately
+    /// after the others — except that a `leaderOnly` request tries the known leader first
+    /// (named by a redirect, it is the best guess whatever happened before).
     private func attemptOrder(leaderOnly: Bool) -> [WitnessEndpoint] {
         let now = ContinuousClock.now
         let (leader, failedAt) = state.withLock { ($0.leader, $0.failedAt) }
-        var order = endpoints
-        if leaderOnly, let leader {
-            order.removeAll { $0 == leader }
-            order.insert(leader, at: 0)
-        }
         let suspect = { (endpoint: WitnessEndpoint) in failedAt[endpoint].map { now - $0 < Self.suspicion } ?? false }
-        return order.filter { !suspect($0) } + order.filter(suspect)
+        let others = endpoints.filter { !(leaderOnly && $0 == leader) }
+        let first = leaderOnly ? leader.map { [$0] } ?? [] : []
+        return first + others.filter { !suspect($0) } + others.filter(suspect)
     }
 
     /// Sends `request` to the leader (or any witness) until one answers or the time is up.
@@ -269,7 +267,10 @@ public final class WitnessClient: Sendable {
                     case .notLeader:
                         problems[endpoint] = "not the leader"
                         if let text = failure.leaderAddress, let leader = try? WitnessEndpoint(parsing: text), leader != endpoint {
-                            state.withLock { $0.leader = leader }
+                            state.withLock { state in
+                                state.leader = leader
+                                state.failedAt.removeValue(forKey: leader)
+                            }
                             redirected = true
                             break attempts
                         }
