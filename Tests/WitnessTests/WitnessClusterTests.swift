@@ -196,11 +196,13 @@ struct WitnessClusterTests {
             let status = try WitnessResponse.decode(try frames.next().payload)
             #expect(status.id == 43)
             guard case .status = status.response else { throw TestSupportError("expected a status, got \(status.response)") }
-            // A client that authenticates, sends requests and never reads the answers.
+            // A client that authenticates, sends requests and never reads the answers. Each
+            // answer holds the whole log: with at least 1,000 entries (~100 kB an answer), 3,000
+            // of them are far more than the socket buffers hold, however the machine is loaded.
+            try await waitUntil("the log holds 1,000 entries", timeout: .seconds(60)) { acks.count >= 1_000 }
             let stalled = try RawSocket(port: port)
             try authenticate(stalled, credentials: cluster.credentials)
             var requests: [UInt8] = []
-            // Each answer holds the whole log (tens of kB): a few thousand fill every buffer.
             for id in 1...3_000 {
                 requests += Frame(kind: WitnessFrameKind.request.rawValue, payload: WitnessRequest.read(from: 1, maxEntries: 10_000).encoded(id: UInt64(id)))
                     .encoded()
