@@ -7,7 +7,8 @@ import Synchronization
 /// The client of the witness quorum that node managers and the CLI use (DESIGN §1).
 ///
 /// Appends, reports and membership changes go to the leader: the client follows a follower's
-/// answer to the leader's address and retries across witnesses until `requestTimeout`. Reads,
+/// answer to the leader's address and retries across witnesses until `requestTimeout`, giving
+/// each attempt at most `attemptTimeout` and trying a witness that just failed last. Reads,
 /// snapshots and streams work from any witness. A retried append whose first attempt did
 /// commit is appended twice: events are facts that are safe to repeat.
 public final class WitnessClient: Sendable {
