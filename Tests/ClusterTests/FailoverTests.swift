@@ -21,13 +21,18 @@ struct FailoverTests {
         }
     }
 
+    /// The ids of the writer's rows on `node` (a blocking query).
+    func rows(on node: PGNodeID, _ cluster: PGClusterFixture) throws -> Set<Int> {
+        Set(try cluster.sql(on: node, "SELECT id FROM acked").compactMap { $0.flatMap(Int.init) })
+    }
+
     /// Every row acknowledged so far is on `node` (the writer may still be writing: what it
     /// acknowledged is taken before the rows are read).
     func expectAllAcknowledged(_ writer: RowWriter, on node: PGNodeID, _ cluster: PGClusterFixture, sourceLocation: SourceLocation = #_sourceLocation)
         async throws
     {
         let acknowledged = writer.acknowledged
-        let present = Set(try await onOwnThread { try cluster.sql(on: node, "SELECT id FROM acked").compactMap { $0.flatMap(Int.init) } })
+        let present = try await onOwnThread { try rows(on: node, cluster) }
         let lost = acknowledged.filter { !present.contains($0) }
         #expect(lost.isEmpty, "\(lost.count) acknowledged rows missing on node \(node): \(lost.prefix(10))", sourceLocation: sourceLocation)
     }
@@ -40,7 +45,7 @@ struct FailoverTests {
         #expect(inRecovery == ["t"], "node \(node) is not a standby", sourceLocation: sourceLocation)
         let acknowledged = writer.acknowledged
         try await waitUntil("node \(node) replays every row acknowledged so far", timeout: .seconds(30)) {
-            let present = Set(try cluster.sql(on: node, "SELECT id FROM acked").compactMap { $0.flatMap(Int.init) })
+            let present = try rows(on: node, cluster)
             return acknowledged.allSatisfy(present.contains)
         }
     }

@@ -14,48 +14,37 @@ extension ClusterState {
             }
             if enabled { startMaintenance(id, &changes) } else { stopMaintenance(id, &changes) }
         case .dropNode(let id):
-            guard let node = nodes[id] else {
-                waitingReason = "drop request ignored: node \(id) is not registered"
-                return
-            }
-            if electionInProgress && [.reportLSN, .fastForward, .preparePromotion, .stopReplication].contains(node.goal) {
-                // Its WAL may be the only copy of acknowledged writes the election must find.
-                waitingReason = "drop of node \(id) refused: it takes part in the election in progress"
-                return
-            }
-            let wasPrimary = Self.writableGoals.contains(node.goal) || Self.primaryOwnedGoals.contains(node.goal)
-            let leavesQuorum = primaryNode.map { primary in quorumStandbys(excluding: primary.id).contains { $0.id == id } } ?? false
-            assign(id, .dropped, "dropped by the operator", &changes)
-            if wasPrimary {
-                askForLSNReports(excluding: id, &changes)
-            } else if leavesQuorum {
-                resynchronize(after: id, &changes)
-            }
+            drop(id, forced: false, &changes)
         case .forceDrop(let id):
-            forceDrop(id, &changes)
+            drop(id, forced: true, &changes)
         }
     }
 
-    /// `pgquorum drop --force`: the node's manager is gone for good, so nobody will report it
-    /// stopped. Safe only when it cannot be writing: not a primary, or a primary whose lease
-    /// has provably run out (then an election follows).
-    private mutating func forceDrop(_ id: PGNodeID, _ changes: inout [GoalChange]) {
+    /// `pgquorum drop [--force]`. Unforced, the node's manager stops postgres and reports it.
+    /// Forced, that manager is gone for good, so nobody will: safe only when the node cannot
+    /// be writing — not a primary, or a primary whose lease has provably run out (then an
+    /// election follows).
+    private mutating func drop(_ id: PGNodeID, forced: Bool, _ changes: inout [GoalChange]) {
         guard let node = nodes[id] else {
-            waitingReason = "forced drop ignored: node \(id) is not registered"
+            waitingReason = "\(forced ? "forced drop" : "drop request") ignored: node \(id) is not registered"
             return
         }
         if electionInProgress && [.reportLSN, .fastForward, .preparePromotion, .stopReplication].contains(node.goal) {
-            waitingReason = "forced drop of node \(id) refused: it takes part in the election in progress"
+            // Its WAL may be the only copy of acknowledged writes the election must find.
+            waitingReason = "\(forced ? "forced drop" : "drop") of node \(id) refused: it takes part in the election in progress"
             return
         }
-        let ownsPrimary = [node.goal, node.reached].contains { Self.writableGoals.contains($0) || Self.primaryOwnedGoals.contains($0) }
-        if ownsPrimary && !leaseExpired(node) {
+        // Forced, the state it last reached counts too: nobody will report it leaving it.
+        let ownsPrimary = (forced ? [node.goal, node.reached] : [node.goal]).contains {
+            Self.writableGoals.contains($0) || Self.primaryOwnedGoals.contains($0)
+        }
+        if forced && ownsPrimary && !leaseExpired(node) {
             waitingReason = "forced drop of node \(id) refused: it is the primary and its lease may still run; switch over or wait until it is unhealthy"
             return
         }
         let leavesQuorum = primaryNode.map { primary in primary.id != id && quorumStandbys(excluding: primary.id).contains { $0.id == id } } ?? false
-        assign(id, .dropped, "dropped by the operator, forced: its manager will not report", &changes)
-        nodes.update(id) { $0.reached = .dropped }
+        assign(id, .dropped, forced ? "dropped by the operator, forced: its manager will not report" : "dropped by the operator", &changes)
+        if forced { nodes.update(id) { $0.reached = .dropped } }
         if ownsPrimary {
             askForLSNReports(excluding: id, &changes)
         } else if leavesQuorum {
