@@ -11,6 +11,10 @@ public enum MessageKind: UInt8, Sendable, Equatable, CaseIterable, CustomStringC
     case heartbeatResponse = 8
     case snapshot = 9
     case timeoutNow = 10
+    /// Follower → leader: confirm leadership and tell me the read index (thesis §6.4).
+    case readIndex = 11
+    /// Leader → follower: the read index for the request with `context`.
+    case readIndexResponse = 12
 
     public var description: String {
         switch self {
@@ -24,6 +28,8 @@ public enum MessageKind: UInt8, Sendable, Equatable, CaseIterable, CustomStringC
         case .heartbeatResponse: return "HeartbeatResp"
         case .snapshot: return "Snap"
         case .timeoutNow: return "TimeoutNow"
+        case .readIndex: return "ReadIndex"
+        case .readIndexResponse: return "ReadIndexResp"
         }
     }
 
@@ -54,6 +60,10 @@ public struct Message: Sendable, Equatable {
     /// Vote request sent after a leadership transfer: voters grant it even while they
     /// still follow a live leader.
     public var force: Bool = false
+    /// Heartbeat and its response: the leader's latest read round (0: none), echoed back so
+    /// the leader knows which reads a quorum has confirmed. ReadIndex and its response: the
+    /// requester's own context, returned unchanged.
+    public var context: UInt64 = 0
 
     public init(kind: MessageKind, from: NodeID, to: NodeID, term: UInt64) {
         self.kind = kind
@@ -77,8 +87,14 @@ extension Message: CustomStringConvertible {
         case .voteResponse, .preVoteResponse:
             text += reject ? " rejected" : " granted"
         case .heartbeat:
-            text += " commit=\(commit)"
-        case .heartbeatResponse, .timeoutNow:
+            text += " commit=\(commit)" + (context > 0 ? " read=\(context)" : "")
+        case .heartbeatResponse:
+            if context > 0 { text += " read=\(context)" }
+        case .readIndex:
+            text += " context=\(context)"
+        case .readIndexResponse:
+            text += " context=\(context) index=\(index)"
+        case .timeoutNow:
             break
         case .snapshot:
             if let snapshot {

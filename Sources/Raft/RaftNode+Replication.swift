@@ -68,12 +68,14 @@ extension RaftNode {
         }
     }
 
-    private mutating func broadcastHeartbeat() {
+    mutating func broadcastHeartbeat() {
         for voter in sortedVoters where voter != id {
             guard let peer = progress[voter] else { continue }
             var heartbeat = Message(kind: .heartbeat, from: id, to: voter, term: term)
             // Never let a follower commit past what it is known to hold.
             heartbeat.commit = min(peer.match, log.committed)
+            // Every heartbeat asks for the latest read round, so a lost one is made good by the next.
+            heartbeat.context = readRound
             send(heartbeat)
         }
     }
@@ -141,10 +143,13 @@ extension RaftNode {
                 peer.inflight.removeFirst()
             }
             progress[message.from] = peer
+            if message.context > 0 { acknowledgeReadRound(message.context, from: message.from) }
             if peer.match < (try log.lastIndex()) { _ = try sendAppend(to: message.from, sendIfEmpty: true) }
+        case .readIndex:
+            startReadRound(for: message.from, context: message.context)
         case .append, .heartbeat, .snapshot:
             throw RaftError.protocolViolation("replica \(message.from) acts as leader in term \(term), which \(id) leads")
-        case .vote, .preVote, .voteResponse, .preVoteResponse, .timeoutNow:
+        case .vote, .preVote, .voteResponse, .preVoteResponse, .timeoutNow, .readIndexResponse:
             break
         }
     }
@@ -254,7 +259,9 @@ extension RaftNode {
     mutating func handleHeartbeat(_ message: Message) throws {
         log.commit(to: min(message.commit, try log.lastIndex()))
         try applyCommittedMembershipChanges()
-        send(Message(kind: .heartbeatResponse, from: id, to: message.from, term: term))
+        var response = Message(kind: .heartbeatResponse, from: id, to: message.from, term: term)
+        response.context = message.context
+        send(response)
     }
 
     mutating func handleSnapshot(_ message: Message) throws {

@@ -105,7 +105,11 @@ extension RaftNode {
         case .timeoutNow:
             // The leader hands over to us: campaign at once, skipping pre-vote.
             if isPromotable { try campaign(.transfer) }
-        case .appendResponse, .heartbeatResponse, .voteResponse, .preVoteResponse, .vote, .preVote:
+        case .readIndexResponse:
+            // Only the leader of our term confirms reads; stepTerm dropped older terms.
+            guard message.from == leader else { return }
+            readStates.append(ReadState(context: message.context, index: message.index))
+        case .appendResponse, .heartbeatResponse, .voteResponse, .preVoteResponse, .vote, .preVote, .readIndex:
             // Late answers to a role we no longer hold.
             break
         }
@@ -135,7 +139,8 @@ extension RaftNode {
             case .pending:
                 break
             }
-        case .voteResponse, .preVoteResponse, .appendResponse, .heartbeatResponse, .timeoutNow, .vote, .preVote:
+        case .voteResponse, .preVoteResponse, .appendResponse, .heartbeatResponse, .timeoutNow, .vote, .preVote,
+            .readIndex, .readIndexResponse:
             break
         }
     }
@@ -153,6 +158,7 @@ extension RaftNode {
         votes = [:]
         progress = [:]
         transferee = nil
+        clearReadRounds()
         leader = nil
         role = .preCandidate
     }
@@ -181,6 +187,7 @@ extension RaftNode {
         // (paper §5.4.2, §8), and a membership change waits for it (thesis §4.1 fix of the
         // single-server change bug).
         pendingMembershipIndex = try appendEntries([Entry(term: 0, index: 0)])
+        termStartIndex = pendingMembershipIndex
     }
 
     /// Clears per-term state; a new term also clears the vote.
@@ -197,6 +204,7 @@ extension RaftNode {
         progress = [:]
         transferee = nil
         pendingMembershipIndex = 0
+        clearReadRounds()
     }
 
     mutating func campaign(_ kind: CampaignKind) throws {

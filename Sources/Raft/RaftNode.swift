@@ -23,6 +23,17 @@ public struct RaftNode {
     var progress: [NodeID: Progress] = [:]
     /// On the leader: its own persisted index moved; the commit index may follow.
     var ownPersistencePending = false
+    /// On the leader: the index of its first entry of this term (the empty entry). A read
+    /// index is never below it, so a new leader serves no read before its first commit.
+    var termStartIndex: UInt64 = 0
+    /// On the leader: reads waiting for a quorum to confirm its leadership, oldest first.
+    var readRounds: [ReadRound] = []
+    /// On the leader: the latest read round of this term; every heartbeat carries it.
+    var readRound: UInt64 = 0
+    /// On the leader: the latest read round each voter has acknowledged in this term.
+    var readAcks: [NodeID: UInt64] = [:]
+    /// Reads confirmed since the last `ready()`.
+    var readStates: [ReadState] = []
     /// On a (pre-)candidate: the answers received, true for granted.
     var votes: [NodeID: Bool] = [:]
     var electionElapsed = 0
@@ -155,6 +166,7 @@ public struct RaftNode {
     public func hasReady() -> Bool {
         if softState != previousSoftState || hardState != previousHardState || ownPersistencePending { return true }
         if !messages.isEmpty || !log.unstableEntries.isEmpty || log.unstableSnapshot != nil { return true }
+        if !readStates.isEmpty { return true }
         return log.committed > log.applied
     }
 
@@ -173,6 +185,8 @@ public struct RaftNode {
             ready.committedEntries = try log.nextCommittedEntries(maxBytes: config.maxCommittedSizePerReadyBytes)
             ready.messages = messages
             messages.removeAll()
+            ready.readStates = readStates
+            readStates.removeAll()
             return ready
         }
     }

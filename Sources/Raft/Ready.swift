@@ -32,10 +32,26 @@ public struct Ready: Sendable, Equatable {
     /// Committed entries to apply, in order (persisted already, or persisted in step 1).
     public var committedEntries: [Entry] = []
     public var messages: [Message] = []
+    /// Reads confirmed since the last `Ready` (thesis §6.4): serve each once the application
+    /// has applied up to its index. Nothing to persist.
+    public var readStates: [ReadState] = []
 
     public var isEmpty: Bool {
         softState == nil && hardState == nil && entries.isEmpty && snapshot == nil
-            && committedEntries.isEmpty && messages.isEmpty
+            && committedEntries.isEmpty && messages.isEmpty && readStates.isEmpty
+    }
+}
+
+/// A linearizable read that the leader confirmed: once this replica has applied `index`, its
+/// state reflects every entry committed before the read was asked for (Raft thesis §6.4).
+public struct ReadState: Sendable, Equatable {
+    /// The shell's own number for the read (or batch of reads), as given to `readIndex`.
+    public var context: UInt64
+    public var index: UInt64
+
+    public init(context: UInt64, index: UInt64) {
+        self.context = context
+        self.index = index
     }
 }
 

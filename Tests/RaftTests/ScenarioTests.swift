@@ -76,8 +76,12 @@ struct ScenarioRunner {
         case "transfer-leadership":
             let target = try id(1)
             try cluster.with(try id(0)) { try $0.transferLeadership(to: target) }
+        case "read-index":
+            let context = arguments.count > 1 ? UInt64(arguments[1]) ?? 0 : 0
+            try cluster.with(try id(0)) { try $0.readIndex(context: context) }
         case "deliver": try cluster.deliverRound(to: arguments.isEmpty ? nil : try id(0))
         case "stabilize": try cluster.stabilize()
+        case "process-ready": break
         case "partition":
             let groups = arguments.split(separator: "|").map { $0.compactMap { NodeID($0) } }
             cluster.partition(groups)

@@ -60,6 +60,8 @@ final class Cluster {
             trace.append("\(id) installed snapshot \(metadata.term)/\(metadata.index)")
         case .applied(let entry, _):
             trace.append("\(id) applied \(entry.shortDescription)")
+        case .readState(let read):
+            trace.append("\(id) read confirmed: context=\(read.context) index=\(read.index)")
         }
     }
 

@@ -41,6 +41,7 @@ enum ReplicaEvent {
     case persisted([Entry])
     case snapshotInstalled(SnapshotMetadata, hash: UInt64)
     case applied(Entry, hash: UInt64)
+    case readState(ReadState)
 }
 
 /// One replica in a test: a Raft core over a `MemoryStorage` that plays the disk, and the
@@ -94,6 +95,7 @@ final class Replica {
                 stateMachine.apply(entry)
                 events.append(.applied(entry, hash: stateMachine.hash))
             }
+            events += ready.readStates.map { .readState($0) }
             node.advance(ready)
         }
         raft = node

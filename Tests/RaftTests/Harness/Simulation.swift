@@ -285,6 +285,8 @@ struct Simulation {
             if let applied = appliedAt[metadata.index], applied.hash != hash || applied.term != metadata.term {
                 throw failure("replica \(id) installed a snapshot at \(metadata.index) that differs from what was applied")
             }
+        case .readState:
+            break
         case .applied(let entry, let hash):
             if let applied = appliedAt[entry.index] {
                 guard applied.term == entry.term, applied.hash == hash else {
