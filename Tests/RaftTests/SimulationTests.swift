@@ -9,7 +9,7 @@ struct SimulationTests {
     /// CI runs `RAFT_SIMULATION_SEEDS` seeds (1,000 by default) from `RAFT_SIMULATION_FIRST_SEED`.
     /// A failing seed is printed and replays exactly with `RAFT_SIMULATION_FIRST_SEED=N
     /// RAFT_SIMULATION_SEEDS=1`.
-    @Test("safety under faults, then liveness once healed, over many seeds")
+    @Test("safety and linearizable reads under faults, then liveness once healed, over many seeds")
     func manySeeds() async throws {
         let environment = ProcessInfo.processInfo.environment
         let count = environment["RAFT_SIMULATION_SEEDS"].flatMap(UInt64.init) ?? 1000
@@ -35,6 +35,10 @@ struct SimulationTests {
                 totals.membershipChanges += s.membershipChanges
                 totals.transfers += s.transfers
                 totals.committed += s.committed
+                totals.oneWayCuts += s.oneWayCuts
+                totals.lateMessages += s.lateMessages
+                totals.writesAcknowledged += simulation.clientWritesAcknowledged
+                totals.readsServed += s.readsServed
             }
             return (totals, nil)
         }
@@ -51,6 +55,10 @@ struct SimulationTests {
         #expect(totals.membershipChanges > 0)
         #expect(totals.transfers > 0)
         #expect(totals.committed > 10 * count)
+        #expect(totals.oneWayCuts > count)
+        #expect(totals.lateMessages > count)
+        #expect(totals.writesAcknowledged > 10 * count)
+        #expect(totals.readsServed > 10 * count)
     }
 
     @Test("the same seed replays exactly")

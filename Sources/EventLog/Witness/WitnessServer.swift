@@ -33,10 +33,8 @@ public final class WitnessServer: @unchecked Sendable {
     private var readyScheduled = false
     private var stopped = false
     private var applied: UInt64 = 0
-    /// The hard state last written to disk, and a newer one that differs only in its commit
-    /// index and waits for the next write that must reach the disk anyway.
-    private var durableHardState = HardState()
-    private var deferredHardState: HardState?
+    /// A change of the commit index alone waits for the next write that must reach the disk.
+    private var persistence = CommitDeferringPersistence(durable: HardState())
     /// The address book from the log (witness id → address).
     private var loggedAddresses: [NodeID: String] = [:]
     private var links: [NodeID: PeerLink] = [:]
@@ -170,7 +168,7 @@ public final class WitnessServer: @unchecked Sendable {
         config.heartbeatTicks = configuration.heartbeatTicks
         config.applied = snapshot.metadata.index
         applied = snapshot.metadata.index
-        durableHardState = hardState
+        persistence = CommitDeferringPersistence(durable: hardState)
         node = try RaftNode(config: config, storage: storage)
         let last = try storage.lastIndex()
         logger.info(
@@ -232,23 +230,11 @@ public final class WitnessServer: @unchecked Sendable {
     }
 
     /// Writes what Raft needs on disk before messages go out. A change of the commit index
-    /// alone is not flushed on its own (it costs two fsyncs and nothing depends on it: a
-    /// restarted witness relearns the commit index from the leader); it rides along with the
-    /// next entries, term or vote, which are flushed before anything is sent.
+    /// alone is not flushed on its own (it costs two fsyncs and nothing depends on it; see
+    /// `CommitDeferringPersistence`).
     private func persist(_ ready: Ready) throws {
-        let hardState = ready.hardState ?? deferredHardState
-        if let candidate = hardState, ready.entries.isEmpty, ready.snapshot == nil,
-            candidate.term == durableHardState.term, candidate.vote == durableHardState.vote
-        {
-            deferredHardState = candidate
-            return
-        }
-        guard hardState != nil || !ready.entries.isEmpty || ready.snapshot != nil else { return }
-        try storage.persist(hardState: hardState, entries: ready.entries, snapshot: ready.snapshot)
-        if let hardState {
-            durableHardState = hardState
-            deferredHardState = nil
-        }
+        guard let plan = persistence.plan(ready) else { return }
+        try storage.persist(hardState: plan.hardState, entries: plan.entries, snapshot: plan.snapshot)
     }
 
     private func fatal(_ reason: String) {

@@ -1,11 +1,18 @@
 @testable import Raft
 
 /// A test application: it folds every applied command into a running hash, so two replicas
-/// that applied the same commands in the same order have the same hash at the same index.
+/// that applied the same commands in the same order have the same hash at the same index. It
+/// also keeps a register per key, written by `write` commands, for the clients' reads.
 struct StateMachine: Equatable {
     var appliedIndex: UInt64 = 0
     var hash: UInt64 = 0xcbf2_9ce4_8422_2325
     var membership = Membership()
+    var registers: [UInt8: UInt64] = [:]
+
+    /// A command that sets register `key` to `value`: "W", the key, the value (8 bytes).
+    static func write(key: UInt8, value: UInt64) -> [UInt8] {
+        [UInt8(ascii: "W"), key] + (0..<8).map { UInt8(truncatingIfNeeded: value >> ($0 * 8)) }
+    }
 
     mutating func apply(_ entry: Entry) {
         precondition(entry.index == appliedIndex + 1, "applied \(entry.index) after \(appliedIndex)")
@@ -16,22 +23,38 @@ struct StateMachine: Equatable {
         if entry.kind == .membershipChange, let change = MembershipChange(encoded: entry.data) {
             membership = membership.applying(change)
         }
+        if entry.kind == .normal, entry.data.count == 10, entry.data[0] == UInt8(ascii: "W") {
+            registers[entry.data[1]] = Self.decode(entry.data[2...])
+        }
     }
 
-    /// The snapshot payload: applied index and hash, 16 bytes.
+    /// The snapshot payload: applied index, hash, then each register (key, value), sorted.
     var snapshotData: [UInt8] {
-        (0..<8).map { UInt8(truncatingIfNeeded: appliedIndex >> ($0 * 8)) } + (0..<8).map { UInt8(truncatingIfNeeded: hash >> ($0 * 8)) }
+        var bytes = Self.encode(appliedIndex) + Self.encode(hash)
+        for key in registers.keys.sorted() { bytes += [key] + Self.encode(registers[key]!) }
+        return bytes
     }
 
     init() {}
 
     init(snapshot: Snapshot) {
         let bytes = snapshot.data
-        precondition(bytes.count == 16, "snapshot data of \(bytes.count) bytes")
-        appliedIndex = (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[$1]) << ($1 * 8) }
-        hash = (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[8 + $1]) << ($1 * 8) }
+        precondition(bytes.count >= 16 && (bytes.count - 16) % 9 == 0, "snapshot data of \(bytes.count) bytes")
+        appliedIndex = Self.decode(bytes[0..<8])
+        hash = Self.decode(bytes[8..<16])
+        for start in stride(from: 16, to: bytes.count, by: 9) {
+            registers[bytes[start]] = Self.decode(bytes[(start + 1)..<(start + 9)])
+        }
         membership = snapshot.metadata.membership
         precondition(appliedIndex == snapshot.metadata.index, "snapshot data index \(appliedIndex) != \(snapshot.metadata.index)")
+    }
+
+    private static func encode(_ value: UInt64) -> [UInt8] {
+        (0..<8).map { UInt8(truncatingIfNeeded: value >> ($0 * 8)) }
+    }
+
+    private static func decode(_ bytes: ArraySlice<UInt8>) -> UInt64 {
+        bytes.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << ($1.offset * 8) }
     }
 }
 
@@ -53,6 +76,9 @@ final class Replica {
     var raft: RaftNode?
     var stateMachine = StateMachine()
     var configTemplate: RaftConfig
+    /// The witness's rule: a commit-index-only hard state waits for the next real write, so a
+    /// crash may forget it (`CommitDeferringPersistence`).
+    var persistence = CommitDeferringPersistence(durable: HardState())
 
     init(id: NodeID, config: RaftConfig) {
         self.id = id
@@ -69,6 +95,7 @@ final class Replica {
         config.seed = seed
         config.applied = stateMachine.appliedIndex
         raft = try RaftNode(config: config, storage: storage)
+        persistence = CommitDeferringPersistence(durable: try storage.initialState().hardState)
     }
 
     func crash() {
@@ -83,7 +110,9 @@ final class Replica {
         var events: [ReplicaEvent] = []
         while node.hasReady() {
             let ready = try node.ready()
-            try storage.persist(hardState: ready.hardState, entries: ready.entries, snapshot: ready.snapshot)
+            if let plan = persistence.plan(ready) {
+                try storage.persist(hardState: plan.hardState, entries: plan.entries, snapshot: plan.snapshot)
+            }
             if let soft = ready.softState { events.append(.softState(soft, term: node.term)) }
             if !ready.entries.isEmpty { events.append(.persisted(ready.entries)) }
             messages += ready.messages

@@ -9,10 +9,15 @@ struct SimulationFailure: Error, CustomStringConvertible {
 }
 
 /// A deterministic simulation of a Raft cluster under faults (TigerBeetle VOPR style): one
-/// seed decides everything — cluster size, fault rates, which messages are dropped, delayed,
-/// duplicated or reordered, partitions, crashes and restarts, compactions, membership changes
-/// and leadership transfers. Invariants are checked after every tick; then every fault is
-/// healed and the cluster must elect a leader and commit a new proposal within a bound.
+/// seed decides everything — cluster size, fault rates, which messages are dropped, delayed
+/// (a few ticks, or now and then for many, so that messages of old terms arrive late),
+/// duplicated or reordered, partitions (both ways, or one direction of one link), crashes and
+/// restarts, compactions, membership changes and leadership transfers. Replicas persist with the
+/// witness's policy (a commit-index-only change waits for the next write; a leader's appends may
+/// leave before its own write). Clients write registers through whichever replica thinks it
+/// leads and read them through any replica with ReadIndex; their history must be linearizable.
+/// Invariants are checked after every tick; then every fault is healed and the cluster must
+/// elect a leader and commit a new proposal within a bound.
 struct Simulation {
     struct Options {
         var faultTicks = 400
@@ -38,9 +43,13 @@ struct Simulation {
     /// Per-replica group; messages cross groups only when the partition is healed.
     var groupOf: [NodeID: Int] = [:]
     var partitionEndsAt = 0
+    /// Directed links (from, to) that drop every message until `oneWayCutEndsAt`.
+    var oneWayCuts: Set<[NodeID]> = []
+    var oneWayCutEndsAt = 0
     var dropPercent: UInt64
     var duplicatePercent: UInt64
     var maxDelayTicks: Int
+    var clients = ClientHistory()
 
     // What the checker has seen.
     var leaderOfTerm: [UInt64: NodeID] = [:]
@@ -67,7 +76,13 @@ struct Simulation {
         var membershipChanges = 0
         var transfers = 0
         var committed: UInt64 = 0
+        var oneWayCuts = 0
+        var lateMessages = 0
+        var writesAcknowledged = 0
+        var readsServed = 0
     }
+
+    var clientWritesAcknowledged: Int { clients.acknowledgedWrites }
 
     init(seed: UInt64, options: Options = Options()) throws {
         self.seed = seed
@@ -111,10 +126,12 @@ struct Simulation {
     mutating func run() throws {
         for _ in 0..<options.faultTicks {
             try injectFaults()
+            try injectClientRequests()
             try step(faulty: true)
         }
         try heal()
         try checkLiveness()
+        try checkLinearizability()
     }
 
     // MARK: - One tick
@@ -139,6 +156,7 @@ struct Simulation {
             for flight in due { try deliver(flight.message) }
             precondition(round < 199, "seed \(seed): messages kept flowing within one tick")
         }
+        serveConfirmedReads()
         try checkInvariants()
     }
 
@@ -164,11 +182,17 @@ struct Simulation {
     private mutating func send(_ message: Message, faulty: Bool) {
         if faulty {
             if groupOf[message.from] != groupOf[message.to] { return }
+            if oneWayCuts.contains([message.from, message.to]) { return }
             if roll(dropPercent * 10) { return }
         }
         let copies = faulty && roll(duplicatePercent * 10) ? 2 : 1
         for _ in 0..<copies {
-            let delay = faulty && maxDelayTicks > 0 ? Int(rng.next() % UInt64(maxDelayTicks + 1)) : (rng.next() % 2 == 0 ? 0 : 1)
+            var delay = faulty && maxDelayTicks > 0 ? Int(rng.next() % UInt64(maxDelayTicks + 1)) : (rng.next() % 2 == 0 ? 0 : 1)
+            if faulty && roll(10) {
+                // Held up for many election timeouts: it arrives from a term long past.
+                delay = 20 + Int(rng.next() % 80)
+                statistics.lateMessages += 1
+            }
             sequence += 1
             // Ties are broken by a random sequence when delays reorder, by send order otherwise.
             network.append(InFlight(deliverAt: now + delay, sequence: faulty ? Int(rng.next() % 1_000_000) : sequence, message: message))
@@ -199,6 +223,20 @@ struct Simulation {
             statistics.partitions += 1
             for id in ids { groupOf[id] = Int(rng.next() % 2) }
             partitionEndsAt = now + 10 + Int(rng.next() % 60)
+        }
+        if roll(6), let leaderID = ids.first(where: { replicas[$0]!.raft?.role == .leader }) {
+            // The leader alone on one side: it leads on until check-quorum deposes it, while the
+            // others may elect a new leader and commit (where a stale read would come from).
+            statistics.partitions += 1
+            for id in ids { groupOf[id] = id == leaderID ? 1 : 0 }
+            partitionEndsAt = now + 20 + Int(rng.next() % 60)
+        }
+        if now >= oneWayCutEndsAt { oneWayCuts = [] }
+        if roll(8), let from = pick(ids), let to = pick(ids.filter { $0 != from }) {
+            // One direction of one link: `to` hears nothing from `from`, `from` hears `to`.
+            statistics.oneWayCuts += 1
+            oneWayCuts.insert([from, to])
+            oneWayCutEndsAt = max(oneWayCutEndsAt, now + 10 + Int(rng.next() % 60))
         }
         let upIDs = ids.filter { replicas[$0]!.isUp }
         if roll(6), upIDs.count > 1, let victim = pick(upIDs) {
@@ -241,11 +279,13 @@ struct Simulation {
 
     private mutating func crash(_ id: NodeID) {
         statistics.crashes += 1
+        clients.replicaCrashed(id)
         replicas[id]!.crash()
         restartAt[id] = now + 5 + Int(rng.next() % 40)
     }
 
     private mutating func heal() throws {
+        oneWayCuts = []
         for id in ids {
             groupOf[id] = 0
             if !replicas[id]!.isUp {
@@ -285,9 +325,10 @@ struct Simulation {
             if let applied = appliedAt[metadata.index], applied.hash != hash || applied.term != metadata.term {
                 throw failure("replica \(id) installed a snapshot at \(metadata.index) that differs from what was applied")
             }
-        case .readState:
-            break
+        case .readState(let read):
+            clients.readConfirmed(on: id, read)
         case .applied(let entry, let hash):
+            clients.applied(entry)
             if let applied = appliedAt[entry.index] {
                 guard applied.term == entry.term, applied.hash == hash else {
                     throw failure("state machine safety: replica \(id) applied \(entry.term)/\(entry.index), others applied term \(applied.term)")
