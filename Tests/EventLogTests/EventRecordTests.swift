@@ -61,14 +61,30 @@ struct EventRecordTests {
         #expect(CRC32C.checksum(Array(long[500...]), continuing: CRC32C.checksum(Array(long[..<500]))) == CRC32C.checksum(long))
     }
 
+    @Test("a record with a request id round-trips as version 2; one without stays version 1")
+    func requestIDs() throws {
+        var record = sampleRecords[0]
+        #expect(record.encoded()[0] == 1)
+        record.requestID = RequestID(client: 0xfeed, sequence: 42)
+        let bytes = record.encoded()
+        #expect(bytes[0] == 2)
+        #expect(try EventRecord(decoding: bytes) == record)
+        // Client 0 is never valid: a zero there is corruption, not "no id".
+        var zero = bytes
+        for offset in 0..<8 { zero[2 + 2 + record.formation.utf8.count + 16 + offset] = 0 }
+        let body = Array(zero.dropLast(4))
+        zero = body + withUnsafeBytes(of: CRC32C.checksum(body).bigEndian) { Array($0) }
+        #expect(throws: DecodingError.invalidValue(field: "request client", reason: "zero")) { try EventRecord(decoding: zero) }
+    }
+
     @Test("an unknown version, a flipped bit, a short record each give a typed error")
     func typedErrors() {
         var bytes = sampleRecords[0].encoded()
         var future = bytes
-        future[0] = 2
+        future[0] = 3
         let body = Array(future.dropLast(4))
         future = body + withUnsafeBytes(of: CRC32C.checksum(body).bigEndian) { Array($0) }
-        #expect(throws: DecodingError.unknownVersion(2, supported: 1)) { try EventRecord(decoding: future) }
+        #expect(throws: DecodingError.unknownVersion(3, supported: 2)) { try EventRecord(decoding: future) }
         bytes[10] ^= 0x04
         #expect {
             try EventRecord(decoding: bytes)

@@ -1,12 +1,15 @@
-/// The binary form of an event record (format version 1), big-endian throughout:
+/// The binary form of an event record, big-endian throughout:
 ///
 ///     version u8 | kind u8 | formation (u16 length + UTF-8) | leader clock u64 | wall time i64
+///     | [version 2: request client u64 | request sequence u64]
 ///     | payload (by kind) | CRC32C u32 of everything before it
 ///
+/// A record without a request id is written as version 1, so logs written before request ids
+/// existed read the same and encode the same.
 /// Decoding verifies the checksum first, then the version, and refuses any field out of its
 /// range, any count beyond its maximum and any trailing byte.
 extension EventRecord {
-    public static let formatVersion: UInt8 = 1
+    public static let formatVersion: UInt8 = 2
     /// The most node reports one coalesced heartbeat entry carries.
     public static let reportsPerEntryMax = 1024
     /// The most witnesses a membership event lists.
@@ -14,11 +17,15 @@ extension EventRecord {
 
     public func encoded() -> [UInt8] {
         var writer = ByteWriter(capacity: 96)
-        writer.write(Self.formatVersion)
+        writer.write(requestID == nil ? UInt8(1) : Self.formatVersion)
         writer.write(event.kind)
         writer.write(formation)
         writer.write(stamp.leaderClockNanos)
         writer.write(stamp.wallTimeMillis)
+        if let requestID {
+            writer.write(requestID.client)
+            writer.write(requestID.sequence)
+        }
         event.encodePayload(into: &writer)
         writer.appendChecksum()
         return writer.bytes
@@ -27,14 +34,20 @@ extension EventRecord {
     public init(decoding bytes: [UInt8]) throws(DecodingError) {
         var reader = try ByteReader(checksummed: bytes)
         let version = try reader.readUInt8("format version")
-        guard version == Self.formatVersion else { throw .unknownVersion(version, supported: Self.formatVersion) }
+        guard version == 1 || version == Self.formatVersion else { throw .unknownVersion(version, supported: Self.formatVersion) }
         let kind = try reader.readUInt8("event kind")
         let formation = try reader.readString("formation")
         guard !formation.isEmpty else { throw .invalidValue(field: "formation", reason: "empty name") }
         let stamp = LogStamp(leaderClockNanos: try reader.readUInt64("leader clock"), wallTimeMillis: try reader.readInt64("wall time"))
+        var requestID: RequestID?
+        if version >= 2 {
+            let client = try reader.readUInt64("request client")
+            guard client != 0 else { throw .invalidValue(field: "request client", reason: "zero") }
+            requestID = RequestID(client: client, sequence: try reader.readUInt64("request sequence"))
+        }
         let event = try ClusterEvent.decodePayload(kind: kind, from: &reader)
         try reader.finish()
-        self.init(formation: formation, stamp: stamp, event: event)
+        self.init(formation: formation, stamp: stamp, event: event, requestID: requestID)
     }
 }
 

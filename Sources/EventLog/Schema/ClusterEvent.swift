@@ -203,11 +203,15 @@ public struct EventRecord: Sendable, Equatable {
     public var formation: String
     public var stamp: LogStamp
     public var event: ClusterEvent
+    /// Who asked for this entry, so that a retried request is applied once; nil for entries
+    /// the witnesses write themselves (reports, ticks) and for older clients.
+    public var requestID: RequestID?
 
-    public init(formation: String = EventRecord.defaultFormation, stamp: LogStamp, event: ClusterEvent) {
+    public init(formation: String = EventRecord.defaultFormation, stamp: LogStamp, event: ClusterEvent, requestID: RequestID? = nil) {
         self.formation = formation
         self.stamp = stamp
         self.event = event
+        self.requestID = requestID
     }
 }
 

@@ -3,8 +3,9 @@ import EventLog
 /// The Raft snapshot of a formation: the serialized `ClusterState` at an index (DESIGN §3).
 /// A reader that falls behind compaction restarts from it and replays the rest.
 extension ClusterState {
-    /// Version 2 added the highest node id; version 1 snapshots still load.
-    public static let snapshotVersion: UInt8 = 2
+    /// Version 2 added the highest node id, version 3 the request sessions; older snapshots
+    /// still load.
+    public static let snapshotVersion: UInt8 = 3
     /// The most nodes a formation holds.
     public static let nodesMax = 256
 
@@ -19,6 +20,7 @@ extension ClusterState {
         writer.write(waitingReason ?? "")
         writer.write(electionSyncStandbys)
         writer.write(highestNodeID)
+        writer.write(requests)
         precondition(nodes.count <= Self.nodesMax, "\(nodes.count) nodes in one formation")
         writer.write(UInt32(nodes.count))
         for node in sortedNodes {
@@ -42,7 +44,7 @@ extension ClusterState {
     public init(snapshot bytes: [UInt8]) throws(DecodingError) {
         var reader = try ByteReader(checksummed: bytes)
         let version = try reader.readUInt8("snapshot version")
-        guard version == 1 || version == Self.snapshotVersion else { throw .unknownVersion(version, supported: Self.snapshotVersion) }
+        guard (1...Self.snapshotVersion).contains(version) else { throw .unknownVersion(version, supported: Self.snapshotVersion) }
         self.init(formation: try reader.readString("formation"))
         settings = try reader.readSettings()
         appliedIndex = try reader.readUInt64("applied index")
@@ -52,6 +54,7 @@ extension ClusterState {
         waitingReason = waiting.isEmpty ? nil : waiting
         electionSyncStandbys = try reader.readUInt8("election sync standbys")
         if version >= 2 { highestNodeID = try reader.readUInt32("highest node id") }
+        if version >= 3 { requests = try reader.readRequestSessions() }
         let count = try reader.readCount("node count", maxCount: Self.nodesMax)
         for _ in 0..<count {
             var node = NodeRecord(registration: try reader.readRegistration())

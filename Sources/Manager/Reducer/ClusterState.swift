@@ -58,6 +58,9 @@ public struct ClusterState: Sendable, Equatable {
     /// The largest node id ever registered: a registration without an id (node 0) gets the
     /// next one, and a dropped node's id is never given again.
     public internal(set) var highestNodeID: PGNodeID = 0
+    /// The requests applied lately per client (Raft thesis §6.3): a retried request whose
+    /// first attempt committed too is recognised and applied once.
+    public internal(set) var requests = RequestSessions()
 
     /// The policy's inputs when it last settled (see `policyInputs`). Not part of the state:
     /// a state without it runs the policy once more and reaches the same fixpoint.
@@ -71,7 +74,7 @@ public struct ClusterState: Sendable, Equatable {
         lhs.formation == rhs.formation && lhs.settings == rhs.settings && lhs.nodes == rhs.nodes
             && lhs.appliedIndex == rhs.appliedIndex && lhs.term == rhs.term && lhs.nowNanos == rhs.nowNanos
             && lhs.waitingReason == rhs.waitingReason && lhs.electionSyncStandbys == rhs.electionSyncStandbys
-            && lhs.highestNodeID == rhs.highestNodeID
+            && lhs.highestNodeID == rhs.highestNodeID && lhs.requests == rhs.requests
     }
 
     /// The node registered for postgres at `host:port`, if any: one address is one node.

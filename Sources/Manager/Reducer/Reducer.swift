@@ -19,6 +19,12 @@ extension ClusterState {
         appliedIndex = entry.index
         // Every formation's entries advance log time; only ours change our nodes.
         guard entry.record.formation == formation else { return [] }
+        // A retry of a request that already committed is the same request: apply it once.
+        if let request = entry.record.requestID,
+            requests.admit(request, index: entry.index, wallTimeMillis: entry.record.stamp.wallTimeMillis) != .new
+        {
+            return []
+        }
         var changes: [GoalChange] = []
         applyEvent(entry.record.event, changes: &changes)
         // Heartbeats dominate the log; most change nothing the policy reads. The policy is a

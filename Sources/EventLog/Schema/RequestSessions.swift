@@ -1,0 +1,125 @@
+/// A client's identity for one request, so that a retried request is applied once (Raft thesis
+/// §6.3). `client` is chosen at random by each client process; `sequence` counts its requests
+/// from 1. A retry carries the same pair.
+public struct RequestID: Sendable, Hashable, CustomStringConvertible {
+    public var client: UInt64
+    public var sequence: UInt64
+
+    public init(client: UInt64, sequence: UInt64) {
+        self.client = client
+        self.sequence = sequence
+    }
+
+    public var description: String { "\(String(client, radix: 16))/\(sequence)" }
+}
+
+/// The requests applied lately, per client, as replicated state: every replica and every reader
+/// that replays the log keeps the same table, so all agree on which entry is a duplicate. Time
+/// is the entries' wall-time stamp, so expiry is deterministic too.
+///
+/// A client may have up to `windowMax` requests in flight; each client's latest `windowMax`
+/// sequence numbers are remembered with the index that applied them. An older sequence number
+/// is below the window: its outcome is no longer known, and it is not applied again.
+public struct RequestSessions: Sendable, Equatable {
+    public static let windowMax = 64
+    public static let clientsMax = 4_096
+    /// A client not heard from for this long (log wall time) is forgotten.
+    public static let idleExpiryMillis: Int64 = 3_600_000
+
+    public enum Admission: Sendable, Equatable {
+        /// The first time: apply it.
+        case new
+        /// Applied before, at `index`: skip it.
+        case duplicate(ofIndex: UInt64)
+        /// Older than what the session remembers: skip it; its outcome is unknown.
+        case expired
+    }
+
+    struct Session: Sendable, Equatable {
+        /// Sequence number → the index that applied it, the latest `windowMax`.
+        var applied: [UInt64: UInt64] = [:]
+        /// Every sequence number at or below this was applied or is forgotten.
+        var floor: UInt64 = 0
+        var lastSeenMillis: Int64
+    }
+
+    private(set) var sessions: [UInt64: Session] = [:]
+
+    public init() {}
+
+    /// What to do with the request `id` committed at `index`, stamped `wallTimeMillis`.
+    /// Records it when it is new.
+    public mutating func admit(_ id: RequestID, index: UInt64, wallTimeMillis: Int64) -> Admission {
+        expire(nowMillis: wallTimeMillis)
+        var session = sessions[id.client] ?? Session(lastSeenMillis: wallTimeMillis)
+        session.lastSeenMillis = max(session.lastSeenMillis, wallTimeMillis)
+        defer { sessions[id.client] = session }
+        if let original = session.applied[id.sequence] { return .duplicate(ofIndex: original) }
+        if id.sequence <= session.floor { return .expired }
+        session.applied[id.sequence] = index
+        if session.applied.count > Self.windowMax, let oldest = session.applied.keys.min() {
+            session.applied.removeValue(forKey: oldest)
+            session.floor = max(session.floor, oldest)
+        }
+        if sessions[id.client] == nil && sessions.count >= Self.clientsMax { evictLeastRecent() }
+        return .new
+    }
+
+    /// Where request `id` was applied, if this table still remembers it.
+    public func appliedIndex(of id: RequestID) -> UInt64? {
+        sessions[id.client]?.applied[id.sequence]
+    }
+
+    private mutating func expire(nowMillis: Int64) {
+        sessions = sessions.filter { nowMillis - $0.value.lastSeenMillis <= Self.idleExpiryMillis }
+    }
+
+    private mutating func evictLeastRecent() {
+        if let oldest = sessions.min(by: { ($0.value.lastSeenMillis, $0.key) < ($1.value.lastSeenMillis, $1.key) })?.key {
+            sessions.removeValue(forKey: oldest)
+        }
+    }
+}
+
+extension ByteWriter {
+    public mutating func write(_ table: RequestSessions) {
+        write(UInt32(table.sessions.count))
+        for client in table.sessions.keys.sorted() {
+            let session = table.sessions[client]!
+            write(client)
+            write(session.floor)
+            write(session.lastSeenMillis)
+            write(UInt32(session.applied.count))
+            for sequence in session.applied.keys.sorted() {
+                write(sequence)
+                write(session.applied[sequence]!)
+            }
+        }
+    }
+}
+
+extension ByteReader {
+    public mutating func readRequestSessions() throws(DecodingError) -> RequestSessions {
+        var table = RequestSessions()
+        let count = try readCount("session count", maxCount: RequestSessions.clientsMax)
+        for _ in 0..<count {
+            let client = try readUInt64("session client")
+            var session = RequestSessions.Session(lastSeenMillis: 0)
+            session.floor = try readUInt64("session floor")
+            session.lastSeenMillis = try readInt64("session last seen")
+            let applied = try readCount("session requests", maxCount: RequestSessions.windowMax)
+            for _ in 0..<applied {
+                let sequence = try readUInt64("request sequence")
+                session.applied[sequence] = try readUInt64("request index")
+            }
+            table.restore(client: client, session: session)
+        }
+        return table
+    }
+}
+
+extension RequestSessions {
+    fileprivate mutating func restore(client: UInt64, session: Session) {
+        sessions[client] = session
+    }
+}

@@ -1,0 +1,61 @@
+import EventLog
+import Testing
+
+/// Exactly-once requests (Raft thesis §6.3): the table every replayer keeps must call a retry a
+/// duplicate, remember the index the original went to, forget idle clients deterministically,
+/// and survive a snapshot.
+@Suite("request sessions")
+struct RequestSessionsTests {
+    @Test("a retried request is a duplicate of the first, with the first's index")
+    func duplicates() {
+        var table = RequestSessions()
+        let first = RequestID(client: 7, sequence: 1)
+        #expect(table.admit(first, index: 10, wallTimeMillis: 1_000) == .new)
+        #expect(table.admit(first, index: 11, wallTimeMillis: 1_001) == .duplicate(ofIndex: 10))
+        #expect(table.admit(RequestID(client: 7, sequence: 2), index: 12, wallTimeMillis: 1_002) == .new)
+        // Another client's sequence numbers are its own.
+        #expect(table.admit(RequestID(client: 8, sequence: 1), index: 13, wallTimeMillis: 1_003) == .new)
+        #expect(table.appliedIndex(of: first) == 10)
+        // Out of order within the window is fine (requests in flight together).
+        #expect(table.admit(RequestID(client: 7, sequence: 5), index: 14, wallTimeMillis: 1_004) == .new)
+        #expect(table.admit(RequestID(client: 7, sequence: 4), index: 15, wallTimeMillis: 1_005) == .new)
+    }
+
+    @Test("below the window a request's outcome is unknown and it is not applied again")
+    func window() {
+        var table = RequestSessions()
+        for sequence in UInt64(1)...UInt64(RequestSessions.windowMax + 10) {
+            #expect(table.admit(RequestID(client: 1, sequence: sequence), index: sequence, wallTimeMillis: 0) == .new)
+        }
+        #expect(table.admit(RequestID(client: 1, sequence: 3), index: 999, wallTimeMillis: 0) == .expired)
+        #expect(table.admit(RequestID(client: 1, sequence: 70), index: 999, wallTimeMillis: 0) == .duplicate(ofIndex: 70))
+    }
+
+    @Test("idle clients expire by log time, and the table is bounded")
+    func expiry() {
+        var table = RequestSessions()
+        #expect(table.admit(RequestID(client: 1, sequence: 1), index: 1, wallTimeMillis: 0) == .new)
+        let later = RequestSessions.idleExpiryMillis + 1
+        #expect(table.admit(RequestID(client: 2, sequence: 1), index: 2, wallTimeMillis: later) == .new)
+        #expect(table.appliedIndex(of: RequestID(client: 1, sequence: 1)) == nil)
+        for client in UInt64(10)..<UInt64(10 + RequestSessions.clientsMax + 5) {
+            _ = table.admit(RequestID(client: client, sequence: 1), index: client, wallTimeMillis: later + Int64(client))
+        }
+        // The least recently seen clients made room; the newest are kept.
+        #expect(table.appliedIndex(of: RequestID(client: 2, sequence: 1)) == nil)
+        #expect(table.appliedIndex(of: RequestID(client: UInt64(10 + RequestSessions.clientsMax + 4), sequence: 1)) != nil)
+    }
+
+    @Test("the table round-trips through its encoding")
+    func encoding() throws {
+        var table = RequestSessions()
+        for sequence in UInt64(1)...100 {
+            _ = table.admit(RequestID(client: sequence % 3 + 1, sequence: sequence), index: sequence * 2, wallTimeMillis: Int64(sequence))
+        }
+        var writer = ByteWriter()
+        writer.write(table)
+        var reader = ByteReader(writer.bytes)
+        #expect(try reader.readRequestSessions() == table)
+        try reader.finish()
+    }
+}
