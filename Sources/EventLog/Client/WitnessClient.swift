@@ -8,13 +8,26 @@ import Synchronization
 ///
 /// Appends, reports and membership changes go to the leader: the client follows a follower's
 /// answer to the leader's address and retries across witnesses until `requestTimeout`, giving
-/// each attempt at most `attemptTimeout` and trying a witness that just failed last. Reads,
-/// snapshots and streams work from any witness. A retried append whose first attempt did
-/// commit is appended twice: events are facts that are safe to repeat.
+/// each attempt at most `attemptTimeout` and trying a witness that just failed last. Every
+/// append carries this client's id and a sequence number of its own, the same on every retry,
+/// so a retry whose first attempt committed too is applied once (Raft thesis §6.3).
+///
+/// Reads and streams work from any witness and are linearizable: a witness answers once it has
+/// applied what the leader committed when the read arrived, or says `noQuorum` within one
+/// election timeout, and the client moves to the next witness at once. A stream follows one
+/// witness and moves on, from where it stopped, when that witness loses the quorum, closes, or
+/// sends nothing for `streamIdleTimeout`. Snapshots are served as they are: they are only a
+/// starting point for the reads that follow.
 public final class WitnessClient: Sendable {
     public let endpoints: [WitnessEndpoint]
     public let credentials: WitnessCredentials
     public let requestTimeout: Duration
+    /// A stream that hears nothing for this long moves to another witness: a live witness in
+    /// touch with the quorum pushes at least every half election timeout.
+    public let streamIdleTimeout: Duration
+    /// This client's identity for exactly-once requests: random, never 0.
+    public let clientID: UInt64
+    private let nextSequence = Atomic<UInt64>(1)
     private let logger: Logger
     private let group: any EventLoopGroup
     private let state = Mutex(State())
@@ -33,19 +46,24 @@ public final class WitnessClient: Sendable {
 
     public init(
         endpoints: [WitnessEndpoint], credentials: WitnessCredentials, requestTimeout: Duration = .seconds(10),
-        logger: Logger = Logger(label: "pgquorum.witness-client"), group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+        streamIdleTimeout: Duration = .seconds(3), logger: Logger = Logger(label: "pgquorum.witness-client"), group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) {
         precondition(!endpoints.isEmpty, "a witness client needs at least one address")
         self.endpoints = endpoints
         self.credentials = credentials
         self.requestTimeout = requestTimeout
+        self.streamIdleTimeout = streamIdleTimeout
+        self.clientID = UInt64.random(in: 1...UInt64.max)
         self.logger = logger
         self.group = group
     }
 
-    /// Appends an event and returns its index once committed.
+    /// Appends an event and returns its index once committed. Retried across witnesses and
+    /// leader changes with one request id, it is applied once; the index returned is the one
+    /// where it was applied.
     public func append(_ event: ClusterEvent, formation: String = EventRecord.defaultFormation) async throws -> UInt64 {
-        let record = EventRecord(formation: formation, stamp: LogStamp(leaderClockNanos: 0, wallTimeMillis: 0), event: event)
+        let request = RequestID(client: clientID, sequence: nextSequence.add(1, ordering: .relaxed).oldValue)
+        let record = EventRecord(formation: formation, stamp: LogStamp(leaderClockNanos: 0, wallTimeMillis: 0), event: event, requestID: request)
         return try committedIndex(try await call(.append(record), leaderOnly: true))
     }
 
@@ -55,9 +73,11 @@ public final class WitnessClient: Sendable {
     }
 
     /// Committed entries from `from` on (at most `maxEntries`); empty when none is committed
-    /// yet. Throws a `.compacted` failure when they were compacted into the snapshot.
-    public func read(from: UInt64, maxEntries: UInt32 = 1_000) async throws -> [CommittedEntry] {
-        let response = try await call(.read(from: from, maxEntries: maxEntries), leaderOnly: false)
+    /// yet. Linearizable: they include everything committed before the call. `stale` takes
+    /// what the first witness to answer has applied, however old (for diagnosis). Throws a
+    /// `.compacted` failure when they were compacted into the snapshot.
+    public func read(from: UInt64, maxEntries: UInt32 = 1_000, stale: Bool = false) async throws -> [CommittedEntry] {
+        let response = try await call(.read(from: from, maxEntries: maxEntries, stale: stale), leaderOnly: false)
         guard case .entries(let entries) = response else { throw unexpected(response) }
         do { return try entries.map { entry throws(DecodingError) in try CommittedEntry(entry) } } catch {
             throw WitnessClientError.malformedResponse(endpoint: endpoints[0], reason: "\(error)")
@@ -126,23 +146,45 @@ public final class WitnessClient: Sendable {
 
     private func follow(from: UInt64, into continuation: AsyncThrowingStream<StreamItem, any Error>.Continuation) async throws {
         var next = from
-        var attempt = 0
         while !Task.isCancelled {
-            let endpoint = endpoints[attempt % endpoints.count]
-            attempt += 1
+            // A witness that failed lately goes last, the longest-failed first among those.
+            let endpoint = attemptOrder(leaderOnly: false)[0]
             let connection: WitnessConnection
             do {
                 connection = try await WitnessConnection.connect(
                     to: endpoint, credentials: credentials, group: group, timeout: .seconds(2), logger: logger)
             } catch let error as WitnessClientError {
                 if case .refused = error { throw error }
-                try await Task.sleep(for: .milliseconds(attempt % endpoints.count == 0 ? 200 : 20))
+                suspect(endpoint)
+                try await Task.sleep(for: .milliseconds(attemptOrder(leaderOnly: false).allSatisfy(isSuspect) ? 200 : 20))
                 continue
             }
+            let lastHeard = LastHeard()
             let (events, eventSink) = AsyncStream<StreamEvent>.makeStream()
-            connection.subscribe(
-                from: next, onResponse: { eventSink.yield(.response($0)) },
-                onClose: { eventSink.yield(.closed($0)); eventSink.finish() })
+            let subscribe = { (from: UInt64) in
+                connection.subscribe(
+                    from: from,
+                    onResponse: { response in
+                        lastHeard.touch()
+                        eventSink.yield(.response(response))
+                    },
+                    onClose: { eventSink.yield(.closed($0)); eventSink.finish() })
+            }
+            subscribe(next)
+            // A witness that hangs (stopped, or the path to it cut) sends nothing, not even the
+            // empty push that follows each confirmation: leave it once it is quiet for too long.
+            let idleTimeout = streamIdleTimeout
+            let watchdog = Task { [logger] in
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .milliseconds(100))
+                    if lastHeard.elapsed > idleTimeout {
+                        logger.info("stream quiet for too long; following another witness", metadata: ["witness": "\(endpoint)"])
+                        self.suspect(endpoint)
+                        connection.close()
+                        return
+                    }
+                }
+            }
             await withTaskCancellationHandler {
                 do {
                     for await event in events {
@@ -165,9 +207,11 @@ public final class WitnessClient: Sendable {
                                 continuation.yield(.snapshot(snapshot))
                                 next = snapshot.index + 1
                             }
-                            connection.subscribe(
-                                from: next, onResponse: { eventSink.yield(.response($0)) },
-                                onClose: { eventSink.yield(.closed($0)); eventSink.finish() })
+                            subscribe(next)
+                        case .response(.failure(let failure)) where failure.code == .noQuorum:
+                            logger.info("witness lost the quorum; following another", metadata: ["witness": "\(endpoint)", "next": "\(next)"])
+                            suspect(endpoint)
+                            connection.close()
                         case .response(let other):
                             logger.warning("unexpected stream response", metadata: ["witness": "\(endpoint)", "response": "\(other)"])
                             connection.close()
@@ -180,6 +224,7 @@ public final class WitnessClient: Sendable {
             } onCancel: {
                 connection.close()
             }
+            watchdog.cancel()
             connection.close()
             if !Task.isCancelled { try? await Task.sleep(for: .milliseconds(20)) }
         }
@@ -239,7 +284,17 @@ public final class WitnessClient: Sendable {
         let suspect = { (endpoint: WitnessEndpoint) in failedAt[endpoint].map { now - $0 < Self.suspicion } ?? false }
         let others = endpoints.filter { !(leaderOnly && $0 == leader) }
         let first = leaderOnly ? leader.map { [$0] } ?? [] : []
-        return first + others.filter { !suspect($0) } + others.filter(suspect)
+        // Among the suspects, the one that failed longest ago first: retries go round.
+        return first + others.filter { !suspect($0) } + others.filter(suspect).sorted { failedAt[$0]! < failedAt[$1]! }
+    }
+
+    private func isSuspect(_ endpoint: WitnessEndpoint) -> Bool {
+        state.withLock { $0.failedAt[endpoint] }.map { ContinuousClock.now - $0 < Self.suspicion } ?? false
+    }
+
+    /// Marks a witness as failed just now: tried after the others for a while.
+    private func suspect(_ endpoint: WitnessEndpoint) {
+        state.withLock { $0.failedAt[endpoint] = ContinuousClock.now }
     }
 
     /// Sends `request` to the leader (or any witness) until one answers or the time is up.
@@ -277,6 +332,10 @@ public final class WitnessClient: Sendable {
                         }
                     case .unavailable:
                         problems[endpoint] = failure.message
+                    case .noQuorum:
+                        // Cut off from the quorum: the next witness at once, this one last.
+                        problems[endpoint] = failure.message
+                        suspect(endpoint)
                     case .compacted, .refused, .badRequest:
                         throw WitnessClientError.failure(failure)
                     }
@@ -302,4 +361,13 @@ public final class WitnessClient: Sendable {
         if problems.isEmpty, let only { throw WitnessClientError.timedOut(endpoint: only, after: requestTimeout) }
         throw WitnessClientError.unreachable(tried)
     }
+}
+
+/// When a stream last heard from its witness.
+private final class LastHeard: Sendable {
+    private let instant = Mutex(ContinuousClock.now)
+
+    func touch() { instant.withLock { $0 = .now } }
+
+    var elapsed: Duration { ContinuousClock.now - instant.withLock { $0 } }
 }

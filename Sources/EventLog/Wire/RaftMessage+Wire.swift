@@ -18,6 +18,7 @@ extension Message {
         writer.write(reject)
         writer.write(rejectHint)
         writer.write(force)
+        writer.write(context)
         precondition(entries.count <= Self.wireEntriesMax, "\(entries.count) entries in one message")
         writer.write(entries)
         writer.write(snapshot != nil)
@@ -46,6 +47,7 @@ extension Message {
         reject = try reader.readBool("reject")
         rejectHint = try reader.readUInt64("reject hint")
         force = try reader.readBool("force")
+        context = try reader.readUInt64("context")
         entries = try reader.readEntries()
         if try reader.readBool("has snapshot") {
             let index = try reader.readUInt64("snapshot index")
@@ -60,7 +62,7 @@ extension Message {
                 previous = voter
                 voters.insert(voter)
             }
-            let data = try reader.readBlob("snapshot data", maxCount: Frame.bytesMax)
+            let data = try reader.readBlob("snapshot data", maxCount: LMDBRaftStorage.snapshotBytesMax)
             snapshot = Snapshot(metadata: SnapshotMetadata(index: index, term: term, membership: Membership(voters: voters)), data: data)
         }
         try reader.finish()

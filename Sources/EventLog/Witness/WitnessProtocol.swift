@@ -14,6 +14,8 @@ public enum WitnessFrameKind: UInt8, Sendable, CaseIterable {
     case refused = 4
     /// Peer → peer: one Raft message.
     case raftMessage = 10
+    /// Peer → peer: one chunk of a Raft message too large for a frame (`MessageChunks`).
+    case raftMessageChunk = 11
     /// Client → witness: a request with its id.
     case request = 20
     /// Witness → client: the answer to a request (or one push of a stream).
@@ -142,11 +144,18 @@ public enum WitnessRequest: Sendable, Equatable {
     /// A node's heartbeat (leader only); answered with the index of the coalesced entry that
     /// holds it, once that entry commits.
     case report(formation: String, NodeReport)
-    /// Committed entries from `from` on (any witness).
-    case read(from: UInt64, maxEntries: UInt32)
-    /// Committed entries from `from` on, pushed as they commit (any witness).
+    /// Committed entries from `from` on (any witness). Linearizable unless `stale`: the
+    /// witness answers once it has applied a read index the leader confirmed after the request
+    /// arrived (Raft thesis §6.4), or `noQuorum` when it cannot within an election timeout. A
+    /// `stale` read answers at once from what this witness applied (for diagnosis).
+    case read(from: UInt64, maxEntries: UInt32, stale: Bool = false)
+    /// Committed entries from `from` on, pushed as they commit (any witness). The first push
+    /// comes once a read index is confirmed, as for a read; the witness confirms again every
+    /// half election timeout (pushing an empty batch when nothing new committed) and ends the
+    /// stream with `noQuorum` as soon as a confirmation fails.
     case subscribe(from: UInt64)
-    /// The latest snapshot (any witness).
+    /// The latest snapshot (any witness). Not confirmed: a snapshot is only a starting point,
+    /// and the reads that continue from it are.
     case snapshot
     /// This witness's view of the cluster.
     case status
@@ -274,6 +283,9 @@ public struct WitnessFailure: Error, Sendable, Equatable, CustomStringConvertibl
         case badRequest = 4
         /// The outcome is unknown (the leader changed before the entry committed): retry.
         case unavailable = 5
+        /// This witness could not confirm within an election timeout that it is in touch with
+        /// a quorum (cut off, or no leader): ask another witness.
+        case noQuorum = 6
     }
 
     public var code: Code
@@ -317,8 +329,8 @@ extension WitnessRequest {
             writer.write(UInt8(2))
             writer.write(formation)
             writer.write(report)
-        case .read(let from, let maxEntries):
-            writer.write(UInt8(3))
+        case .read(let from, let maxEntries, let stale):
+            writer.write(UInt8(stale ? 9 : 3))
             writer.write(from)
             writer.write(maxEntries)
         case .subscribe(let from):
@@ -349,9 +361,9 @@ extension WitnessRequest {
         case 2:
             let formation = try reader.readString("formation")
             request = .report(formation: formation, try reader.readReport())
-        case 3:
+        case 3, 9:
             let from = try reader.readUInt64("from index")
-            request = .read(from: from, maxEntries: try reader.readUInt32("max entries"))
+            request = .read(from: from, maxEntries: try reader.readUInt32("max entries"), stale: tag == 9)
         case 4: request = .subscribe(from: try reader.readUInt64("from index"))
         case 5: request = .snapshot
         case 6: request = .status
@@ -482,32 +494,37 @@ extension WitnessResponse {
     }
 }
 
-/// The witness's own part of a Raft snapshot: its address book, around the application's
-/// state, so that a witness restored from a snapshot still knows where its peers are.
+/// The witness's own part of a Raft snapshot: its address book and request sessions, around the
+/// application's state, so that a witness restored from a snapshot still knows where its peers
+/// are and which requests it applied. Version 1 (no sessions) still loads.
 struct WitnessSnapshotData: Equatable {
-    static let version: UInt8 = 1
+    static let version: UInt8 = 2
     var addresses: [WitnessMember]
+    var requests: RequestSessions
     var application: [UInt8]
 
     func encoded() -> [UInt8] {
         var writer = ByteWriter()
         writer.write(Self.version)
         writer.write(addresses)
+        writer.write(requests)
         writer.writeBlob(application)
         writer.appendChecksum()
         return writer.bytes
     }
 
-    init(addresses: [WitnessMember], application: [UInt8]) {
+    init(addresses: [WitnessMember], requests: RequestSessions = RequestSessions(), application: [UInt8]) {
         self.addresses = addresses
+        self.requests = requests
         self.application = application
     }
 
     init(decoding bytes: [UInt8]) throws(DecodingError) {
         var reader = try ByteReader(checksummed: bytes)
         let version = try reader.readUInt8("snapshot version")
-        guard version == Self.version else { throw .unknownVersion(version, supported: Self.version) }
+        guard version == 1 || version == Self.version else { throw .unknownVersion(version, supported: Self.version) }
         addresses = try reader.readWitnessMembers()
+        requests = version >= 2 ? try reader.readRequestSessions() : RequestSessions()
         application = try reader.readBlob("application state", maxCount: LMDBRaftStorage.snapshotBytesMax)
         try reader.finish()
     }

@@ -1,0 +1,174 @@
+import Logging
+import NIOCore
+import NIOPosix
+import Raft
+
+/// The outbound connections of one witness to its peers: one per other witness, redialled
+/// with backoff, carrying Raft messages (a snapshot too large for one frame in chunks).
+///
+/// Confined to the witness's Raft loop, like `WitnessReplica`; NIO callbacks hop back onto it
+/// (hence `@unchecked Sendable`: the loop, not the compiler, keeps it single-threaded).
+final class PeerLinks: @unchecked Sendable {
+    /// What the links report back to Raft.
+    struct Feedback {
+        var unreachable: (NodeID) -> Void
+        var snapshotDelivered: (NodeID, Bool) -> Void
+    }
+
+    private struct Link {
+        var endpoint: WitnessEndpoint
+        var channel: (any Channel)?
+        var connecting = false
+        var nextAttemptNanos: UInt64 = 0
+        var backoffMillis: UInt64 = 50
+    }
+
+    private let configuration: WitnessConfiguration
+    private let logger: Logger
+    private let loop: any EventLoop
+    private let group: any EventLoopGroup
+    private let feedback: Feedback
+    private var links: [NodeID: Link] = [:]
+    private var nextChunkedMessage: UInt64 = 0
+    var stopped = false
+
+    init(configuration: WitnessConfiguration, logger: Logger, loop: any EventLoop, group: any EventLoopGroup, feedback: Feedback) {
+        self.configuration = configuration
+        self.logger = logger
+        self.loop = loop
+        self.group = group
+        self.feedback = feedback
+    }
+
+    var channels: [any Channel] { links.values.compactMap(\.channel) }
+
+    /// Keeps a connection to every witness in `targets` (this one excluded), at the address
+    /// `address` gives, and closes the others.
+    func maintain(targets: Set<NodeID>, address: (NodeID) -> String?) {
+        for id in links.keys where !targets.contains(id) {
+            links.removeValue(forKey: id)?.channel?.close(promise: nil)
+        }
+        let now = NIODeadline.now().uptimeNanoseconds
+        for id in targets where id != configuration.id {
+            guard let text = address(id), let endpoint = try? WitnessEndpoint(parsing: text) else { continue }
+            var link = links[id] ?? Link(endpoint: endpoint)
+            if link.endpoint != endpoint {
+                link.channel?.close(promise: nil)
+                link = Link(endpoint: endpoint)
+            }
+            if link.channel == nil && !link.connecting && now >= link.nextAttemptNanos {
+                link.connecting = true
+                dial(id, endpoint)
+            }
+            links[id] = link
+        }
+    }
+
+    /// A connection closed: forget it if it was a link.
+    func closed(_ channel: any Channel) {
+        for (id, link) in links where link.channel.map({ ObjectIdentifier($0) }) == ObjectIdentifier(channel) {
+            links[id]?.channel = nil
+        }
+    }
+
+    /// Sends each peer its messages in one write; a peer that is not connected or not reading
+    /// loses them (Raft retransmits) and never delays the others.
+    func send(_ messages: [Message]) {
+        var byPeer: [NodeID: [Message]] = [:]
+        for message in messages { byPeer[message.to, default: []].append(message) }
+        for (peer, messages) in byPeer {
+            guard let channel = links[peer]?.channel, channel.isWritable else {
+                feedback.unreachable(peer)
+                for message in messages where message.kind == .snapshot { feedback.snapshotDelivered(peer, false) }
+                continue
+            }
+            var buffer = channel.allocator.buffer(capacity: 256)
+            for message in messages {
+                for frame in frames(for: message) { buffer.writeBytes(frame.encoded()) }
+            }
+            let snapshotSent = messages.contains { $0.kind == .snapshot }
+            let promise: EventLoopPromise<Void>? = snapshotSent ? channel.eventLoop.makePromise() : nil
+            promise?.futureResult.whenComplete { [weak self] result in
+                guard let self else { return }
+                let delivered = (try? result.get()) != nil
+                self.loop.execute { if !self.stopped { self.feedback.snapshotDelivered(peer, delivered) } }
+            }
+            channel.writeAndFlush(buffer, promise: promise)
+        }
+    }
+
+    /// One frame, or chunks when the message is larger than a frame holds (a big snapshot).
+    private func frames(for message: Message) -> [Frame] {
+        let payload = message.wireEncoded()
+        guard payload.count > MessageChunks.chunkBytes else {
+            return [Frame(kind: WitnessFrameKind.raftMessage.rawValue, payload: payload)]
+        }
+        nextChunkedMessage += 1
+        return MessageChunks.split(payload, messageID: nextChunkedMessage).map {
+            Frame(kind: WitnessFrameKind.raftMessageChunk.rawValue, payload: $0)
+        }
+    }
+
+    private func dial(_ peer: NodeID, _ endpoint: WitnessEndpoint) {
+        let credentials = configuration.credentials
+        let myID = configuration.id
+        let logger = self.logger
+        let stall = TimeAmount.milliseconds(Int64(configuration.stallTimeoutMillis))
+        let events = WitnessChannelHandler.Events(
+            opened: { [weak self] channel, _, remoteID in
+                guard let self else { return }
+                self.loop.execute { self.connected(peer, channel: channel, remoteID: remoteID) }
+            },
+            frame: { channel, frame in
+                logger.warning("unexpected frame on an outbound peer connection", metadata: ["kind": "\(frame.kind)"])
+                channel.close(promise: nil)
+            },
+            closed: { [weak self] channel, reason in
+                guard let self else { return }
+                self.loop.execute { self.disconnected(peer, channel: channel, reason: reason) }
+            })
+        ClientBootstrap(group: group)
+            .connectTimeout(.seconds(1))
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.writeBufferWaterMark, value: .init(low: 1 << 20, high: 16 << 20))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        WitnessChannelHandler(
+                            side: .connector(clusterID: credentials.clusterID, role: .peer, peerID: myID), secret: credentials.secret,
+                            events: events, logger: logger, stallTimeout: stall))
+                }
+            }
+            .connect(host: endpoint.host, port: endpoint.port)
+            .whenFailure { [weak self] error in
+                guard let self else { return }
+                self.loop.execute { self.disconnected(peer, channel: nil, reason: "\(error)") }
+            }
+    }
+
+    private func connected(_ peer: NodeID, channel: any Channel, remoteID: NodeID) {
+        guard !stopped, remoteID == peer else {
+            if remoteID != peer {
+                logger.error("the witness at a peer's address has another id", metadata: ["expected": "\(peer)", "found": "\(remoteID)"])
+            }
+            channel.close(promise: nil)
+            return
+        }
+        links[peer]?.channel = channel
+        links[peer]?.connecting = false
+        links[peer]?.backoffMillis = 50
+        logger.info("connected to peer", metadata: ["peer": "\(peer)"])
+    }
+
+    private func disconnected(_ peer: NodeID, channel: (any Channel)?, reason: String?) {
+        guard var link = links[peer] else { return }
+        if let channel, let current = link.channel, ObjectIdentifier(current) != ObjectIdentifier(channel) { return }
+        if link.channel != nil { logger.info("lost peer", metadata: ["peer": "\(peer)", "reason": "\(reason ?? "closed")"]) }
+        link.channel = nil
+        link.connecting = false
+        link.nextAttemptNanos = NIODeadline.now().uptimeNanoseconds + link.backoffMillis * 1_000_000
+        link.backoffMillis = min(link.backoffMillis * 2, 1_000)
+        links[peer] = link
+        if !stopped { feedback.unreachable(peer) }
+    }
+}

@@ -1,0 +1,496 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Logging
+import NIOCore
+import Raft
+
+/// One witness's Raft replica and the state it applies: the Raft core, its LMDB storage and
+/// persistence policy, the sequencer that stamps entries, what is applied (the application, the
+/// witness address book, the request sessions, the membership in force), snapshots, proposals
+/// and the requests waiting for their commit, and the linearizable reads waiting for their
+/// read index.
+///
+/// Confined to the witness's Raft loop: every method is called there, so nothing is locked.
+/// The shell (`WitnessServer`) feeds it messages, ticks and requests; it hands out messages to
+/// send through `transport` and reports what it applied through `onApplied`.
+final class WitnessReplica: @unchecked Sendable {
+    typealias Reply = @Sendable (WitnessResponse) -> Void
+
+    /// What the replica needs from the shell.
+    struct Transport {
+        /// Sends messages to peers (dropping those for peers that cannot take them now).
+        var send: ([Message]) -> Void
+        /// Entries were applied (subscribers may have something new).
+        var onApplied: () -> Void
+        /// The replica cannot go on safely (its storage failed).
+        var onFatal: (String) -> Void
+    }
+
+    let configuration: WitnessConfiguration
+    private let logger: Logger
+    private let application: (any WitnessApplication)?
+    private let transport: Transport
+
+    private var storage: LMDBRaftStorage!
+    private(set) var node: RaftNode!
+    private var persistence = CommitDeferringPersistence(durable: HardState())
+    private var sequencer = EventSequencer()
+    private(set) var stopped = false
+    private var ticks = 0
+
+    // What is applied, up to `applied`.
+    private(set) var applied: UInt64 = 0
+    /// The membership in force at `applied`: what a snapshot taken there must record (Raft's
+    /// own `membership` is the one at the commit index, which may be further on).
+    private var appliedMembership = Membership()
+    /// The address book from the log (witness id → address).
+    private var loggedAddresses: [NodeID: String] = [:]
+    /// Requests applied lately per client, so that a retry is answered with the first
+    /// attempt's index instead of being applied again (Raft thesis §6.3).
+    private var requests = RequestSessions()
+
+    /// Requests answered once the entry at an index commits with the expected term.
+    private var waiters: [UInt64: [(term: UInt64, reply: Reply)]] = [:]
+    private var reportReplies: [EventSequencer.ReportToken: Reply] = [:]
+    private var nextToken: EventSequencer.ReportToken = 1
+    /// Stamped records waiting to be proposed together, with whoever waits for their commit.
+    private var proposalQueue: [(data: [UInt8], replies: [Reply])] = []
+    /// A snapshot taken at an index, to compact to once `keepEntries` more are applied.
+    private var pendingSnapshot: (index: UInt64, membership: Membership, data: [UInt8])?
+    /// Linearizable reads: `true` once served from a confirmed, applied read index, `false`
+    /// when this witness could not confirm one in time.
+    private var reads = ReadGate<(Bool) -> Void>()
+
+    init(configuration: WitnessConfiguration, application: (any WitnessApplication)?, logger: Logger, transport: Transport) {
+        self.configuration = configuration
+        self.application = application
+        self.logger = logger
+        self.transport = transport
+    }
+
+    /// How long a linearizable read may wait for its read index: one election timeout. A
+    /// witness cut off from the quorum answers `noQuorum` after it, and the client moves on.
+    var readTimeoutNanos: UInt64 { UInt64(configuration.electionTicks * configuration.tickMillis) * 1_000_000 }
+
+    var isLeader: Bool { sequencer.leadingTerm != nil }
+
+    // MARK: - Opening and stopping
+
+    /// Opens the storage (bootstrapping a new cluster or waiting to join) and restores the
+    /// application from the latest snapshot.
+    func open() throws {
+        var lmdb = LMDBConfiguration()
+        lmdb.mapSizeBytesMax = configuration.mapSizeMaxBytes
+        storage = try LMDBRaftStorage(directory: configuration.dataDirectory, configuration: lmdb)
+        let (hardState, membership) = try storage.initialState()
+        let isNew = try hardState == HardState() && membership.voters.isEmpty && storage.lastIndex() == 0
+        if isNew && !configuration.join {
+            let voters = Set(configuration.peers.keys)
+            try RaftNode.bootstrap(storage: storage, voters: voters)
+            logger.info("bootstrapped a new witness cluster", metadata: ["voters": "\(voters.sorted())"])
+        } else if isNew {
+            logger.info("waiting to be added to the witness cluster (witness add)")
+        }
+        let snapshot = try storage.snapshot()
+        if !snapshot.data.isEmpty { try restore(snapshot.data) }
+        appliedMembership = snapshot.metadata.membership
+        var config = RaftConfig(id: configuration.id, seed: UInt64.random(in: 1...UInt64.max))
+        config.electionTicks = configuration.electionTicks
+        config.heartbeatTicks = configuration.heartbeatTicks
+        config.applied = snapshot.metadata.index
+        applied = snapshot.metadata.index
+        persistence = CommitDeferringPersistence(durable: try storage.initialState().hardState)
+        node = try RaftNode(config: config, storage: storage)
+        let last = try storage.lastIndex()
+        logger.info(
+            "witness replica opened", metadata: ["term": "\(node.term)", "commit": "\(hardState.commit)", "last": "\(last)", "snapshot": "\(applied)"])
+        processReady()
+    }
+
+    /// Stops: every waiting request and read is answered `unavailable`, the storage closes.
+    func stop() {
+        stopped = true
+        let failure = WitnessFailure(.unavailable, "the witness is shutting down; retry")
+        for proposal in proposalQueue { for reply in proposal.replies { reply(.failure(failure)) } }
+        proposalQueue = []
+        for waiter in waiters.values.joined() { waiter.reply(.failure(failure)) }
+        waiters = [:]
+        for reply in reportReplies.values { reply(.failure(failure)) }
+        reportReplies = [:]
+        for read in reads.removeAll() { read(false) }
+        storage?.close()
+    }
+
+    /// If this witness leads, hands leadership to the most up-to-date peer; true when a
+    /// transfer started.
+    func handOverLeadership() -> Bool {
+        guard !stopped, node.role == .leader else { return false }
+        let status = node.status
+        guard let target = status.peers.filter({ $0.key != configuration.id }).max(by: { $0.value.match < $1.value.match })?.key else { return false }
+        do {
+            try node.transferLeadership(to: target)
+            processReady()
+            logger.info("handing leadership over before stopping", metadata: ["to": "\(target)"])
+            return true
+        } catch {
+            return false
+        }
+    }
+
+    private func fatal(_ reason: String) {
+        guard !stopped else { return }
+        stopped = true
+        logger.critical("\(reason)")
+        transport.onFatal(reason)
+    }
+
+    // MARK: - Inputs
+
+    func tick() {
+        guard !stopped else { return }
+        do { try node.tick() } catch { return fatal("Raft tick failed: \(error)") }
+        ticks += 1
+        if ticks % max(1, configuration.sequencerTickMillis / configuration.tickMillis) == 0, isLeader {
+            for proposal in sequencer.tick(nowNanos: nowNanos(), wallTimeMillis: wallTimeMillis()) {
+                propose(proposal.record, tokens: proposal.tokens)
+            }
+        }
+        for read in reads.expired(nowNanos: nowNanos()) { read(false) }
+    }
+
+    /// Hands a peer's message to Raft. A message that breaks the protocol is dropped; a storage
+    /// failure is fatal, as in `tick` and `processReady`.
+    func step(_ message: Message) {
+        guard !stopped else { return }
+        do {
+            try node.step(message)
+        } catch RaftError.storage(let reason) {
+            fatal("the replica cannot go on: Raft storage failed: \(reason)")
+        } catch {
+            logger.warning("dropped a Raft message", metadata: ["error": "\(error)"])
+        }
+    }
+
+    func reportUnreachable(_ peer: NodeID) {
+        guard !stopped else { return }
+        node.reportUnreachable(peer)
+    }
+
+    func reportSnapshot(to peer: NodeID, delivered: Bool) {
+        guard !stopped else { return }
+        node.reportSnapshot(to: peer, delivered: delivered)
+    }
+
+    // MARK: - Ready
+
+    func processReady() {
+        guard !stopped else { return }
+        flushProposals()
+        if let context = reads.startBatch() {
+            do {
+                try node.readIndex(context: context)
+            } catch {
+                // No leader is known: this witness cannot confirm anything now.
+                for read in reads.failedBatch(context) { read(false) }
+            }
+        }
+        do {
+            while node.hasReady() {
+                let ready = try node.ready()
+                if let soft = ready.softState { leadershipChanged(soft) }
+                // The leader's appends go out while its own disk write runs (thesis §10.2.1);
+                // everything else promises what this write stores, so it waits for it.
+                transport.send(ready.messages.filter { $0.kind.isFromLeader })
+                if let plan = persistence.plan(ready) {
+                    try storage.persist(hardState: plan.hardState, entries: plan.entries, snapshot: plan.snapshot)
+                }
+                transport.send(ready.messages.filter { !$0.kind.isFromLeader })
+                if let snapshot = ready.snapshot { try installSnapshot(snapshot) }
+                try apply(ready.committedEntries)
+                for read in ready.readStates { reads.confirmed(read) }
+                node.advance(ready)
+            }
+            try compactIfDue()
+        } catch {
+            return fatal("the replica cannot go on: \(error)")
+        }
+        for read in reads.served(applied: applied) { read(true) }
+        transport.onApplied()
+    }
+
+    private func leadershipChanged(_ soft: SoftState) {
+        if soft.role == .leader {
+            sequencer.becameLeader(term: node.term, nowNanos: nowNanos())
+            logger.info("became leader", metadata: ["term": "\(node.term)"])
+        } else {
+            if isLeader {
+                for token in sequencer.steppedDown() {
+                    reportReplies.removeValue(forKey: token)?(.failure(WitnessFailure(.notLeader, "leadership changed; report again", leaderAddress: address(of: soft.leader))))
+                }
+            }
+            logger.info("following", metadata: ["term": "\(node.term)", "leader": "\(soft.leader.map(String.init) ?? "none")"])
+        }
+    }
+
+    // MARK: - Applying
+
+    private func installSnapshot(_ snapshot: Snapshot) throws {
+        try restore(snapshot.data)
+        applied = snapshot.metadata.index
+        appliedMembership = snapshot.metadata.membership
+        pendingSnapshot = nil
+        for index in waiters.keys where index <= applied {
+            for waiter in waiters.removeValue(forKey: index) ?? [] {
+                waiter.reply(.failure(WitnessFailure(.unavailable, "the outcome is unknown (a snapshot replaced the log); check and retry")))
+            }
+        }
+        logger.info("installed a snapshot", metadata: ["index": "\(applied)"])
+    }
+
+    private func restore(_ data: [UInt8]) throws {
+        let witnessData = try WitnessSnapshotData(decoding: data)
+        loggedAddresses = Dictionary(witnessData.addresses.map { ($0.id, $0.address) }, uniquingKeysWith: { $1 })
+        requests = witnessData.requests
+        try application?.restore(from: witnessData.application)
+    }
+
+    private func apply(_ entries: [Entry]) throws {
+        for entry in entries {
+            var answer = WitnessResponse.committed(index: entry.index, term: entry.term)
+            switch entry.kind {
+            case .membershipChange:
+                if let change = MembershipChange(encoded: entry.data) { appliedMembership = appliedMembership.applying(change) }
+            case .normal where !entry.data.isEmpty:
+                do {
+                    let record = try EventRecord(decoding: entry.data)
+                    if case .membershipChanged(let members) = record.event {
+                        loggedAddresses = Dictionary(members.map { ($0.id, $0.address) }, uniquingKeysWith: { $1 })
+                    }
+                    if let request = record.requestID {
+                        switch requests.admit(request, index: entry.index, wallTimeMillis: record.stamp.wallTimeMillis) {
+                        case .new: break
+                        case .duplicate(let original): answer = .committed(index: original, term: try storage.termIfKnown(original))
+                        case .expired:
+                            answer = .failure(WitnessFailure(.refused, "request \(request) is older than its client's session remembers; its outcome is unknown"))
+                        }
+                    }
+                    // The application skips duplicates itself: every reader of the log must.
+                    application?.apply(LogEntry(index: entry.index, term: entry.term, record: record))
+                } catch {
+                    logger.error("committed entry does not decode; skipped", metadata: ["index": "\(entry.index)", "error": "\(error)"])
+                }
+            case .normal:
+                break
+            }
+            applied = entry.index
+            for waiter in waiters.removeValue(forKey: entry.index) ?? [] {
+                waiter.reply(
+                    waiter.term == entry.term
+                        ? answer : .failure(WitnessFailure(.unavailable, "a new leader replaced the entry before it committed; retry")))
+            }
+            if entry.index % configuration.snapshotEntries == 0 && pendingSnapshot == nil {
+                let data = WitnessSnapshotData(addresses: addressBook(), requests: requests, application: application?.snapshotData() ?? [])
+                pendingSnapshot = (entry.index, appliedMembership, data.encoded())
+            }
+        }
+    }
+
+    private func compactIfDue() throws {
+        guard let pending = pendingSnapshot, applied >= pending.index + configuration.keepEntries else { return }
+        pendingSnapshot = nil
+        guard pending.index >= (try storage.firstIndex()) else { return }
+        try storage.compact(to: pending.index, membership: pending.membership, data: pending.data)
+        logger.info("compacted the log", metadata: ["snapshot": "\(pending.index)"])
+    }
+
+    // MARK: - Requests
+
+    /// Appends a client's event (leader only); answered once committed. A request this
+    /// witness knows was applied already is answered with the index it went to.
+    func append(_ record: EventRecord, reply: @escaping Reply) {
+        switch record.event {
+        case .nodeReports, .tick, .membershipChanged:
+            return reply(.failure(WitnessFailure(.badRequest, "\(record.event.kindName) entries are written by the witnesses only")))
+        default: break
+        }
+        guard isLeader else { return reply(.failure(failure(for: RaftError.notLeader(leader: node.leader)))) }
+        if let request = record.requestID, let index = requests.appliedIndex(of: request) {
+            return reply(.committed(index: index, term: (try? storage.termIfKnown(index)) ?? 0))
+        }
+        do {
+            var stamped = try sequencer.stamp(record.event, formation: record.formation, nowNanos: nowNanos(), wallTimeMillis: wallTimeMillis())
+            stamped.requestID = record.requestID
+            propose(stamped, reply: reply)
+        } catch {
+            reply(.failure(failure(for: RaftError.notLeader(leader: node.leader))))
+        }
+    }
+
+    /// Queues a node's report for the next coalesced entry (leader only).
+    func report(_ report: NodeReport, formation: String, reply: @escaping Reply) {
+        let token = nextToken
+        nextToken += 1
+        do {
+            try sequencer.submit(report, formation: formation, token: token)
+            reportReplies[token] = reply
+        } catch .notLeader {
+            reply(.failure(failure(for: RaftError.notLeader(leader: node.leader))))
+        } catch {
+            reply(.failure(WitnessFailure(.refused, error.description)))
+        }
+    }
+
+    /// Runs `serve(true)` once this witness has applied a read index that the leader confirmed
+    /// after this call (a linearizable read), or `serve(false)` after one election timeout
+    /// without one (this witness is cut off from the quorum, or no leader is known).
+    func linearizableRead(_ serve: @escaping (Bool) -> Void) {
+        guard !stopped, reads.add(serve, deadlineNanos: nowNanos() + readTimeoutNanos) else { return serve(false) }
+    }
+
+    /// Committed entries from `from` on, at most `maxEntries`, as applied here.
+    func entries(from: UInt64, maxEntries: UInt32) -> WitnessResponse {
+        do {
+            let first = try storage.firstIndex()
+            let from = max(from, 1)
+            if from < first {
+                return .failure(WitnessFailure(.compacted, "entries before \(first) were compacted into a snapshot", snapshotIndex: first - 1))
+            }
+            guard from <= applied, maxEntries > 0 else { return .entries([]) }
+            let high = min(applied + 1, from + UInt64(maxEntries))
+            return .entries(try storage.entries(from: from, to: high, maxBytes: 4 << 20))
+        } catch {
+            return .failure(WitnessFailure(.refused, "reading the log failed: \(error)"))
+        }
+    }
+
+    func snapshotResponse() -> WitnessResponse {
+        do {
+            let snapshot = try storage.snapshot()
+            let data = snapshot.data.isEmpty ? nil : try WitnessSnapshotData(decoding: snapshot.data)
+            return .snapshot(
+                WitnessSnapshot(
+                    index: snapshot.metadata.index, term: snapshot.metadata.term, voters: snapshot.metadata.membership.voters.sorted(),
+                    addresses: data?.addresses ?? [], application: data?.application ?? []))
+        } catch {
+            return .failure(WitnessFailure(.refused, "reading the snapshot failed: \(error)"))
+        }
+    }
+
+    func status() -> WitnessStatus {
+        let status = node.status
+        let members = status.membership.voters.sorted().map { id in
+            WitnessStatus.Member(id: id, address: address(of: id) ?? "unknown", match: status.peers[id]?.match)
+        }
+        return WitnessStatus(
+            id: configuration.id, clusterID: configuration.credentials.clusterID, term: status.term, role: status.role.rawValue,
+            leader: status.leader, leaderAddress: address(of: status.leader), commit: status.commit, applied: applied,
+            firstIndex: (try? storage.firstIndex()) ?? 0, lastIndex: status.lastIndex, members: members)
+    }
+
+    func changeMembership(_ change: MembershipRequest, reply: @escaping Reply) {
+        guard isLeader else { return reply(.failure(failure(for: RaftError.notLeader(leader: node.leader)))) }
+        var book = addressBook()
+        let raftChange: MembershipChange
+        switch change {
+        case .add(let id, let address):
+            guard !node.membership.voters.contains(id) else { return reply(.failure(WitnessFailure(.refused, "witness \(id) is already a member"))) }
+            do { _ = try WitnessEndpoint(parsing: address) } catch { return reply(.failure(WitnessFailure(.badRequest, error.description))) }
+            book.removeAll { $0.id == id }
+            book.append(WitnessMember(id: id, address: address))
+            raftChange = .addVoter(id)
+        case .remove(let id):
+            guard node.membership.voters.contains(id) else { return reply(.failure(WitnessFailure(.refused, "witness \(id) is not a member"))) }
+            guard node.membership.voters.count > 1 else { return reply(.failure(WitnessFailure(.refused, "cannot remove the last witness"))) }
+            book.removeAll { $0.id == id }
+            raftChange = .removeVoter(id)
+        }
+        flushProposals()
+        do {
+            // The address first, so every witness knows where the new member is by the time
+            // the membership change takes effect.
+            let record = try sequencer.stamp(
+                .membershipChanged(book.sorted { $0.id < $1.id }), formation: EventRecord.defaultFormation, nowNanos: nowNanos(),
+                wallTimeMillis: wallTimeMillis())
+            if case .addVoter = raftChange { _ = try node.propose(record.encoded()) }
+            let index = try node.proposeMembershipChange(raftChange)
+            waiters[index, default: []].append((node.term, reply))
+            if case .removeVoter = raftChange { _ = try node.propose(record.encoded()) }
+            logger.info("proposed a membership change", metadata: ["change": "\(raftChange)", "index": "\(index)"])
+        } catch {
+            reply(.failure(failure(for: error)))
+        }
+    }
+
+    // MARK: - Proposals
+
+    /// Queues a record; queued records are proposed together at the next ready, so a burst of
+    /// appends travels to the followers as one append message, not one each.
+    private func propose(_ record: EventRecord, tokens: [EventSequencer.ReportToken] = [], reply: Reply? = nil) {
+        var replies = tokens.compactMap { reportReplies.removeValue(forKey: $0) }
+        if let reply { replies.append(reply) }
+        proposalQueue.append((record.encoded(), replies))
+    }
+
+    private func flushProposals() {
+        guard !proposalQueue.isEmpty else { return }
+        let queue = proposalQueue
+        proposalQueue = []
+        do {
+            let last = try node.propose(queue.map(\.data))
+            let term = node.term
+            for (offset, proposal) in queue.enumerated() where !proposal.replies.isEmpty {
+                let replies = proposal.replies
+                waiters[last - UInt64(queue.count - 1 - offset), default: []].append(
+                    (term, { response in for reply in replies { reply(response) } }))
+            }
+        } catch {
+            let failure = failure(for: error)
+            for proposal in queue { for reply in proposal.replies { reply(.failure(failure)) } }
+        }
+    }
+
+    /// How a refusal from Raft reaches the client. A leadership transfer is a passing state:
+    /// the client retries (the request id makes that safe), it does not give up.
+    func failure(for error: any Error) -> WitnessFailure {
+        switch error as? RaftError {
+        case .notLeader(let leader):
+            return WitnessFailure(.notLeader, "witness \(configuration.id) is not the leader", leaderAddress: address(of: leader))
+        case .transferInProgress(let transferee):
+            return WitnessFailure(.unavailable, "leadership is being handed to witness \(transferee); retry", leaderAddress: address(of: transferee))
+        case .some(let raftError):
+            return WitnessFailure(.refused, raftError.description)
+        case nil:
+            return WitnessFailure(.refused, "\(error)")
+        }
+    }
+
+    // MARK: - Addresses and time
+
+    /// The witnesses' addresses: the log's book, completed by `--peers`.
+    func addressBook() -> [WitnessMember] {
+        var book = loggedAddresses
+        for (id, endpoint) in configuration.peers where book[id] == nil { book[id] = endpoint.description }
+        return book.sorted { $0.key < $1.key }.map { WitnessMember(id: $0.key, address: $0.value) }
+    }
+
+    func address(of id: NodeID?) -> String? {
+        guard let id else { return nil }
+        return loggedAddresses[id] ?? configuration.peers[id]?.description
+    }
+
+    func nowNanos() -> UInt64 { NIODeadline.now().uptimeNanoseconds }
+
+    private func wallTimeMillis() -> Int64 {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        return Int64(spec.tv_sec) * 1000 + Int64(spec.tv_nsec) / 1_000_000
+    }
+}
+
+extension LMDBRaftStorage {
+    /// The term of the entry at `index`, or 0 when it was compacted away.
+    fileprivate func termIfKnown(_ index: UInt64) throws -> UInt64 {
+        do { return try term(at: index) } catch StorageError.compacted { return 0 }
+    }
+}
