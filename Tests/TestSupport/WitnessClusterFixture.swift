@@ -4,14 +4,17 @@ import NodeControl
 import Raft
 import Synchronization
 
-/// Real `pgquorum witness run` processes on loopback, in a temporary folder, each with its
-/// own free port. Every process is stopped by pid in `destroy()`.
+/// Real `pgquorum witness run` processes on loopback (or, given a `NetworkLab`, witness N on the
+/// lab's host N − 1), in a temporary folder, each with its own free port. Every process is
+/// stopped by pid in `destroy()`.
 public final class WitnessClusterFixture: Sendable {
     public let folder: TemporaryDirectory
     public let credentialsPath: String
     public let credentials: WitnessCredentials
     /// Extra arguments for every `witness run` (timing, snapshot settings).
     public let extraArguments: [String]
+    /// The lab whose hosts the witnesses run on, if any.
+    public let lab: NetworkLab?
     private let executable: String
     private let state: Mutex<State>
 
@@ -21,7 +24,9 @@ public final class WitnessClusterFixture: Sendable {
         var processes: [NodeID: ChildProcess] = [:]
     }
 
-    public init(witnesses: Int = 3, extraArguments: [String] = [], root: String = "/tmp") throws {
+    public init(witnesses: Int = 3, extraArguments: [String] = [], root: String = "/tmp", lab: NetworkLab? = nil) throws {
+        precondition(lab.map { $0.hosts.count >= witnesses } ?? true, "the lab has fewer hosts than witnesses")
+        self.lab = lab
         folder = try TemporaryDirectory(prefix: "pgquorum-witness", root: root)
         credentialsPath = folder.appending("credentials")
         credentials = WitnessCredentials.generate()
@@ -38,13 +43,16 @@ public final class WitnessClusterFixture: Sendable {
 
     public func port(of id: NodeID) -> Int { state.withLock { $0.ports[id]! } }
 
-    public func endpoint(of id: NodeID) -> WitnessEndpoint { WitnessEndpoint(host: "127.0.0.1", port: port(of: id)) }
+    /// The lab host witness `id` runs on, if any.
+    public func host(of id: NodeID) -> NetworkLab.Host? { lab?.hosts[Int(id) - 1] }
+
+    public func endpoint(of id: NodeID) -> WitnessEndpoint { WitnessEndpoint(host: host(of: id)?.address ?? "127.0.0.1", port: port(of: id)) }
 
     /// The endpoints of the initial members, in id order.
     public var endpoints: [WitnessEndpoint] { state.withLock { $0.initialMembers }.map(endpoint(of:)) }
 
     public var peersArgument: String {
-        state.withLock { $0.initialMembers }.map { "\($0)=127.0.0.1:\(port(of: $0))" }.joined(separator: ",")
+        state.withLock { $0.initialMembers }.map { "\($0)=\(endpoint(of: $0))" }.joined(separator: ",")
     }
 
     public func logPath(of id: NodeID) -> String { folder.appending("witness-\(id).log") }
@@ -61,11 +69,16 @@ public final class WitnessClusterFixture: Sendable {
     /// Starts witness `id` (an initial member, or one reserved, with `join`).
     public func start(_ id: NodeID, join: Bool = false) throws {
         var arguments = [
-            "witness", "run", "--id", "\(id)", "--data", folder.appending("witness-\(id)"), "--listen", "127.0.0.1:\(port(of: id))",
-            "--peers", peersArgument + (join ? ",\(id)=127.0.0.1:\(port(of: id))" : ""), "--credentials", credentialsPath,
+            "witness", "run", "--id", "\(id)", "--data", folder.appending("witness-\(id)"), "--listen", "\(endpoint(of: id))",
+            "--peers", peersArgument + (join ? ",\(id)=\(endpoint(of: id))" : ""), "--credentials", credentialsPath,
         ]
         if join { arguments.append("--join") }
-        let process = try ChildProcess.spawn(executable, arguments + extraArguments, output: .file(path: logPath(of: id)), parentDeathSignal: "KILL")
+        let process: ChildProcess
+        if let lab, let host = host(of: id) {
+            process = try lab.spawn(on: host, executable, arguments + extraArguments, output: .file(path: logPath(of: id)))
+        } else {
+            process = try ChildProcess.spawn(executable, arguments + extraArguments, output: .file(path: logPath(of: id)), parentDeathSignal: "KILL")
+        }
         state.withLock { $0.processes[id] = process }
     }
 
@@ -119,14 +132,15 @@ public final class WitnessClusterFixture: Sendable {
         return try await client.status(of: endpoint(of: id))
     }
 
-    /// Every committed entry one witness holds from `from` on (it must not be compacted there).
-    public func entries(of id: NodeID, from: UInt64 = 1) async throws -> [CommittedEntry] {
+    /// Every committed entry one witness holds from `from` on (it must not be compacted there):
+    /// a linearizable read, or with `stale` what that witness applied, however old.
+    public func entries(of id: NodeID, from: UInt64 = 1, stale: Bool = false) async throws -> [CommittedEntry] {
         let client = self.client([endpoint(of: id)], timeout: .seconds(5))
         defer { client.close() }
         var all: [CommittedEntry] = []
         var next = from
         while true {
-            let batch = try await client.read(from: next, maxEntries: 10_000)
+            let batch = try await client.read(from: next, maxEntries: 10_000, stale: stale)
             guard let last = batch.last else { return all }
             all += batch
             next = last.index + 1
@@ -163,9 +177,9 @@ public func waitUntilAsync(
 
 /// Runs `body` with a witness cluster and always destroys it; a failure carries the logs.
 public func withWitnessCluster(
-    witnesses: Int = 3, extraArguments: [String] = [], _ body: (WitnessClusterFixture) async throws -> Void
+    witnesses: Int = 3, extraArguments: [String] = [], lab: NetworkLab? = nil, _ body: (WitnessClusterFixture) async throws -> Void
 ) async throws {
-    let cluster = try WitnessClusterFixture(witnesses: witnesses, extraArguments: extraArguments)
+    let cluster = try WitnessClusterFixture(witnesses: witnesses, extraArguments: extraArguments, lab: lab)
     do {
         try await body(cluster)
     } catch {

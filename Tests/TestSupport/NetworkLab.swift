@@ -1,0 +1,183 @@
+import Foundation
+import NodeControl
+import Synchronization
+
+/// Hosts on a private network, for tests of what crosses a network: each host is a network
+/// namespace with one interface into a bridge (itself in a namespace of its own), an address
+/// in a /24 private to this lab, and static neighbour entries, so that a cut packet vanishes
+/// silently as on a real network (no ARP failure reports the peer gone). The test process
+/// itself is a further host (`clientAddress`) so that in-process clients reach the others.
+///
+/// Faults are `nft` drop rules inside the hosts: a whole host, a pair of hosts, or one
+/// direction of one pair; `heal()` lifts them all. Every namespace goes in `destroy()`; one
+/// left behind by a test process that was killed is removed by the next lab that starts.
+/// Needs root (`ip netns`), like CI; `NetworkLab.unavailableReason` says why a test must skip.
+public final class NetworkLab: Sendable {
+    public struct Host: Sendable, Hashable {
+        public let index: Int
+        public let namespace: String
+        public let address: String
+    }
+
+    public let hosts: [Host]
+    /// The test process's own address on the lab network.
+    public let clientAddress: String
+    private let prefix: String
+    private let bridgeNamespace: String
+    private let rootInterface: String
+
+    private static let ip = "/usr/sbin/ip"
+    private static let nft = "/usr/sbin/nft"
+    private static let labs = Atomic<Int>(0)
+
+    /// Why labs cannot be made here (not root, or a tool missing), or nil when they can.
+    public static var unavailableReason: String? {
+        if geteuid() != 0 { return "network-namespace tests need root (ip netns); CI runs them as root" }
+        for tool in [ip, nft] where !FileManager.default.isExecutableFile(atPath: tool) {
+            return "\(tool) is missing; scripts/setup installs iproute2 and nftables"
+        }
+        return nil
+    }
+
+    public init(hostCount: Int) throws {
+        if let reason = Self.unavailableReason { throw TestSupportError(reason) }
+        Self.removeStale()
+        let lab = Self.labs.add(1, ordering: .relaxed).newValue
+        let pid = Int(getpid())
+        prefix = "pgq-\(pid)-\(lab)-"
+        bridgeNamespace = prefix + "bridge"
+        rootInterface = "pq\(pid % 100_000)l\(lab % 100)"
+        // A /24 of its own per lab: 10.(200 + pid % 50).(lab).0
+        let subnet = "10.\(200 + pid % 50).\(lab % 250 + 1)"
+        clientAddress = "\(subnet).254"
+        hosts = (0..<hostCount).map { Host(index: $0, namespace: "pgq-\(pid)-\(lab)-h\($0)", address: "\(subnet).\($0 + 1)") }
+        do {
+            try build(labIndex: lab)
+        } catch {
+            destroy()
+            throw error
+        }
+    }
+
+    private func mac(_ host: Int, _ lab: Int) -> String {
+        String(format: "02:51:%02x:%02x:00:%02x", getpid() % 256, lab % 256, host)
+    }
+
+    private func build(labIndex lab: Int) throws {
+        try run(Self.ip, ["netns", "add", bridgeNamespace])
+        try run(Self.ip, ["-n", bridgeNamespace, "link", "add", "br0", "type", "bridge"])
+        try run(Self.ip, ["-n", bridgeNamespace, "link", "set", "br0", "up"])
+        let clientMAC = mac(0xfe, lab)
+        for host in hosts {
+            try run(Self.ip, ["netns", "add", host.namespace])
+            try run(Self.ip, ["-n", host.namespace, "link", "set", "lo", "up"])
+            try run(Self.ip, ["-n", bridgeNamespace, "link", "add", "p\(host.index)", "type", "veth", "peer", "name", "eth0", "netns", host.namespace])
+            try run(Self.ip, ["-n", bridgeNamespace, "link", "set", "p\(host.index)", "master", "br0", "up"])
+            try run(Self.ip, ["-n", host.namespace, "link", "set", "eth0", "address", mac(host.index, lab), "up"])
+            try run(Self.ip, ["-n", host.namespace, "addr", "add", "\(host.address)/24", "dev", "eth0"])
+            try nft(host, ["add", "table", "inet", "lab"])
+            for hook in ["input", "output"] {
+                try nft(host, ["add", "chain", "inet", "lab", hook, "{", "type", "filter", "hook", hook, "priority", "0", ";", "policy", "accept", ";", "}"])
+            }
+        }
+        // The test process's own leg, into the root namespace.
+        try run(Self.ip, ["-n", bridgeNamespace, "link", "add", "client", "type", "veth", "peer", "name", rootInterface, "netns", "1"])
+        try run(Self.ip, ["-n", bridgeNamespace, "link", "set", "client", "master", "br0", "up"])
+        try run(Self.ip, ["link", "set", rootInterface, "address", clientMAC, "up"])
+        try run(Self.ip, ["addr", "add", "\(clientAddress)/24", "dev", rootInterface])
+        // Static neighbours everywhere: nobody learns that a cut peer is gone from ARP.
+        for host in hosts {
+            for other in hosts where other != host {
+                try run(Self.ip, ["-n", host.namespace, "neigh", "replace", other.address, "lladdr", mac(other.index, lab), "dev", "eth0", "nud", "permanent"])
+            }
+            try run(Self.ip, ["-n", host.namespace, "neigh", "replace", clientAddress, "lladdr", clientMAC, "dev", "eth0", "nud", "permanent"])
+            try run(Self.ip, ["neigh", "replace", host.address, "lladdr", mac(host.index, lab), "dev", rootInterface, "nud", "permanent"])
+        }
+    }
+
+    // MARK: Processes
+
+    /// Starts `executable` inside `host` (it dies with the test process); the pid is the
+    /// program's own (`ip netns exec` execs it).
+    public func spawn(on host: Host, _ executable: String, _ arguments: [String], output: ChildOutput = .null) throws -> ChildProcess {
+        try ChildProcess.spawn(Self.ip, ["netns", "exec", host.namespace, executable] + arguments, output: output, parentDeathSignal: "KILL")
+    }
+
+    // MARK: Faults
+
+    /// Cuts `host` off from every other host and from the test process.
+    public func isolate(_ host: Host) throws {
+        for other in hosts where other != host { try cut(host, other) }
+        try cutBothWays(host, address: clientAddress)
+    }
+
+    /// Cuts both directions between two hosts.
+    public func cut(_ a: Host, _ b: Host) throws {
+        try cutBothWays(a, address: b.address)
+    }
+
+    /// Drops what `from` sends to `to`; what `to` sends still arrives (a one-sided fault).
+    public func cutOneWay(from: Host, to: Host) throws {
+        try cutOneWay(from: from, toAddress: to.address)
+    }
+
+    /// Drops what `from` sends to `address` (another host's, or `clientAddress`).
+    public func cutOneWay(from: Host, toAddress address: String) throws {
+        try nft(from, ["add", "rule", "inet", "lab", "output", "ip", "daddr", address, "drop"])
+    }
+
+    private func cutBothWays(_ host: Host, address: String) throws {
+        try nft(host, ["add", "rule", "inet", "lab", "output", "ip", "daddr", address, "drop"])
+        try nft(host, ["add", "rule", "inet", "lab", "input", "ip", "saddr", address, "drop"])
+    }
+
+    /// Lifts every cut.
+    public func heal() throws {
+        for host in hosts {
+            try nft(host, ["flush", "chain", "inet", "lab", "input"])
+            try nft(host, ["flush", "chain", "inet", "lab", "output"])
+        }
+    }
+
+    /// Removes every namespace of this lab (and with them its interfaces). Safe to call twice.
+    public func destroy() {
+        for namespace in hosts.map(\.namespace) + [bridgeNamespace] {
+            _ = try? runCommand(Self.ip, ["netns", "del", namespace], check: false)
+        }
+    }
+
+    private func nft(_ host: Host, _ arguments: [String]) throws {
+        try run(Self.ip, ["netns", "exec", host.namespace, Self.nft] + arguments)
+    }
+
+    private func run(_ executable: String, _ arguments: [String]) throws {
+        do {
+            try runCommand(executable, arguments, timeout: .seconds(20))
+        } catch {
+            throw TestSupportError("lab setup failed: \(error)")
+        }
+    }
+
+    /// Deletes the namespaces of labs whose test process is gone (killed before `destroy`).
+    private static func removeStale() {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: "/run/netns") else { return }
+        for name in names where name.hasPrefix("pgq-") {
+            let parts = name.split(separator: "-")
+            guard parts.count >= 3, let pid = pid_t(parts[1]), kill(pid, 0) != 0, errno == ESRCH else { continue }
+            _ = try? runCommand(ip, ["netns", "del", name], check: false)
+        }
+    }
+}
+
+/// Runs `body` with a lab of `hostCount` hosts and always removes it.
+public func withNetworkLab<T>(hostCount: Int, _ body: (NetworkLab) async throws -> T) async throws -> T {
+    let lab = try NetworkLab(hostCount: hostCount)
+    do {
+        let result = try await body(lab)
+        lab.destroy()
+        return result
+    } catch {
+        lab.destroy()
+        throw error
+    }
+}

@@ -1,0 +1,157 @@
+@testable import EventLog
+import Foundation
+import NodeControl
+import Raft
+import Synchronization
+import Testing
+import TestSupport
+
+/// Three real witness processes, one per host of a network lab, and a witness cut off from its
+/// peers by a real partition (`nft` drop rules) while clients can still reach it (issue 13).
+@Suite(
+    "witnesses under network partitions", .serialized,
+    .enabled(if: NetworkLab.unavailableReason == nil, Comment(rawValue: NetworkLab.unavailableReason ?? "")))
+struct WitnessPartitionTests {
+    /// The heartbeat setting a settings change carries, read back from the entries.
+    func heartbeatSettings(in entries: [CommittedEntry]) -> [UInt32] {
+        entries.compactMap { entry in
+            if case .event(let record) = entry.payload, case .settingsChanged(let settings) = record.event {
+                return settings.heartbeatIntervalMillis
+            }
+            return nil
+        }
+    }
+
+    func settings(heartbeatMillis: UInt32) -> ClusterEvent {
+        var settings = FormationSettings()
+        settings.heartbeatIntervalMillis = heartbeatMillis
+        return .settingsChanged(settings)
+    }
+
+    /// Cuts witness 1 off from witnesses 2 and 3 (the test process still reaches all three),
+    /// and waits until 2 and 3 have a leader of their own.
+    func cutOffWitnessOne(_ cluster: WitnessClusterFixture, _ lab: NetworkLab) async throws {
+        try lab.cut(lab.hosts[0], lab.hosts[1])
+        try lab.cut(lab.hosts[0], lab.hosts[2])
+        _ = try await cluster.waitForLeader(among: [2, 3])
+    }
+
+    @Test("a read that a cut-off witness would answer from its frozen log gets current data from another witness within 2 s")
+    func readsAreLinearizable() async throws {
+        try await withNetworkLab(hostCount: 3) { lab in
+            try await withWitnessCluster(lab: lab) { cluster in
+                try cluster.startAll()
+                _ = try await cluster.waitForLeader()
+                let client = cluster.client()  // witness 1 first
+                defer { client.close() }
+                _ = try await client.append(settings(heartbeatMillis: 600))
+                try await waitApplied(cluster, 1, try await client.read(from: 1, maxEntries: 10_000).last!.index)
+
+                try await cutOffWitnessOne(cluster, lab)
+                let majority = cluster.client([cluster.endpoint(of: 2), cluster.endpoint(of: 3)])
+                defer { majority.close() }
+                let changed = try await majority.append(settings(heartbeatMillis: 700))
+
+                // Witness 1 still answers a stale read, from before the cut…
+                let frozen = try await cluster.entries(of: 1, stale: true)
+                #expect(heartbeatSettings(in: frozen) == [600])
+                // …but refuses a linearizable one within about an election timeout (a client
+                // that knows only this witness asks again until its own time is up)…
+                let alone = cluster.client([cluster.endpoint(of: 1)], timeout: .seconds(2))
+                defer { alone.close() }
+                let refusedAt = ContinuousClock.now
+                await #expect {
+                    _ = try await alone.read(from: 1, maxEntries: 10)
+                } throws: { error in
+                    "\(error)".contains("could not confirm")
+                }
+                #expect(ContinuousClock.now - refusedAt < .seconds(3))
+                // …and the client that lists it first gets the change from another witness.
+                let started = ContinuousClock.now
+                var entries: [CommittedEntry] = []
+                var next: UInt64 = 1
+                while true {
+                    let batch = try await client.read(from: next, maxEntries: 10_000)
+                    guard let last = batch.last else { break }
+                    entries += batch
+                    next = last.index + 1
+                }
+                let elapsed = ContinuousClock.now - started
+                #expect(heartbeatSettings(in: entries) == [600, 700])
+                #expect(entries.contains { $0.index == changed })
+                #expect(elapsed < .seconds(2), "the read took \(elapsed)")
+            }
+        }
+    }
+
+    @Test("a stream from a witness that gets cut off resumes at another witness with no gap and no duplicate")
+    func streamsMoveOn() async throws {
+        try await withNetworkLab(hostCount: 3) { lab in
+            try await withWitnessCluster(lab: lab) { cluster in
+                try cluster.startAll()
+                _ = try await cluster.waitForLeader()
+                let client = cluster.client()  // the stream starts at witness 1
+                defer { client.close() }
+                let seen = Mutex<[UInt64]>([])
+                let follower = Task {
+                    for try await item in client.stream(from: 1) {
+                        guard case .entries(let entries) = item else { continue }
+                        seen.withLock { $0 += entries.map(\.index) }
+                    }
+                }
+                defer { follower.cancel() }
+                try await waitUntilAsync("the stream delivers", timeout: .seconds(10)) { seen.withLock { $0.count } > 3 }
+
+                try await cutOffWitnessOne(cluster, lab)
+                let majority = cluster.client([cluster.endpoint(of: 2), cluster.endpoint(of: 3)])
+                defer { majority.close() }
+                let cutAt = ContinuousClock.now
+                let changed = try await majority.append(settings(heartbeatMillis: 700))
+                try await waitUntilAsync("the stream delivers the change made after the cut", timeout: .seconds(10)) {
+                    seen.withLock { $0.contains(changed) }
+                }
+                let elapsed = ContinuousClock.now - cutAt
+                let indexes = seen.withLock { $0 }
+                #expect(indexes == Array(1...UInt64(indexes.count)), "gaps or duplicates in the stream")
+                // One election timeout to notice, half of one between confirmations, the new
+                // leader's election, and the move: seconds, not the TCP timeout.
+                #expect(elapsed < .seconds(5), "the stream took \(elapsed) to move on")
+            }
+        }
+    }
+
+    @Test("an operator request whose answer is lost and retried across the cut applies once")
+    func retriedRequestAppliesOnce() async throws {
+        try await withNetworkLab(hostCount: 3) { lab in
+            try await withWitnessCluster(lab: lab) { cluster in
+                try cluster.startAll()
+                let leader = try await cluster.waitForLeader()
+                // Attempts of 2 s: the first one at the leader times out during the cut.
+                let client = cluster.client(timeout: .seconds(6))
+                defer { client.close() }
+                _ = try await client.append(settings(heartbeatMillis: 600))  // the client knows the leader now
+                // The leader hears the request and commits it, but its answers do not get back.
+                try lab.cutOneWay(from: cluster.host(of: leader)!, toAddress: lab.clientAddress)
+                let started = ContinuousClock.now
+                let appending = Task { try await client.append(settings(heartbeatMillis: 700)) }
+                try await Task.sleep(for: .seconds(3))
+                try lab.heal()
+                let index = try await appending.value
+                let elapsed = ContinuousClock.now - started
+                // The first attempt timed out, so the request was sent again.
+                #expect(elapsed > client.attemptTimeout, "the answer came in \(elapsed): nothing was retried")
+                try await waitApplied(cluster, 2, index)
+                let entries = try await cluster.entries(of: 2)
+                let withRequest = entries.filter { entry in
+                    if case .event(let record) = entry.payload, case .settingsChanged(let settings) = record.event {
+                        return settings.heartbeatIntervalMillis == 700
+                    }
+                    return false
+                }
+                // The retry came after the first attempt had committed: the leader answered it
+                // with the first attempt's index and appended nothing.
+                #expect(withRequest.map(\.index) == [index], "the request is in the log at \(withRequest.map(\.index)), answered \(index)")
+            }
+        }
+    }
+}
