@@ -273,10 +273,12 @@ extension RaftNode {
         if index <= log.committed {
             response.index = log.committed
         } else if try log.matchTerm(index, snapshot.metadata.term) {
-            // Our log already has the snapshot's last entry: just commit up to it.
+            // Our log already has the snapshot's last entry: just commit up to it. Answer with
+            // the commit index, not the last index: entries after it may be an uncommitted
+            // tail of an older term that the leader's log does not have (etcd's handleSnapshot).
             log.commit(to: index)
             try applyCommittedMembershipChanges()
-            response.index = try log.lastIndex()
+            response.index = log.committed
         } else {
             log.restore(snapshot)
             membership = snapshot.metadata.membership

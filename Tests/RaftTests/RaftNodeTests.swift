@@ -125,4 +125,17 @@ struct RaftNodeTests {
         #expect(MembershipChange(encoded: [9, 0, 0, 0, 0, 0, 0, 0, 1]) == nil)
         #expect(MembershipChange(encoded: [1, 0, 0, 0, 0, 0, 0, 0, 0]) == nil)
     }
+
+    @Test("a follower that already holds a snapshot's last entry answers with its commit index, not its last index")
+    func snapshotOfHeldEntry() throws {
+        // Entries 4 and 5 are an uncommitted tail of term 2 that the leader of term 3 may not
+        // have: answering "I hold up to 5" would let the leader count them as replicated.
+        var follower = try LoneNode(2, terms: [1, 1, 1, 2, 2], term: 3, commit: 1)
+        let snapshot = Snapshot(metadata: SnapshotMetadata(index: 3, term: 1, membership: Membership(voters: [1, 2, 3])), data: [])
+        try follower.step(message(.snapshot, 1, 2, term: 3) { $0.snapshot = snapshot })
+        let responses = try follower.drain().filter { $0.kind == .appendResponse }
+        #expect(responses == [message(.appendResponse, 2, 1, term: 3) { $0.index = 3 }])
+        #expect(follower.node.status.commit == 3)
+        #expect(follower.node.status.lastIndex == 5)
+    }
 }
