@@ -100,6 +100,8 @@ extension Message: CustomStringConvertible {
             if let snapshot {
                 let voters = snapshot.metadata.membership.voters.sorted().map(String.init).joined(separator: ",")
                 text += " snapshot=\(snapshot.metadata.term)/\(snapshot.metadata.index) voters=(\(voters))"
+                let learners = snapshot.metadata.membership.learners.sorted().map(String.init).joined(separator: ",")
+                if !learners.isEmpty { text += " learners=(\(learners))" }
             }
         }
         return text

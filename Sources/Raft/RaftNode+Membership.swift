@@ -14,11 +14,16 @@ extension RaftNode {
             guard !membership.voters.contains(voter) else {
                 throw RaftError.membershipChangeRefused("replica \(voter) is already a voter")
             }
-        case .removeVoter(let voter):
-            guard membership.voters.contains(voter) else {
-                throw RaftError.membershipChangeRefused("replica \(voter) is not a voter")
+        case .addLearner(let learner):
+            guard learner != 0 else { throw RaftError.membershipChangeRefused("0 is not a valid replica id") }
+            guard !membership.members.contains(learner) else {
+                throw RaftError.membershipChangeRefused("replica \(learner) is already a member")
             }
-            guard membership.voters.count > 1 else {
+        case .removeVoter(let voter):
+            guard membership.members.contains(voter) else {
+                throw RaftError.membershipChangeRefused("replica \(voter) is not a member")
+            }
+            guard !membership.voters.contains(voter) || membership.voters.count > 1 else {
                 throw RaftError.membershipChangeRefused("replica \(voter) is the last voter")
             }
         }
@@ -49,7 +54,7 @@ extension RaftNode {
         membership = membership.applying(change)
         guard role == .leader else { return }
         switch change {
-        case .addVoter(let voter):
+        case .addVoter(let voter), .addLearner(let voter):
             if progress[voter] == nil {
                 var peer = Progress(next: try log.lastIndex() + 1)
                 // A new voter counts as active until the next check-quorum round says otherwise.

@@ -7,7 +7,7 @@ extension RaftNode {
     mutating func tickLeader() throws {
         heartbeatElapsed += 1
         electionElapsed += 1
-        for voter in sortedVoters where voter != id {
+        for voter in sortedMembers where voter != id {
             guard var peer = progress[voter], case .snapshot = peer.state else { continue }
             peer.snapshotTicks += 1
             if peer.snapshotTicks >= snapshotRetryTicks { peer.becomeProbe() }
@@ -63,13 +63,13 @@ extension RaftNode {
 
     mutating func broadcastAppend() throws {
         guard role == .leader else { return }
-        for voter in sortedVoters where voter != id {
+        for voter in sortedMembers where voter != id {
             _ = try sendAppend(to: voter, sendIfEmpty: true)
         }
     }
 
     mutating func broadcastHeartbeat() {
-        for voter in sortedVoters where voter != id {
+        for voter in sortedMembers where voter != id {
             guard let peer = progress[voter] else { continue }
             var heartbeat = Message(kind: .heartbeat, from: id, to: voter, term: term)
             // Never let a follower commit past what it is known to hold.

@@ -177,7 +177,7 @@ extension RaftNode {
         let lastIndex = try log.lastIndex()
         // Entries still waiting for the disk count for this leader once `advance` sees them stored.
         let persisted = log.unstableEntries.isEmpty ? lastIndex : log.unstableOffset - 1
-        for voter in membership.voters {
+        for voter in membership.members {
             var peer = Progress(next: lastIndex + 1)
             peer.recentActive = true
             if voter == id { peer.match = persisted }

@@ -96,6 +96,9 @@ public struct RaftNode {
     /// The voters in a fixed order, so that message order never depends on hashing.
     var sortedVoters: [NodeID] { membership.voters.sorted() }
 
+    /// Everyone the leader replicates to (voters and learners), in a fixed order.
+    var sortedMembers: [NodeID] { membership.members.sorted() }
+
     var hardState: HardState { HardState(term: term, vote: vote, commit: log.committed) }
     var softState: SoftState { SoftState(leader: leader, role: role) }
 

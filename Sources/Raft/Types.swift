@@ -42,23 +42,38 @@ public struct HardState: Sendable, Equatable {
     }
 }
 
-/// The voting members of the cluster. Empty in a replica that has not joined one yet.
+/// The members of the cluster: the voters, and the learners (Raft thesis §4.2.1), which receive
+/// the log but neither vote nor count toward any quorum. A new member joins as a learner and
+/// is promoted once it has caught up, so an empty replica never weakens the quorum. Empty in a
+/// replica that has not joined a cluster yet.
 public struct Membership: Sendable, Equatable {
     public var voters: Set<NodeID>
+    public var learners: Set<NodeID>
 
-    public init(voters: Set<NodeID> = []) {
+    public init(voters: Set<NodeID> = [], learners: Set<NodeID> = []) {
         self.voters = voters
+        self.learners = learners
     }
 
     /// The number of votes (or acknowledgments) that make a majority.
     public var quorum: Int { voters.count / 2 + 1 }
 
+    /// Every replica the leader replicates to: voters and learners.
+    public var members: Set<NodeID> { voters.union(learners) }
+
     /// The membership after `change`.
     public func applying(_ change: MembershipChange) -> Membership {
         var next = self
         switch change {
-        case .addVoter(let id): next.voters.insert(id)
-        case .removeVoter(let id): next.voters.remove(id)
+        case .addVoter(let id):
+            // Adding a learner as a voter promotes it.
+            next.learners.remove(id)
+            next.voters.insert(id)
+        case .addLearner(let id):
+            if !next.voters.contains(id) { next.learners.insert(id) }
+        case .removeVoter(let id):
+            next.voters.remove(id)
+            next.learners.remove(id)
         }
         return next
     }
@@ -67,8 +82,12 @@ public struct Membership: Sendable, Equatable {
 /// One single-server membership change (Raft thesis §4.1). Replacing a voter is a removal
 /// followed by an addition; only one change may be in flight at a time.
 public enum MembershipChange: Sendable, Equatable, CustomStringConvertible {
+    /// Adds a voter, or promotes a learner to one.
     case addVoter(NodeID)
+    /// Removes a voter or a learner.
     case removeVoter(NodeID)
+    /// Adds a learner: it is sent the log, and counts for nothing until promoted.
+    case addLearner(NodeID)
 
     /// The entry payload: one operation byte and the node id, big-endian.
     public var encoded: [UInt8] {
@@ -76,6 +95,7 @@ public enum MembershipChange: Sendable, Equatable, CustomStringConvertible {
             switch self {
             case .addVoter(let id): (1, id)
             case .removeVoter(let id): (2, id)
+            case .addLearner(let id): (3, id)
             }
         return [operation] + (0..<8).reversed().map { UInt8(truncatingIfNeeded: id >> ($0 * 8)) }
     }
@@ -88,6 +108,7 @@ public enum MembershipChange: Sendable, Equatable, CustomStringConvertible {
         switch bytes[0] {
         case 1: self = .addVoter(id)
         case 2: self = .removeVoter(id)
+        case 3: self = .addLearner(id)
         default: return nil
         }
     }
@@ -96,6 +117,7 @@ public enum MembershipChange: Sendable, Equatable, CustomStringConvertible {
         switch self {
         case .addVoter(let id): return "add voter \(id)"
         case .removeVoter(let id): return "remove voter \(id)"
+        case .addLearner(let id): return "add learner \(id)"
         }
     }
 }

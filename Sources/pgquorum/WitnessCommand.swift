@@ -250,7 +250,7 @@ struct WitnessStatusCommand: AsyncParsableCommand {
                     print(statusJSON(status, endpoint: endpoint))
                 } else {
                     let members = status.members.map { member in
-                        "\(member.id)" + (member.match.map { "@\($0)" } ?? "")
+                        "\(member.id)" + (member.isLearner ? "(learner)" : "") + (member.match.map { "@\($0)" } ?? "")
                     }.joined(separator: " ")
                     rows.append([
                         "\(status.id)", endpoint.description, status.role, "\(status.term)", status.leader.map(String.init) ?? "-",
@@ -275,7 +275,7 @@ struct WitnessStatusCommand: AsyncParsableCommand {
 
     private func statusJSON(_ status: WitnessStatus, endpoint: WitnessEndpoint) -> String {
         let members = status.members.map { member in
-            #"{"id":\#(member.id),"address":\#(jsonString(member.address)),"match":\#(member.match.map(String.init) ?? "null")}"#
+            #"{"id":\#(member.id),"address":\#(jsonString(member.address)),"match":\#(member.match.map(String.init) ?? "null"),"learner":\#(member.isLearner)}"#
         }.joined(separator: ",")
         return #"{"address":\#(jsonString(endpoint.description)),"id":\#(status.id),"cluster_id":\#(jsonString(status.clusterID)),"role":\#(jsonString(status.role)),"term":\#(status.term),"leader":\#(status.leader.map(String.init) ?? "null"),"commit":\#(status.commit),"applied":\#(status.applied),"first_index":\#(status.firstIndex),"last_index":\#(status.lastIndex),"members":[\#(members)]}"#
     }
@@ -284,8 +284,13 @@ struct WitnessStatusCommand: AsyncParsableCommand {
 struct WitnessAddCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "add",
-        abstract: "Add a witness (started with --join) to the cluster as a voter.",
-        discussion: "Returns once the membership change has committed; the new witness then catches up from the log or a snapshot."
+        abstract: "Add a witness (started with --join) to the cluster.",
+        discussion: """
+            The new witness joins as a learner: it receives the log (or a snapshot) but counts for \
+            no quorum, so an empty replica never weakens the cluster. The leader promotes it to \
+            voter once it has caught up, and the command returns then. Run it again if it timed \
+            out while a large log was copied: it waits for the same promotion.
+            """
     )
 
     @Option(help: "The new witness's id.")
@@ -300,7 +305,7 @@ struct WitnessAddCommand: AsyncParsableCommand {
         let client = try connection.makeClient()
         defer { client.close() }
         let index = try await client.changeMembership(.add(id: id, address: try WitnessEndpoint(parsing: address).description))
-        print("witness \(id) (\(address)) added at log index \(index)")
+        print("witness \(id) (\(address)) added, a voter from log index \(index)")
     }
 }
 
@@ -354,7 +359,7 @@ struct WitnessReplaceCommand: AsyncParsableCommand {
         let removed = try await client.changeMembership(.remove(id: old))
         print("witness \(old) removed at log index \(removed)")
         let added = try await client.changeMembership(.add(id: id, address: endpoint.description))
-        print("witness \(id) (\(endpoint)) added at log index \(added)")
+        print("witness \(id) (\(endpoint)) added, a voter from log index \(added)")
     }
 }
 

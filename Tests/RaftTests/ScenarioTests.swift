@@ -68,9 +68,10 @@ struct ScenarioRunner {
         case "propose":
             let index = try cluster.with(try id(0)) { try $0.propose(Array(arguments.dropFirst().joined(separator: " ").utf8)) }
             extra.append("proposed at index \(index)")
-        case "add-voter", "remove-voter":
+        case "add-voter", "remove-voter", "add-learner":
             let target = try id(1)
-            let change: MembershipChange = verb == "add-voter" ? .addVoter(target) : .removeVoter(target)
+            let change: MembershipChange =
+                verb == "add-voter" ? .addVoter(target) : verb == "add-learner" ? .addLearner(target) : .removeVoter(target)
             let index = try cluster.with(try id(0)) { try $0.proposeMembershipChange(change) }
             extra.append("proposed \(change) at index \(index)")
         case "transfer-leadership":

@@ -36,6 +36,7 @@ struct SimulationTests {
                 totals.transfers += s.transfers
                 totals.committed += s.committed
                 totals.oneWayCuts += s.oneWayCuts
+                totals.learnersAdded += s.learnersAdded
                 totals.lateMessages += s.lateMessages
                 totals.writesAcknowledged += simulation.clientWritesAcknowledged
                 totals.readsServed += s.readsServed
@@ -56,6 +57,7 @@ struct SimulationTests {
         #expect(totals.transfers > 0)
         #expect(totals.committed > 10 * count)
         #expect(totals.oneWayCuts > count)
+        #expect(totals.learnersAdded > 0)
         #expect(totals.lateMessages > count)
         #expect(totals.writesAcknowledged > 10 * count)
         #expect(totals.readsServed > 10 * count)

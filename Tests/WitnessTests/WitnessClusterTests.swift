@@ -225,6 +225,43 @@ struct WitnessClusterTests {
         }
     }
 
+    @Test("a witness added while it cannot catch up is a learner: it weakens no quorum, and becomes a voter once caught up")
+    func addedWitnessIsALearnerUntilCaughtUp() async throws {
+        try await withWitnessCluster { cluster in
+            try cluster.startAll()
+            _ = try await cluster.waitForLeader()
+            let client = cluster.client([cluster.endpoint(of: 1), cluster.endpoint(of: 2)], timeout: .seconds(60))
+            defer { client.close() }
+            let acks = AckLog()
+            try await appendConcurrently(client, count: 2_000, concurrency: 32, into: acks)
+            // Witness 3 is down, and the new witness 4 is frozen before it holds anything.
+            await cluster.kill(3)
+            let newcomer = try cluster.reserve(4)
+            try cluster.start(4, join: true)
+            cluster.signal(4, SIGSTOP)
+            let adding = Task { try await client.changeMembership(.add(id: 4, address: newcomer.description)) }
+            let leader = try await cluster.waitForLeader(among: [1, 2])
+            try await waitUntilAsync("witness 4 is a learner", timeout: .seconds(10)) {
+                try await cluster.status(of: leader).members.contains { $0.id == 4 && $0.isLearner }
+            }
+            // Two live voters of three still make the quorum: a voter 4 would have made it
+            // three of four, two of them unable to answer.
+            let before = acks.count
+            let appenders = startAppenders(client, workers: 4, firstTag: 10_000, into: acks)
+            try await waitUntil("appends commit while the new witness cannot catch up", timeout: .seconds(10)) { acks.count >= before + 100 }
+            #expect(try await cluster.status(of: leader).members.first { $0.id == 4 }?.isLearner == true)
+            cluster.signal(4, SIGCONT)
+            let index = try await adding.value
+            let status = try await cluster.status(of: leader)
+            #expect(status.members.map(\.id) == [1, 2, 3, 4])
+            #expect(status.members.allSatisfy { !$0.isLearner })
+            appenders.cancel()
+            await appenders.value
+            try await waitApplied(cluster, 4, max(index, acks.maxIndex))
+            #expect(cluster.log(of: leader).contains("promoting a caught-up learner to voter"))
+        }
+    }
+
     @Test("replacing a dead witness with a fresh one keeps the cluster writable throughout")
     func replaceWitness() async throws {
         try await withWitnessCluster { cluster in

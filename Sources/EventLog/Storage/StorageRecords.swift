@@ -59,32 +59,47 @@ enum StorageRecords {
         }
     }
 
+    /// A snapshot record with learners is version 2 (they follow the voters); one without any
+    /// stays version 1, as written before learners existed.
+    static let snapshotWithLearnersVersion: UInt8 = 2
+
     static func encode(_ snapshot: Snapshot) -> [UInt8] {
         var writer = ByteWriter(capacity: snapshot.data.count + 64)
-        writer.write(version)
+        let membership = snapshot.metadata.membership
+        writer.write(membership.learners.isEmpty ? version : snapshotWithLearnersVersion)
         writer.write(snapshot.metadata.index)
         writer.write(snapshot.metadata.term)
-        let voters = snapshot.metadata.membership.voters.sorted()
-        precondition(voters.count <= votersMax, "\(voters.count) voters in a snapshot")
-        writer.write(UInt32(voters.count))
-        for voter in voters { writer.write(voter) }
+        precondition(membership.members.count <= votersMax, "\(membership.members.count) members in a snapshot")
+        writer.write(UInt32(membership.voters.count))
+        for voter in membership.voters.sorted() { writer.write(voter) }
+        if !membership.learners.isEmpty {
+            writer.write(UInt32(membership.learners.count))
+            for learner in membership.learners.sorted() { writer.write(learner) }
+        }
         writer.writeBlob(snapshot.data)
         writer.appendChecksum()
         return writer.bytes
     }
 
     static func decodeSnapshot(_ bytes: [UInt8]) throws -> Snapshot {
-        do {
+        do throws(DecodingError) {
             var reader = try ByteReader(checksummed: bytes)
-            try readVersion(&reader)
+            let found = try reader.readUInt8("record version")
+            guard found == version || found == snapshotWithLearnersVersion else {
+                throw DecodingError.unknownVersion(found, supported: snapshotWithLearnersVersion)
+            }
             let index = try reader.readUInt64("snapshot index")
             let term = try reader.readUInt64("snapshot term")
-            let count = try reader.readCount("voter count", maxCount: votersMax)
             var voters: Set<NodeID> = []
-            for _ in 0..<count { voters.insert(try reader.readUInt64("voter")) }
+            for _ in 0..<(try reader.readCount("voter count", maxCount: votersMax)) { voters.insert(try reader.readUInt64("voter")) }
+            var learners: Set<NodeID> = []
+            if found == snapshotWithLearnersVersion {
+                for _ in 0..<(try reader.readCount("learner count", maxCount: votersMax)) { learners.insert(try reader.readUInt64("learner")) }
+            }
             let data = try reader.readBlob("snapshot data", maxCount: LMDBRaftStorage.snapshotBytesMax)
             try reader.finish()
-            return Snapshot(metadata: SnapshotMetadata(index: index, term: term, membership: Membership(voters: voters)), data: data)
+            return Snapshot(
+                metadata: SnapshotMetadata(index: index, term: term, membership: Membership(voters: voters, learners: learners)), data: data)
         } catch {
             throw StorageCorruption.record(error)
         }

@@ -25,9 +25,10 @@ extension Message {
         if let snapshot {
             writer.write(snapshot.metadata.index)
             writer.write(snapshot.metadata.term)
-            let voters = snapshot.metadata.membership.voters.sorted()
-            writer.write(UInt32(voters.count))
-            for voter in voters { writer.write(voter) }
+            for members in [snapshot.metadata.membership.voters, snapshot.metadata.membership.learners] {
+                writer.write(UInt32(members.count))
+                for member in members.sorted() { writer.write(member) }
+            }
             writer.writeBlob(snapshot.data)
         }
         return writer.bytes
@@ -52,18 +53,10 @@ extension Message {
         if try reader.readBool("has snapshot") {
             let index = try reader.readUInt64("snapshot index")
             let term = try reader.readUInt64("snapshot term")
-            let voterCount = try reader.readCount("voter count", maxCount: 64)
-            var voters: Set<NodeID> = []
-            var previous: NodeID = 0
-            for _ in 0..<voterCount {
-                // Voters travel in ascending order: one encoding per membership.
-                let voter = try reader.readUInt64("voter")
-                guard voter > previous else { throw .invalidValue(field: "voter", reason: "voters not in ascending order") }
-                previous = voter
-                voters.insert(voter)
-            }
+            let voters = try reader.readMemberSet("voter")
+            let learners = try reader.readMemberSet("learner")
             let data = try reader.readBlob("snapshot data", maxCount: LMDBRaftStorage.snapshotBytesMax)
-            snapshot = Snapshot(metadata: SnapshotMetadata(index: index, term: term, membership: Membership(voters: voters)), data: data)
+            snapshot = Snapshot(metadata: SnapshotMetadata(index: index, term: term, membership: Membership(voters: voters, learners: learners)), data: data)
         }
         try reader.finish()
     }
@@ -83,6 +76,20 @@ extension ByteWriter {
 }
 
 extension ByteReader {
+    /// A count, then that many replica ids in ascending order (one encoding per set).
+    mutating func readMemberSet(_ field: String) throws(DecodingError) -> Set<NodeID> {
+        let count = try readCount("\(field) count", maxCount: 64)
+        var members: Set<NodeID> = []
+        var previous: NodeID = 0
+        for _ in 0..<count {
+            let member = try readUInt64(field)
+            guard member > previous else { throw .invalidValue(field: field, reason: "\(field)s not in ascending order") }
+            previous = member
+            members.insert(member)
+        }
+        return members
+    }
+
     mutating func readEntries() throws(DecodingError) -> [Entry] {
         let count = try readCount("entry count", maxCount: Message.wireEntriesMax)
         var entries: [Entry] = []

@@ -131,7 +131,8 @@ extension WitnessHandshake.Hello {
 
 /// A membership change an operator asks the leader for.
 public enum MembershipRequest: Sendable, Equatable {
-    /// Add witness `id`, reachable at `address`, as a voter.
+    /// Add witness `id`, reachable at `address`: as a learner, promoted to voter once it has
+    /// caught up; answered after the promotion.
     case add(id: NodeID, address: String)
     case remove(id: NodeID)
 }
@@ -232,11 +233,14 @@ public struct WitnessStatus: Sendable, Equatable {
         public var address: String
         /// On the leader: the highest log index known to be on this member. Nil elsewhere.
         public var match: UInt64?
+        /// A learner catching up: it counts for no quorum until it is promoted.
+        public var isLearner: Bool
 
-        public init(id: NodeID, address: String, match: UInt64?) {
+        public init(id: NodeID, address: String, match: UInt64?, isLearner: Bool = false) {
             self.id = id
             self.address = address
             self.match = match
+            self.isLearner = isLearner
         }
     }
 
@@ -420,6 +424,7 @@ extension WitnessResponse {
                 writer.write(member.address)
                 writer.write(member.match != nil)
                 writer.write(member.match ?? 0)
+                writer.write(member.isLearner)
             }
         case .failure(let failure):
             writer.write(UInt8(5))
@@ -471,7 +476,8 @@ extension WitnessResponse {
                 let address = try reader.readString("member address")
                 let hasMatch = try reader.readBool("has match")
                 let match = try reader.readUInt64("match")
-                members.append(WitnessStatus.Member(id: member, address: address, match: hasMatch ? match : nil))
+                let isLearner = try reader.readBool("learner")
+                members.append(WitnessStatus.Member(id: member, address: address, match: hasMatch ? match : nil, isLearner: isLearner))
             }
             response = .status(
                 WitnessStatus(

@@ -58,6 +58,8 @@ final class WitnessReplica: @unchecked Sendable {
     private var proposalQueue: [(data: [UInt8], replies: [Reply])] = []
     /// A snapshot taken at an index, to compact to once `keepEntries` more are applied.
     private var pendingSnapshot: (index: UInt64, membership: Membership, data: [UInt8])?
+    /// Operators waiting for a learner's promotion to voter (`witness add`), by witness id.
+    private var promotionWaiters: [NodeID: [Reply]] = [:]
     /// Linearizable reads: `true` once served from a confirmed, applied read index, `false`
     /// when this witness could not confirm one in time.
     private var reads = ReadGate<(Bool) -> Void>()
@@ -118,6 +120,8 @@ final class WitnessReplica: @unchecked Sendable {
         waiters = [:]
         for reply in reportReplies.values { reply(.failure(failure)) }
         reportReplies = [:]
+        for reply in promotionWaiters.values.joined() { reply(.failure(failure)) }
+        promotionWaiters = [:]
         for read in reads.removeAll() { read(false) }
         storage?.close()
     }
@@ -157,6 +161,7 @@ final class WitnessReplica: @unchecked Sendable {
             }
         }
         for read in reads.expired(nowNanos: nowNanos()) { read(false) }
+        if isLeader { promoteCaughtUpLearners() }
     }
 
     /// Hands a peer's message to Raft. A message that breaks the protocol is dropped; a storage
@@ -228,6 +233,11 @@ final class WitnessReplica: @unchecked Sendable {
                 for token in sequencer.steppedDown() {
                     reportReplies.removeValue(forKey: token)?(.failure(WitnessFailure(.notLeader, "leadership changed; report again", leaderAddress: address(of: soft.leader))))
                 }
+                // The next leader promotes caught-up learners too; the operator asks it again.
+                for reply in promotionWaiters.values.joined() {
+                    reply(.failure(WitnessFailure(.unavailable, "leadership changed while a new witness caught up; retry")))
+                }
+                promotionWaiters = [:]
             }
             logger.info("following", metadata: ["term": "\(node.term)", "leader": "\(soft.leader.map(String.init) ?? "none")"])
         }
@@ -379,8 +389,9 @@ final class WitnessReplica: @unchecked Sendable {
 
     func status() -> WitnessStatus {
         let status = node.status
-        let members = status.membership.voters.sorted().map { id in
-            WitnessStatus.Member(id: id, address: address(of: id) ?? "unknown", match: status.peers[id]?.match)
+        let members = status.membership.members.sorted().map { id in
+            WitnessStatus.Member(
+                id: id, address: address(of: id) ?? "unknown", match: status.peers[id]?.match, isLearner: status.membership.learners.contains(id))
         }
         return WitnessStatus(
             id: configuration.id, clusterID: configuration.credentials.clusterID, term: status.term, role: status.role.rawValue,
@@ -388,20 +399,28 @@ final class WitnessReplica: @unchecked Sendable {
             firstIndex: (try? storage.firstIndex()) ?? 0, lastIndex: status.lastIndex, members: members)
     }
 
+    /// Adds a witness as a learner (it counts for no quorum while it catches up) and answers
+    /// once it has been promoted to voter; or removes a witness. Asking again to add a witness
+    /// that is still a learner waits for the same promotion.
     func changeMembership(_ change: MembershipRequest, reply: @escaping Reply) {
         guard isLeader else { return reply(.failure(failure(for: RaftError.notLeader(leader: node.leader)))) }
         var book = addressBook()
         let raftChange: MembershipChange
+        let membership = node.membership
         switch change {
         case .add(let id, let address):
-            guard !node.membership.voters.contains(id) else { return reply(.failure(WitnessFailure(.refused, "witness \(id) is already a member"))) }
+            guard !membership.voters.contains(id) else { return reply(.failure(WitnessFailure(.refused, "witness \(id) is already a member"))) }
             do { _ = try WitnessEndpoint(parsing: address) } catch { return reply(.failure(WitnessFailure(.badRequest, error.description))) }
+            promotionWaiters[id, default: []].append(reply)
+            if membership.learners.contains(id) { return }
             book.removeAll { $0.id == id }
             book.append(WitnessMember(id: id, address: address))
-            raftChange = .addVoter(id)
+            raftChange = .addLearner(id)
         case .remove(let id):
-            guard node.membership.voters.contains(id) else { return reply(.failure(WitnessFailure(.refused, "witness \(id) is not a member"))) }
-            guard node.membership.voters.count > 1 else { return reply(.failure(WitnessFailure(.refused, "cannot remove the last witness"))) }
+            guard membership.members.contains(id) else { return reply(.failure(WitnessFailure(.refused, "witness \(id) is not a member"))) }
+            guard !membership.voters.contains(id) || membership.voters.count > 1 else {
+                return reply(.failure(WitnessFailure(.refused, "cannot remove the last witness")))
+            }
             book.removeAll { $0.id == id }
             raftChange = .removeVoter(id)
         }
@@ -412,13 +431,37 @@ final class WitnessReplica: @unchecked Sendable {
             let record = try sequencer.stamp(
                 .membershipChanged(book.sorted { $0.id < $1.id }), formation: EventRecord.defaultFormation, nowNanos: nowNanos(),
                 wallTimeMillis: wallTimeMillis())
-            if case .addVoter = raftChange { _ = try node.propose(record.encoded()) }
+            if case .addLearner = raftChange { _ = try node.propose(record.encoded()) }
             let index = try node.proposeMembershipChange(raftChange)
-            waiters[index, default: []].append((node.term, reply))
-            if case .removeVoter = raftChange { _ = try node.propose(record.encoded()) }
+            if case .removeVoter = raftChange {
+                waiters[index, default: []].append((node.term, reply))
+                _ = try node.propose(record.encoded())
+            }
             logger.info("proposed a membership change", metadata: ["change": "\(raftChange)", "index": "\(index)"])
         } catch {
+            if case .add(let id, _) = change { promotionWaiters.removeValue(forKey: id) }
             reply(.failure(failure(for: error)))
+        }
+    }
+
+    /// The most entries a learner may lag behind the commit index and still be promoted: it
+    /// must not weaken the quorum it joins by needing a long catch-up first.
+    static let promotionLagEntriesMax: UInt64 = 100
+
+    /// Leader: proposes, one at a time, a learner whose log has caught up as a voter; whoever
+    /// asked for it is answered once that commits.
+    private func promoteCaughtUpLearners() {
+        let status = node.status
+        for learner in node.membership.learners.sorted() {
+            guard let match = status.peers[learner]?.match, match + Self.promotionLagEntriesMax >= status.commit else { continue }
+            // Refused while another change is in flight: tried again at the next tick.
+            guard let index = try? node.proposeMembershipChange(.addVoter(learner)) else { return }
+            logger.info("promoting a caught-up learner to voter", metadata: ["witness": "\(learner)", "index": "\(index)"])
+            let replies = promotionWaiters.removeValue(forKey: learner) ?? []
+            if !replies.isEmpty {
+                waiters[index, default: []].append((node.term, { response in for reply in replies { reply(response) } }))
+            }
+            return
         }
     }
 

@@ -134,7 +134,7 @@ public final class WitnessServer: @unchecked Sendable {
     private func onTick() {
         guard !stopped, !replica.stopped else { return }
         replica.tick()
-        var targets = Set(replica.node.membership.voters)
+        var targets = replica.node.membership.members
         targets.formUnion(configuration.peers.keys)
         peers.maintain(targets: targets, address: replica.address(of:))
         streams.tick()

@@ -141,8 +141,9 @@ final class Cluster {
             guard let raft = replicas[id]?.raft else { return "\(id): down" }
             let s = raft.status
             let voters = s.membership.voters.sorted().map(String.init).joined(separator: ",")
+            let learners = s.membership.learners.sorted().map(String.init).joined(separator: ",")
             return "\(id): \(s.role.rawValue) term=\(s.term) leader=\(s.leader.map(String.init) ?? "none") "
-                + "commit=\(s.commit) applied=\(s.applied) last=\(s.lastIndex) voters=(\(voters))"
+                + "commit=\(s.commit) applied=\(s.applied) last=\(s.lastIndex) voters=(\(voters))" + (learners.isEmpty ? "" : " learners=(\(learners))")
         }
     }
 

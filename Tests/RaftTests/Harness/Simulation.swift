@@ -76,6 +76,7 @@ struct Simulation {
         var membershipChanges = 0
         var transfers = 0
         var committed: UInt64 = 0
+        var learnersAdded = 0
         var oneWayCuts = 0
         var lateMessages = 0
         var writesAcknowledged = 0
@@ -263,17 +264,24 @@ struct Simulation {
         }
     }
 
+    /// Adds a replica (as a learner, then promoted; or straight as a voter), or removes one.
     private mutating func changeMembership(_ leaderID: NodeID) throws {
-        let voters = replicas[leaderID]!.raft!.membership.voters
+        let membership = replicas[leaderID]!.raft!.membership
+        let voters = membership.voters
         let change: MembershipChange?
-        if voters.count > founderCount || (voters.count > 3 && rng.next() % 2 == 0) {
-            change = pick(voters.sorted()).map { .removeVoter($0) }
+        if let learner = pick(membership.learners.sorted()), rng.next() % 2 == 0 {
+            change = .addVoter(learner)
+        } else if voters.count > founderCount || (voters.count > 3 && rng.next() % 2 == 0) {
+            change = pick(membership.members.sorted()).map { .removeVoter($0) }
+        } else if let newcomer = pick(ids.filter { !membership.members.contains($0) }) {
+            change = rng.next() % 2 == 0 ? .addLearner(newcomer) : .addVoter(newcomer)
         } else {
-            change = pick(ids.filter { !voters.contains($0) }).map { .addVoter($0) }
+            change = nil
         }
         guard let change else { return }
         if (try? replicas[leaderID]!.raft!.proposeMembershipChange(change)) != nil {
             statistics.membershipChanges += 1
+            if case .addLearner = change { statistics.learnersAdded += 1 }
         }
     }
 
