@@ -65,7 +65,7 @@ struct EventRecordTests {
     func requestIDs() throws {
         var record = sampleRecords[0]
         #expect(record.encoded()[0] == 1)
-        record.requestID = RequestID(client: 0xfeed, sequence: 42)
+        record.requestID = RequestID(client: 0xfeed, sequence: 42, firstOutstanding: 40)
         let bytes = record.encoded()
         #expect(bytes[0] == 2)
         #expect(try EventRecord(decoding: bytes) == record)

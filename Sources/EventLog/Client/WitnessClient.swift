@@ -27,7 +27,8 @@ public final class WitnessClient: Sendable {
     public let streamIdleTimeout: Duration
     /// This client's identity for exactly-once requests: random, never 0.
     public let clientID: UInt64
-    private let nextSequence = Atomic<UInt64>(1)
+    /// The next request's sequence number, and those sent and not yet answered or given up.
+    private let sequences = Mutex<(next: UInt64, outstanding: Set<UInt64>)>((1, []))
     private let logger: Logger
     private let group: any EventLoopGroup
     private let state = Mutex(State())
@@ -62,7 +63,14 @@ public final class WitnessClient: Sendable {
     /// leader changes with one request id, it is applied once; the index returned is the one
     /// where it was applied.
     public func append(_ event: ClusterEvent, formation: String = EventRecord.defaultFormation) async throws -> UInt64 {
-        let request = RequestID(client: clientID, sequence: nextSequence.add(1, ordering: .relaxed).oldValue)
+        let request = sequences.withLock { sequences in
+            let sequence = sequences.next
+            sequences.next += 1
+            sequences.outstanding.insert(sequence)
+            return RequestID(client: clientID, sequence: sequence, firstOutstanding: sequences.outstanding.min()!)
+        }
+        // Answered or given up: the witnesses may forget it once a later request says so.
+        defer { sequences.withLock { _ = $0.outstanding.remove(request.sequence) } }
         let record = EventRecord(formation: formation, stamp: LogStamp(leaderClockNanos: 0, wallTimeMillis: 0), event: event, requestID: request)
         return try committedIndex(try await call(.append(record), leaderOnly: true))
     }

@@ -1,7 +1,7 @@
 /// The binary form of an event record, big-endian throughout:
 ///
 ///     version u8 | kind u8 | formation (u16 length + UTF-8) | leader clock u64 | wall time i64
-///     | [version 2: request client u64 | request sequence u64]
+///     | [version 2: request client u64 | sequence u64 | first outstanding sequence u64]
 ///     | payload (by kind) | CRC32C u32 of everything before it
 ///
 /// A record without a request id is written as version 1, so logs written before request ids
@@ -25,6 +25,7 @@ extension EventRecord {
         if let requestID {
             writer.write(requestID.client)
             writer.write(requestID.sequence)
+            writer.write(requestID.firstOutstanding)
         }
         event.encodePayload(into: &writer)
         writer.appendChecksum()
@@ -43,7 +44,12 @@ extension EventRecord {
         if version >= 2 {
             let client = try reader.readUInt64("request client")
             guard client != 0 else { throw .invalidValue(field: "request client", reason: "zero") }
-            requestID = RequestID(client: client, sequence: try reader.readUInt64("request sequence"))
+            let sequence = try reader.readUInt64("request sequence")
+            let firstOutstanding = try reader.readUInt64("first outstanding sequence")
+            guard firstOutstanding <= sequence else {
+                throw .invalidValue(field: "first outstanding sequence", reason: "\(firstOutstanding) is past the request's own \(sequence)")
+            }
+            requestID = RequestID(client: client, sequence: sequence, firstOutstanding: firstOutstanding)
         }
         let event = try ClusterEvent.decodePayload(kind: kind, from: &reader)
         try reader.finish()

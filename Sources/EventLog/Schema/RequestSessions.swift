@@ -1,13 +1,17 @@
 /// A client's identity for one request, so that a retried request is applied once (Raft thesis
 /// §6.3). `client` is chosen at random by each client process; `sequence` counts its requests
-/// from 1. A retry carries the same pair.
+/// from 1. A retry carries the same values. `firstOutstanding` is the lowest sequence number
+/// the client still waits for (or gave up on) when it sent this one: everything below it was
+/// answered, will never be retried, and may be forgotten.
 public struct RequestID: Sendable, Hashable, CustomStringConvertible {
     public var client: UInt64
     public var sequence: UInt64
+    public var firstOutstanding: UInt64
 
-    public init(client: UInt64, sequence: UInt64) {
+    public init(client: UInt64, sequence: UInt64, firstOutstanding: UInt64? = nil) {
         self.client = client
         self.sequence = sequence
+        self.firstOutstanding = min(firstOutstanding ?? sequence, sequence)
     }
 
     public var description: String { "\(String(client, radix: 16))/\(sequence)" }
@@ -17,11 +21,13 @@ public struct RequestID: Sendable, Hashable, CustomStringConvertible {
 /// that replays the log keeps the same table, so all agree on which entry is a duplicate. Time
 /// is the entries' wall-time stamp, so expiry is deterministic too.
 ///
-/// A client may have up to `windowMax` requests in flight; each client's latest `windowMax`
-/// sequence numbers are remembered with the index that applied them. An older sequence number
-/// is below the window: its outcome is no longer known, and it is not applied again.
+/// Each applied sequence number is remembered, with the index that applied it, until the
+/// client says it no longer waits for it (`firstOutstanding` passed it), so requests in flight
+/// together may apply in any order. A client with more than `windowMax` remembered requests has
+/// its oldest forgotten. A sequence number at or below what was forgotten is not applied: its
+/// client stopped waiting for it, and applying it late would surprise everyone.
 public struct RequestSessions: Sendable, Equatable {
-    public static let windowMax = 64
+    public static let windowMax = 1_024
     public static let clientsMax = 4_096
     /// A client not heard from for this long (log wall time) is forgotten.
     public static let idleExpiryMillis: Int64 = 3_600_000
@@ -36,9 +42,9 @@ public struct RequestSessions: Sendable, Equatable {
     }
 
     struct Session: Sendable, Equatable {
-        /// Sequence number → the index that applied it, the latest `windowMax`.
+        /// Sequence number → the index that applied it, for those the client may still retry.
         var applied: [UInt64: UInt64] = [:]
-        /// Every sequence number at or below this was applied or is forgotten.
+        /// Every sequence number at or below this was answered or given up by its client.
         var floor: UInt64 = 0
         var lastSeenMillis: Int64
     }
@@ -56,6 +62,10 @@ public struct RequestSessions: Sendable, Equatable {
         defer { sessions[id.client] = session }
         if let original = session.applied[id.sequence] { return .duplicate(ofIndex: original) }
         if id.sequence <= session.floor { return .expired }
+        if id.firstOutstanding > session.floor + 1 {
+            session.floor = id.firstOutstanding - 1
+            session.applied = session.applied.filter { $0.key > session.floor }
+        }
         session.applied[id.sequence] = index
         if session.applied.count > Self.windowMax, let oldest = session.applied.keys.min() {
             session.applied.removeValue(forKey: oldest)
