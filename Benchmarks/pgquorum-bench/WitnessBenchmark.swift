@@ -4,8 +4,9 @@ import Raft
 import TestSupport
 
 /// Three real witness processes on loopback (the `pgquorum` executable built beside this
-/// one): append throughput with 1 and 64 concurrent appenders, append latency with one, and
-/// the time from SIGKILL of the leader to the next committed append.
+/// one): append throughput with 1 and 64 concurrent appenders, append latency with one,
+/// linearizable (ReadIndex) and stale reads with 1 and 64 readers, and the time from SIGKILL
+/// of the leader to the next committed append.
 struct WitnessBenchmark {
     var seconds: Double
     var trials: Int
@@ -40,6 +41,16 @@ struct WitnessBenchmark {
         print(
             "  64 appenders: \(format(Double(many.count) / seconds)) events/s committed; latency p50 \(millis(many.percentile(0.5))) ms, p99 \(millis(many.percentile(0.99))) ms"
         )
+        // Reads of the newest entry, so the figure is the cost of the read itself (the
+        // confirmation round), not of copying entries. The client asks witness 1 first.
+        let leader = try await cluster.waitForLeader()
+        print("  reads (witness 1 serves them; the leader is witness \(leader)):")
+        for (readers, stale) in [(1, false), (64, false), (1, true), (64, true)] {
+            let reads = try await readFor(client, seconds: seconds, readers: readers, stale: stale)
+            print(
+                "    \(readers == 1 ? " 1 reader: " : "64 readers:") \(stale ? "stale       " : "linearizable") \(format(Double(reads.count) / seconds)) reads/s; latency p50 \(millis(reads.percentile(0.5))) ms, p99 \(millis(reads.percentile(0.99))) ms"
+            )
+        }
 
         var failovers: [Duration] = []
         for trial in 1...trials {
@@ -72,6 +83,27 @@ struct WitnessBenchmark {
         print(
             "  leader SIGKILL -> next committed append, \(trials) trials: median \(millis(sorted[sorted.count / 2])) ms, min \(millis(sorted.first!)) ms, max \(millis(sorted.last!)) ms"
         )
+    }
+
+    private func readFor(_ client: WitnessClient, seconds: Double, readers: Int, stale: Bool) async throws -> Latencies {
+        let newest = try await client.status().commit
+        let end = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
+        return try await withThrowingTaskGroup(of: [Duration].self) { group in
+            for _ in 0..<readers {
+                group.addTask {
+                    var latencies: [Duration] = []
+                    while ContinuousClock.now < end {
+                        let start = ContinuousClock.now
+                        _ = try await client.read(from: newest, maxEntries: 1, stale: stale)
+                        latencies.append(ContinuousClock.now - start)
+                    }
+                    return latencies
+                }
+            }
+            var all: [Duration] = []
+            for try await latencies in group { all += latencies }
+            return Latencies(values: all.sorted())
+        }
     }
 
     private func appendFor(_ client: WitnessClient, seconds: Double, appenders: Int) async throws -> Latencies {

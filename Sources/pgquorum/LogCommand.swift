@@ -20,6 +20,7 @@ struct LogCommand: AsyncParsableCommand {
     ]
 
     @OptionGroup var options: FormationOptions
+    @OptionGroup var read: StaleReadOption
 
     @Option(help: ArgumentHelp("Only events of this node (id or name) or decisions about it.", valueName: "node"))
     var node: String?
@@ -55,6 +56,7 @@ struct LogCommand: AsyncParsableCommand {
             }
         }
         if let n, n < 0 { throw ValidationError("-n must not be negative") }
+        if follow && read.stale { throw ValidationError("--follow follows the quorum's log; it cannot be combined with --stale") }
     }
 
     func run() async throws {
@@ -80,7 +82,7 @@ struct LogCommand: AsyncParsableCommand {
             }
             return true
         }
-        var next = try await ClusterLog.replay(from: client, into: &state, onSnapshot: { compactedBefore = $0.index + 1 }) { step in
+        var next = try await ClusterLog.replay(from: client, into: &state, stale: read.stale, onSnapshot: { compactedBefore = $0.index + 1 }) { step in
             if keep(step) { lines.append(render(step)) }
         }
         if let node {
@@ -89,7 +91,7 @@ struct LogCommand: AsyncParsableCommand {
             nodeFilter = id
             lines = []
             state = ClusterState(formation: options.formation)
-            next = try await ClusterLog.replay(from: client, into: &state, onSnapshot: { compactedBefore = $0.index + 1 }) { step in
+            next = try await ClusterLog.replay(from: client, into: &state, stale: read.stale, onSnapshot: { compactedBefore = $0.index + 1 }) { step in
                 if keep(step) { lines.append(render(step)) }
             }
         }

@@ -10,9 +10,23 @@ struct FormationOptions: ParsableArguments {
     @Option(help: "The formation (group of PostgreSQL nodes) to act on.")
     var formation: String = EventRecord.defaultFormation
 
-    func load(_ client: WitnessClient) async throws -> ClusterState {
-        try await ClusterLog.load(from: client, formation: formation)
+    func load(_ client: WitnessClient, stale: Bool = false) async throws -> ClusterState {
+        try await ClusterLog.load(from: client, formation: formation, stale: stale)
     }
+}
+
+/// `--stale` on the commands that only read.
+struct StaleReadOption: ParsableArguments {
+    @Flag(
+        help: ArgumentHelp(
+            "Show what the first witness to answer has applied, without checking that it is current.",
+            discussion: """
+                By default a read is linearizable: a witness answers only once it has confirmed with the \
+                quorum that nothing newer is committed, and a witness cut off from the others says so \
+                and the next one is asked. --stale answers from one witness's own copy, however old: \
+                for diagnosing a witness (list it first in --witnesses).
+                """))
+    var stale = false
 }
 
 /// `pgquorum status`: the formation's nodes as the log says, like `pg_autoctl show state`.
@@ -28,6 +42,7 @@ struct StatusCommand: AsyncParsableCommand {
     )
 
     @OptionGroup var options: FormationOptions
+    @OptionGroup var read: StaleReadOption
 
     @Flag(help: "Print JSON.")
     var json = false
@@ -35,10 +50,14 @@ struct StatusCommand: AsyncParsableCommand {
     @Flag(help: "Refresh in place as the log moves (Ctrl-C to stop).")
     var watch = false
 
+    func validate() throws {
+        if watch && read.stale { throw ValidationError("--watch follows the quorum's log; it cannot be combined with --stale") }
+    }
+
     func run() async throws {
         let client = try options.connection.makeClient()
         defer { client.close() }
-        var state = try await options.load(client)
+        var state = try await options.load(client, stale: read.stale)
         guard watch else { return print(render(state)) }
         print(json ? render(state) : "\u{1B}[H\u{1B}[2J" + render(state), terminator: json ? "\n" : "")
         fflush(nil)
@@ -79,6 +98,7 @@ struct ShowURICommand: AsyncParsableCommand {
     )
 
     @OptionGroup var options: FormationOptions
+    @OptionGroup var read: StaleReadOption
 
     @Option(help: "The database name in the URI.")
     var dbname = "postgres"
@@ -89,7 +109,7 @@ struct ShowURICommand: AsyncParsableCommand {
     func run() async throws {
         let client = try options.connection.makeClient()
         defer { client.close() }
-        let state = try await options.load(client)
+        let state = try await options.load(client, stale: read.stale)
         guard !state.sortedNodes.isEmpty else { throw CommandFailure("no node registered in formation \(options.formation)") }
         let uri = state.connectionURI(database: dbname)
         print(json ? #"{"formation":\#(jsonString(options.formation)),"uri":\#(jsonString(uri))}"# : uri)
@@ -100,6 +120,7 @@ struct ShowSettingsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "settings", abstract: "Print the formation settings.")
 
     @OptionGroup var options: FormationOptions
+    @OptionGroup var read: StaleReadOption
 
     @Flag(help: "Print JSON.")
     var json = false
@@ -107,7 +128,7 @@ struct ShowSettingsCommand: AsyncParsableCommand {
     func run() async throws {
         let client = try options.connection.makeClient()
         defer { client.close() }
-        let state = try await options.load(client)
+        let state = try await options.load(client, stale: read.stale)
         let lines = ClusterView.settingsLines(state.settings)
         if json {
             let settings = state.settings

@@ -80,6 +80,22 @@ struct WitnessPartitionTests {
                 #expect(heartbeatSettings(in: entries) == [600, 700])
                 #expect(entries.contains { $0.index == changed })
                 #expect(elapsed < .seconds(2), "the read took \(elapsed)")
+
+                // The operator's view: `show settings` with the cut-off witness listed first
+                // shows the change; `--stale` on that witness alone shows its frozen copy.
+                func showSettings(_ witnesses: String, _ extra: [String]) async throws -> String {
+                    try await onOwnThread {
+                        let result = try runCommand(
+                            try BuiltProducts.path(of: "pgquorum"),
+                            ["show", "settings", "--witnesses", witnesses, "--credentials", cluster.credentialsPath] + extra,
+                            timeout: .seconds(30), check: false)
+                        guard result.termination == .exited(code: 0) else { throw TestSupportError("show settings failed: \(result.output)") }
+                        return result.output
+                    }
+                }
+                let all = cluster.endpoints.map(\.description).joined(separator: ",")
+                #expect(try await showSettings(all, []).contains("heartbeat_interval        700ms"))
+                #expect(try await showSettings(cluster.endpoint(of: 1).description, ["--stale"]).contains("heartbeat_interval        600ms"))
             }
         }
     }

@@ -11,11 +11,14 @@ public enum ClusterLog {
         public var waitingReason: String?
     }
 
-    /// The state at the latest committed entry the answering witness has applied: its
-    /// snapshot, then every entry after it.
-    public static func load(from client: WitnessClient, formation: String = EventRecord.defaultFormation) async throws -> ClusterState {
+    /// The state at the latest committed entry: the snapshot, then every entry after it,
+    /// read linearizably (everything committed before the call is in it). With `stale`, what
+    /// the first witness to answer has applied, however old (for diagnosis).
+    public static func load(
+        from client: WitnessClient, formation: String = EventRecord.defaultFormation, stale: Bool = false
+    ) async throws -> ClusterState {
         var state = ClusterState(formation: formation)
-        try await replay(from: client, into: &state, onStep: nil)
+        try await replay(from: client, into: &state, stale: stale, onStep: nil)
         return state
     }
 
@@ -24,14 +27,14 @@ public enum ClusterLog {
     /// steps are not reported). Returns the next index to read.
     @discardableResult
     public static func replay(
-        from client: WitnessClient, into state: inout ClusterState, onSnapshot: ((WitnessSnapshot) -> Void)? = nil,
-        onStep: ((Step) -> Void)?
+        from client: WitnessClient, into state: inout ClusterState, stale: Bool = false,
+        onSnapshot: ((WitnessSnapshot) -> Void)? = nil, onStep: ((Step) -> Void)?
     ) async throws -> UInt64 {
         var next = state.appliedIndex + 1
         while true {
             let batch: [CommittedEntry]
             do {
-                batch = try await client.read(from: next, maxEntries: 10_000)
+                batch = try await client.read(from: next, maxEntries: 10_000, stale: stale)
             } catch WitnessClientError.failure(let failure) where failure.code == .compacted {
                 let snapshot = try await client.snapshot()
                 state = try restore(snapshot, formation: state.formation)
