@@ -87,34 +87,23 @@ struct WitnessBenchmark {
 
     private func readFor(_ client: WitnessClient, seconds: Double, readers: Int, stale: Bool) async throws -> Latencies {
         let newest = try await client.status().commit
-        let end = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
-        return try await withThrowingTaskGroup(of: [Duration].self) { group in
-            for _ in 0..<readers {
-                group.addTask {
-                    var latencies: [Duration] = []
-                    while ContinuousClock.now < end {
-                        let start = ContinuousClock.now
-                        _ = try await client.read(from: newest, maxEntries: 1, stale: stale)
-                        latencies.append(ContinuousClock.now - start)
-                    }
-                    return latencies
-                }
-            }
-            var all: [Duration] = []
-            for try await latencies in group { all += latencies }
-            return Latencies(values: all.sorted())
-        }
+        return try await timeFor(seconds: seconds, workers: readers) { _ = try await client.read(from: newest, maxEntries: 1, stale: stale) }
     }
 
     private func appendFor(_ client: WitnessClient, seconds: Double, appenders: Int) async throws -> Latencies {
+        try await timeFor(seconds: seconds, workers: appenders) { _ = try await client.append(.stateReached(node: 1, state: .single)) }
+    }
+
+    /// Runs `operation` in a loop on `workers` concurrent tasks for `seconds`; every latency.
+    private func timeFor(seconds: Double, workers: Int, _ operation: @escaping @Sendable () async throws -> Void) async throws -> Latencies {
         let end = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
         return try await withThrowingTaskGroup(of: [Duration].self) { group in
-            for _ in 0..<appenders {
+            for _ in 0..<workers {
                 group.addTask {
                     var latencies: [Duration] = []
                     while ContinuousClock.now < end {
                         let start = ContinuousClock.now
-                        _ = try await client.append(.stateReached(node: 1, state: .single))
+                        try await operation()
                         latencies.append(ContinuousClock.now - start)
                     }
                     return latencies

@@ -45,7 +45,7 @@ struct RaftNodeTests {
         #expect(throws: RaftError.membershipChangeRefused("replica 1 is already a voter")) {
             try replica.node.proposeMembershipChange(.addVoter(1))
         }
-        #expect(throws: RaftError.membershipChangeRefused("replica 9 is not a voter")) {
+        #expect(throws: RaftError.membershipChangeRefused("replica 9 is not a member")) {
             try replica.node.proposeMembershipChange(.removeVoter(9))
         }
         #expect(throws: RaftError.membershipChangeRefused("replica 1 is the last voter")) {

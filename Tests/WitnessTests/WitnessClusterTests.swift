@@ -336,7 +336,7 @@ struct WitnessClusterTests {
         }
     }
 
-    @Test("SIGTERM stops a witness cleanly; a restart keeps its term, vote and log")
+    @Test("SIGTERM stops a witness cleanly, appends during its hand-over are retried, not refused; a restart keeps its term, vote and log")
     func cleanShutdownAndRestart() async throws {
         try await withWitnessCluster { cluster in
             try cluster.startAll()
@@ -346,8 +346,15 @@ struct WitnessClusterTests {
             let acks = AckLog()
             try await appendConcurrently(client, count: 200, concurrency: 8, into: acks)
             let before = try await cluster.status(of: leader)
+            let appenders = startAppenders(client, workers: 32, firstTag: 1_000, into: acks)
+            try await waitUntil("appends commit", timeout: .seconds(10)) { acks.count >= 400 }
             #expect(await cluster.stop(leader) == .exited(code: 0))
             #expect(cluster.log(of: leader).contains("handing leadership over before stopping"))
+            let stoppedAt = acks.count
+            try await waitUntil("appends commit under the new leader", timeout: .seconds(10)) { acks.count >= stoppedAt + 200 }
+            appenders.cancel()
+            await appenders.value
+            #expect(acks.errors == 0, "\(acks.errors) appends failed across the leadership hand-over")
             try cluster.start(leader)
             try await waitApplied(cluster, leader, acks.maxIndex)
             let after = try await cluster.status(of: leader)

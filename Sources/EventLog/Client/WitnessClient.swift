@@ -217,7 +217,7 @@ public final class WitnessClient: Sendable {
                             }
                             subscribe(next)
                         case .response(.failure(let failure)) where failure.code == .noQuorum:
-                            logger.info("witness lost the quorum; following another", metadata: ["witness": "\(endpoint)", "next": "\(next)"])
+                            logger.debug("witness lost the quorum; following another", metadata: ["witness": "\(endpoint)", "next": "\(next)"])
                             suspect(endpoint)
                             connection.close()
                         case .response(let other):

@@ -1,0 +1,62 @@
+import Foundation
+import Logging
+import Raft
+import Testing
+import TestSupport
+
+@testable import EventLog
+
+/// The witness's replica driven directly, on real LMDB files, without sockets.
+@Suite("witness replica")
+struct WitnessReplicaTests {
+    /// A lone witness (its own quorum) that snapshots every 10 entries and keeps 1 after.
+    func lone(_ folder: TemporaryDirectory, fatal: FatalRecorder) throws -> WitnessReplica {
+        var configuration = WitnessConfiguration(
+            id: 1, dataDirectory: folder.appending("witness"), listen: WitnessEndpoint(host: "127.0.0.1", port: 1),
+            peers: [1: WitnessEndpoint(host: "127.0.0.1", port: 1)], credentials: WitnessCredentials.generate())
+        try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
+        configuration.snapshotEntries = 10
+        configuration.keepEntries = 1
+        let replica = WitnessReplica(
+            configuration: configuration, application: nil, logger: Logger(label: "test"),
+            transport: WitnessReplica.Transport(send: { _ in }, onApplied: {}, onFatal: { reason in fatal.reason = reason }))
+        try replica.open()
+        for _ in 0..<(4 * configuration.electionTicks) where !replica.isLeader {
+            replica.tick()
+            replica.processReady()
+        }
+        #expect(replica.isLeader)
+        return replica
+    }
+
+    @Test("a snapshot records the membership in force at its own index, not at the commit index")
+    func snapshotMembership() throws {
+        let folder = try TemporaryDirectory(prefix: "pgquorum-replica")
+        defer { folder.remove() }
+        let fatal = FatalRecorder()
+        let replica = try lone(folder, fatal: fatal)
+        // Entries 1 (the founding voter) and 2 (the leader's empty entry) are there; eight
+        // events fill 3…10, where the snapshot is taken; a learner is added at 12 (its address
+        // at 11). All commit together, so when index 10 is applied the commit index already
+        // covers the membership change.
+        for tag in 1...8 {
+            replica.append(EventRecord(stamp: LogStamp(leaderClockNanos: 0, wallTimeMillis: 0), event: .stateReached(node: UInt32(tag), state: .single))) { _ in }
+        }
+        replica.changeMembership(MembershipRequest.add(id: 2, address: "127.0.0.1:2")) { _ in }
+        replica.processReady()
+        #expect(replica.applied >= 12)
+        #expect(replica.node.membership == Membership(voters: [1], learners: [2]))
+        let storage = try LMDBRaftStorage(directory: folder.appending("witness"), configuration: LMDBConfiguration())
+        defer { storage.close() }
+        let snapshot = try storage.snapshot()
+        #expect(snapshot.metadata.index == 10)
+        #expect(snapshot.metadata.membership == Membership(voters: [1]))
+        #expect(fatal.reason == nil)
+        replica.stop()
+    }
+}
+
+/// Why the replica gave up, if it did (it is driven on one thread here).
+final class FatalRecorder: @unchecked Sendable {
+    var reason: String?
+}
