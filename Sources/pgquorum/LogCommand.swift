@@ -128,9 +128,11 @@ struct LogCommand: AsyncParsableCommand {
                 "\"formation\":\(jsonString(entry.record.formation))", "\"kind\":\(jsonString(entry.record.event.kindName))",
                 "\"node\":\(nodes.count == 1 ? "\(nodes[0])" : "null")", "\"event\":\(jsonString(describe(entry.record.event)))",
                 "\"decisions\":[\(decisions)]", "\"waiting\":\(step.waitingReason.map(jsonString) ?? "null")",
+                "\"retry_of\":\(step.retryOf.map(String.init) ?? "null")",
             ].joined(separator: ",") + "}"
         }
         var text = "\(time)  \(pad("\(entry.index)", 6))  \(pad(nodes.count == 1 ? "node \(nodes[0])" : "", 8))  \(describe(entry.record.event))"
+        if let retryOf = step.retryOf { text += "  (a retry of index \(retryOf); not applied again)" }
         for change in step.changes {
             text += "\n    -> node \(change.node): goal \(change.from.rawValue) -> \(change.to.rawValue): \(change.reason)"
         }

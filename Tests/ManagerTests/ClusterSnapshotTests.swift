@@ -77,4 +77,18 @@ struct ClusterSnapshotTests {
         state.apply(settings(700, at: 6, request: nil))
         #expect(state.settings.heartbeatIntervalMillis == 700)
     }
+
+    @Test("the replayed log marks a retry of an applied request, which changes nothing")
+    func retryMarkedInSteps() {
+        var state = ClusterState()
+        var settings = FormationSettings()
+        settings.heartbeatIntervalMillis = 700
+        let request = RequestID(client: 5, sequence: 1)
+        var steps: [ClusterLog.Step] = []
+        for index in UInt64(1)...2 {
+            let record = EventRecord(stamp: LogStamp(leaderClockNanos: 0, wallTimeMillis: 0), event: .settingsChanged(settings), requestID: request)
+            ClusterLog.apply(CommittedEntry(index: index, term: 1, payload: .event(record)), to: &state) { steps.append($0) }
+        }
+        #expect(steps.map(\.retryOf) == [nil, 1])
+    }
 }

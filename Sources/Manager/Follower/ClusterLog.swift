@@ -9,6 +9,8 @@ public enum ClusterLog {
         public var changes: [GoalChange]
         /// The state's waiting reason after this entry, when the entry changed it.
         public var waitingReason: String?
+        /// A retried request whose first attempt was applied at this index: not applied again.
+        public var retryOf: UInt64?
     }
 
     /// The state at the latest committed entry: the snapshot, then every entry after it,
@@ -68,7 +70,11 @@ public enum ClusterLog {
             return
         }
         let reasonBefore = state.waitingReason
+        let retryOf = entry.record.formation == state.formation ? entry.record.requestID.flatMap(state.requests.appliedIndex(of:)) : nil
         let changes = state.apply(entry)
-        onStep?(Step(entry: entry, changes: changes, waitingReason: state.waitingReason != reasonBefore ? state.waitingReason : nil))
+        onStep?(
+            Step(
+                entry: entry, changes: changes, waitingReason: state.waitingReason != reasonBefore ? state.waitingReason : nil,
+                retryOf: retryOf))
     }
 }
