@@ -56,9 +56,11 @@ public struct RequestSessions: Sendable, Equatable {
     /// What to do with the request `id` committed at `index`, stamped `wallTimeMillis`.
     /// Records it when it is new.
     public mutating func admit(_ id: RequestID, index: UInt64, wallTimeMillis: Int64) -> Admission {
-        expire(nowMillis: wallTimeMillis)
-        var session = sessions[id.client] ?? Session(lastSeenMillis: wallTimeMillis)
+        // A session idle for too long counts as gone, whether or not it was removed yet: the
+        // answer depends on the log alone, never on when a replica happened to clean up.
+        var session = sessions[id.client].flatMap { isExpired($0, nowMillis: wallTimeMillis) ? nil : $0 } ?? Session(lastSeenMillis: wallTimeMillis)
         session.lastSeenMillis = max(session.lastSeenMillis, wallTimeMillis)
+        if sessions[id.client] == nil && sessions.count >= Self.clientsMax { makeRoom(nowMillis: wallTimeMillis) }
         defer { sessions[id.client] = session }
         if let original = session.applied[id.sequence] { return .duplicate(ofIndex: original) }
         if id.sequence <= session.floor { return .expired }
@@ -71,7 +73,6 @@ public struct RequestSessions: Sendable, Equatable {
             session.applied.removeValue(forKey: oldest)
             session.floor = max(session.floor, oldest)
         }
-        if sessions[id.client] == nil && sessions.count >= Self.clientsMax { evictLeastRecent() }
         return .new
     }
 
@@ -80,11 +81,14 @@ public struct RequestSessions: Sendable, Equatable {
         sessions[id.client]?.applied[id.sequence]
     }
 
-    private mutating func expire(nowMillis: Int64) {
-        sessions = sessions.filter { nowMillis - $0.value.lastSeenMillis <= Self.idleExpiryMillis }
+    private func isExpired(_ session: Session, nowMillis: Int64) -> Bool {
+        nowMillis - session.lastSeenMillis > Self.idleExpiryMillis
     }
 
-    private mutating func evictLeastRecent() {
+    /// The table is full: drop the idle sessions, or else the least recently seen one.
+    private mutating func makeRoom(nowMillis: Int64) {
+        sessions = sessions.filter { !isExpired($0.value, nowMillis: nowMillis) }
+        guard sessions.count >= Self.clientsMax else { return }
         if let oldest = sessions.min(by: { ($0.value.lastSeenMillis, $0.key) < ($1.value.lastSeenMillis, $1.key) })?.key {
             sessions.removeValue(forKey: oldest)
         }
