@@ -33,8 +33,9 @@ let usage = """
              a three-node formation, with and without decoding.
       witness three `pgquorum witness run` processes on loopback (build the pgquorum
              executable first: `swift build -c release`): committed appends per second
-             with 1 and 64 concurrent appenders, latency p50/p99, and the time from
-             SIGKILL of the leader to the next committed append over N trials.
+             with 1 and 64 concurrent appenders, latency p50/p99, linearizable and stale
+             reads per second with 1 and 64 readers, and the time from SIGKILL of the
+             leader to the next committed append over N trials.
       failover a whole cluster (3 witnesses, 3 PostgreSQL nodes) and a writer through the
              multi-host URI; per trial a node crash (SIGKILL of the primary's manager),
              a postgres crash and a switchover: write unavailability and writes lost.
