@@ -56,6 +56,32 @@ struct WitnessReplicaTests {
     }
 }
 
+extension WitnessReplicaTests {
+    @Test("a storage failure while handling a peer's message stops the replica, as one in a tick does")
+    func storageFailureInStep() throws {
+        let folder = try TemporaryDirectory(prefix: "pgquorum-replica")
+        defer { folder.remove() }
+        let fatal = FatalRecorder()
+        let replica = try lone(folder, fatal: fatal)
+        // Damage entry 2 (the leader's empty entry) behind the storage's back.
+        let storage = replica.storage!
+        let database = try storage.environment.openDatabase("entries")
+        try storage.environment.write { txn in
+            var value = try txn.get(database, LMDBKey.uint64(2))!
+            value[12] ^= 0x10
+            try txn.put(database, LMDBKey.uint64(2), value)
+        }
+        // A leader of a newer term appends after entry 2: checking its term reads the damage.
+        var append = Message(kind: .append, from: 2, to: 1, term: replica.node.term + 1)
+        append.index = 2
+        append.logTerm = replica.node.term
+        replica.step(append)
+        #expect(fatal.reason?.contains("Raft storage failed") == true, "\(fatal.reason ?? "not stopped")")
+        #expect(replica.stopped)
+        replica.stop()
+    }
+}
+
 /// Why the replica gave up, if it did (it is driven on one thread here).
 final class FatalRecorder: @unchecked Sendable {
     var reason: String?

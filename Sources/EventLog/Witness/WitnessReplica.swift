@@ -32,7 +32,7 @@ final class WitnessReplica: @unchecked Sendable {
     private let application: (any WitnessApplication)?
     private let transport: Transport
 
-    private var storage: LMDBRaftStorage!
+    private(set) var storage: LMDBRaftStorage!
     private(set) var node: RaftNode!
     private var persistence = CommitDeferringPersistence(durable: HardState())
     private var sequencer = EventSequencer()
