@@ -280,7 +280,7 @@ final class WitnessReplica: @unchecked Sendable {
                     if let request = record.requestID {
                         switch requests.admit(request, index: entry.index, wallTimeMillis: record.stamp.wallTimeMillis) {
                         case .new: break
-                        case .duplicate(let original): answer = .committed(index: original, term: try storage.termIfKnown(original))
+                        case .duplicate(let original): answer = .committed(index: original, term: storage.termIfKnown(original))
                         case .expired:
                             answer = .failure(WitnessFailure(.refused, "request \(request) is older than its client's session remembers; its outcome is unknown"))
                         }
@@ -326,7 +326,7 @@ final class WitnessReplica: @unchecked Sendable {
         }
         guard isLeader else { return reply(.failure(failure(for: RaftError.notLeader(leader: node.leader)))) }
         if let request = record.requestID, let index = requests.appliedIndex(of: request) {
-            return reply(.committed(index: index, term: (try? storage.termIfKnown(index)) ?? 0))
+            return reply(.committed(index: index, term: storage.termIfKnown(index)))
         }
         do {
             var stamped = try sequencer.stamp(record.event, formation: record.formation, nowNanos: nowNanos(), wallTimeMillis: wallTimeMillis())
@@ -532,8 +532,9 @@ final class WitnessReplica: @unchecked Sendable {
 }
 
 extension LMDBRaftStorage {
-    /// The term of the entry at `index`, or 0 when it was compacted away.
-    fileprivate func termIfKnown(_ index: UInt64) throws -> UInt64 {
-        do { return try term(at: index) } catch StorageError.compacted { return 0 }
+    /// The term of the entry at `index` for an answer, or 0 when it cannot be read (compacted
+    /// away): the index is what the client needs, and applying must never fail on it.
+    fileprivate func termIfKnown(_ index: UInt64) -> UInt64 {
+        (try? term(at: index)) ?? 0
     }
 }
