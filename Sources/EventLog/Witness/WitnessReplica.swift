@@ -378,6 +378,10 @@ final class WitnessReplica: @unchecked Sendable {
         do {
             let snapshot = try storage.snapshot()
             let data = snapshot.data.isEmpty ? nil : try WitnessSnapshotData(decoding: snapshot.data)
+            // Peers get a large snapshot in chunks; a client answer is one frame.
+            guard (data?.application.count ?? 0) + (64 << 10) <= Frame.bytesMax else {
+                return .failure(WitnessFailure(.refused, "the snapshot at \(snapshot.metadata.index) holds \(data!.application.count) bytes, more than one answer carries"))
+            }
             return .snapshot(
                 WitnessSnapshot(
                     index: snapshot.metadata.index, term: snapshot.metadata.term, voters: snapshot.metadata.membership.voters.sorted(),
