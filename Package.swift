@@ -108,7 +108,13 @@ let package = Package(
 
         .testTarget(name: "EventLogTests", dependencies: ["EventLog", "Raft", "TestSupport", "pgquorum-test-helper"], swiftSettings: strict),
         // Real witness processes on loopback (the `pgquorum` executable).
-        .testTarget(name: "WitnessTests", dependencies: ["EventLog", "Raft", "TestSupport", "pgquorum"], swiftSettings: strict),
+        .testTarget(
+            name: "WitnessTests",
+            dependencies: [
+                "EventLog", "Raft", "TestSupport", "pgquorum",
+                .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
         // Whole clusters: witnesses, node managers and postgres as real processes (issue 8).
         .testTarget(name: "ClusterTests", dependencies: ["Manager", "EventLog", "Raft", "NodeControl", "TestSupport", "pgquorum"], swiftSettings: strict),
         .testTarget(name: "NodeControlTests", dependencies: ["NodeControl", "TestSupport", "pgquorum-test-helper"], swiftSettings: strict),
