@@ -57,8 +57,8 @@ struct WitnessPartitionTests {
                 // Witness 1 still answers a stale read, from before the cut…
                 let frozen = try await cluster.entries(of: 1, stale: true)
                 #expect(heartbeatSettings(in: frozen) == [600])
-                // …but answers a linearizable one with noQuorum, after one election timeout
-                // (800 ms) of trying to confirm it, not with its frozen log…
+                // …but answers a linearizable one with noQuorum, not with its frozen log: at once
+                // when it knows no leader, or after one election timeout (800 ms) of trying…
                 let connection = try await WitnessConnection.connect(
                     to: cluster.endpoint(of: 1), credentials: cluster.credentials, group: MultiThreadedEventLoopGroup.singleton,
                     timeout: .seconds(5), logger: Logger(label: "test"))
@@ -68,7 +68,7 @@ struct WitnessPartitionTests {
                 let waited = ContinuousClock.now - askedAt
                 guard case .failure(let failure) = answer else { throw TestSupportError("witness 1 answered \(answer)") }
                 #expect(failure.code == .noQuorum && failure.message.contains("could not confirm"))
-                #expect(waited >= .milliseconds(700) && waited < .seconds(3), "witness 1 answered after \(waited)")
+                #expect(waited < .seconds(3), "witness 1 answered after \(waited)")
                 // …and the client that lists it first gets the change from another witness.
                 let started = ContinuousClock.now
                 var entries: [CommittedEntry] = []

@@ -261,7 +261,7 @@ public final class WitnessServer: @unchecked Sendable {
     private func noQuorum() -> WitnessFailure {
         WitnessFailure(
             .noQuorum,
-            "witness \(configuration.id) could not confirm within \(replica.readTimeoutNanos / 1_000_000) ms that it is in touch with a quorum; ask another witness",
+            "witness \(configuration.id) could not confirm that it is in touch with a quorum (it knows no leader, or none confirmed within \(replica.readTimeoutNanos / 1_000_000) ms); ask another witness",
             leaderAddress: replica.address(of: replica.node.leader))
     }
 }
