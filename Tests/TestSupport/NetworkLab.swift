@@ -131,6 +131,11 @@ public final class NetworkLab: Sendable {
         try nft(host, ["add", "rule", "inet", "lab", "input", "ip", "saddr", address, "drop"])
     }
 
+    /// Cuts the test process off from `hosts`, both ways (its own output is filtered too).
+    public func cutClient(from hosts: [Host]) throws {
+        for host in hosts { try cutBothWays(host, address: clientAddress) }
+    }
+
     /// Lifts every cut.
     public func heal() throws {
         for host in hosts {

@@ -160,7 +160,7 @@ public final class WitnessClient: Sendable {
             let connection: WitnessConnection
             do {
                 connection = try await WitnessConnection.connect(
-                    to: endpoint, credentials: credentials, group: group, timeout: .seconds(2), logger: logger)
+                    to: endpoint, credentials: credentials, group: group, timeout: .seconds(2), logger: logger, linkTimeouts: linkTimeouts)
             } catch let error as WitnessClientError {
                 if case .refused = error { throw error }
                 suspect(endpoint)
@@ -254,7 +254,7 @@ public final class WitnessClient: Sendable {
     private func connection(to endpoint: WitnessEndpoint) async throws -> WitnessConnection {
         if let existing = state.withLock({ $0.connections[endpoint] }), existing.isOpen { return existing }
         let connection = try await WitnessConnection.connect(
-            to: endpoint, credentials: credentials, group: group, timeout: .seconds(2), logger: logger)
+            to: endpoint, credentials: credentials, group: group, timeout: .seconds(2), logger: logger, linkTimeouts: linkTimeouts)
         // Concurrent callers may have connected meanwhile: keep one open connection per witness.
         let chosen = state.withLock { state -> WitnessConnection? in
             if state.closed { return nil }
@@ -282,6 +282,12 @@ public final class WitnessClient: Sendable {
     /// How long one attempt at one witness may take: a third of the request's time, at least a
     /// second (a commit that waits for a slow disk is not a dead witness).
     public var attemptTimeout: Duration { max(.seconds(1), requestTimeout / 3) }
+
+    /// A connection whose bytes go unacknowledged for an attempt's time (at least 2 s) is
+    /// aborted by the kernel, so a path cut silently is noticed and redialled.
+    private var linkTimeouts: LinkTimeouts {
+        LinkTimeouts(userTimeoutMillis: max(2_000, Int(attemptTimeout.components.seconds * 1_000)))
+    }
 
     /// The witnesses in the order to try them: any witness whose last attempt failed lately
     /// after the others — except that a `leaderOnly` request tries the known leader first
@@ -351,10 +357,14 @@ public final class WitnessClient: Sendable {
                     switch error {
                     case .refused, .failure: throw error
                     case .timedOut:
-                        // Slow or hung: tried last for a while. Its connection stays, with
-                        // whatever else is in flight on it.
+                        // Slow, hung, or the path to it cut: tried last for a while, and its
+                        // connection closed. A connection cut silently sits in TCP's
+                        // retransmission back-off; after the heal the next request on it could
+                        // wait tens of seconds, while a new one goes through at once. Requests
+                        // in flight on it fail over to a new connection the same way.
                         problems[endpoint] = "\(error)"
-                        state.withLock { $0.failedAt[endpoint] = ContinuousClock.now }
+                        suspect(endpoint)
+                        forget(endpoint, used)
                     default:
                         problems[endpoint] = "\(error)"
                         state.withLock { $0.failedAt[endpoint] = ContinuousClock.now }

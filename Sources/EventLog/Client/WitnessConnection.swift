@@ -54,7 +54,8 @@ final class WitnessConnection: Sendable {
 
     /// Connects and completes the handshake; a refusal (wrong id or secret) is `.refused`.
     static func connect(
-        to endpoint: WitnessEndpoint, credentials: WitnessCredentials, group: any EventLoopGroup, timeout: Duration, logger: Logger
+        to endpoint: WitnessEndpoint, credentials: WitnessCredentials, group: any EventLoopGroup, timeout: Duration, logger: Logger,
+        linkTimeouts: LinkTimeouts = LinkTimeouts(userTimeoutMillis: 3_000)
     ) async throws -> WitnessConnection {
         let box = ConnectionBox()
         let handshake = group.next().makePromise(of: Void.self)
@@ -72,7 +73,7 @@ final class WitnessConnection: Sendable {
                 .connectTimeout(.milliseconds(min(millis, 2_000)))
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
+                    linkTimeouts.apply(to: channel).flatMapThrowing {
                         try channel.pipeline.syncOperations.addHandler(
                             WitnessChannelHandler(
                                 side: .connector(clusterID: credentials.clusterID, role: .client, peerID: 0), secret: credentials.secret,

@@ -109,6 +109,12 @@ final class PeerLinks: @unchecked Sendable {
         }
     }
 
+    /// A peer link whose messages go unacknowledged for two election timeouts (at least 2 s)
+    /// is aborted and redialled, so a healed partition is not left behind TCP's back-off.
+    var linkTimeouts: LinkTimeouts {
+        LinkTimeouts(userTimeoutMillis: max(2_000, 2 * configuration.electionTicks * configuration.tickMillis))
+    }
+
     private func dial(_ peer: NodeID, _ endpoint: WitnessEndpoint) {
         let credentials = configuration.credentials
         let myID = configuration.id
@@ -131,8 +137,8 @@ final class PeerLinks: @unchecked Sendable {
             .connectTimeout(.seconds(1))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelOption(.writeBufferWaterMark, value: .init(low: 1 << 20, high: 16 << 20))
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
+            .channelInitializer { [linkTimeouts] channel in
+                linkTimeouts.apply(to: channel).flatMapThrowing {
                     try channel.pipeline.syncOperations.addHandler(
                         WitnessChannelHandler(
                             side: .connector(clusterID: credentials.clusterID, role: .peer, peerID: myID), secret: credentials.secret,

@@ -71,6 +71,7 @@ public final class WitnessServer: @unchecked Sendable {
         let id = configuration.id
         let stall = TimeAmount.milliseconds(Int64(configuration.stallTimeoutMillis))
         let handshake = TimeAmount.milliseconds(Int64(configuration.handshakeTimeoutMillis))
+        let linkTimeouts = peers.linkTimeouts
         let channel = try await ServerBootstrap(group: ioGroup)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -90,7 +91,7 @@ public final class WitnessServer: @unchecked Sendable {
                     writable: { _ in
                         self.loop.execute { self.streams.pump() }
                     })
-                return channel.eventLoop.makeCompletedFuture {
+                return linkTimeouts.apply(to: channel).flatMapThrowing {
                     try channel.pipeline.syncOperations.addHandler(
                         WitnessChannelHandler(
                             side: .acceptor(clusterID: credentials.clusterID, witnessID: id), secret: credentials.secret,
