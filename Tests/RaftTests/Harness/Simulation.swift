@@ -53,6 +53,8 @@ struct Simulation {
 
     // What the checker has seen.
     var leaderOfTerm: [UInt64: NodeID] = [:]
+    /// Per replica and term, the candidate it granted its vote to.
+    var votesGranted: [VoteKey: NodeID] = [:]
     /// Every (index, term) ever persisted anywhere: the entry's hash and its predecessor's term.
     var seenEntries: [Key: (hash: UInt64, previousTerm: UInt64)] = [:]
     /// Every applied index: its term and the application hash after it.
@@ -64,6 +66,11 @@ struct Simulation {
 
     struct Key: Hashable {
         var index: UInt64
+        var term: UInt64
+    }
+
+    struct VoteKey: Hashable {
+        var replica: NodeID
         var term: UInt64
     }
 
@@ -176,7 +183,10 @@ struct Simulation {
             }
             let (messages, events) = try replica.processReady()
             for event in events { try check(id, event) }
-            for message in messages { send(message, faulty: faulty) }
+            for message in messages {
+                try checkVote(message)
+                send(message, faulty: faulty)
+            }
         }
     }
 
@@ -347,6 +357,18 @@ struct Simulation {
                 statistics.committed = max(statistics.committed, entry.index)
             }
         }
+    }
+
+    /// A replica grants at most one vote per term (Raft paper §5.2), also across crashes: a
+    /// vote forgotten by a restart could elect two leaders, though rarely enough that the
+    /// two-leader check alone may not see it.
+    private mutating func checkVote(_ message: Message) throws {
+        guard message.kind == .voteResponse, !message.reject else { return }
+        let key = VoteKey(replica: message.from, term: message.term)
+        if let earlier = votesGranted[key], earlier != message.to {
+            throw failure("replica \(message.from) voted for \(earlier) and for \(message.to) in term \(message.term)")
+        }
+        votesGranted[key] = message.to
     }
 
     /// A new leader's log holds every entry applied anywhere so far (leader completeness).
