@@ -27,6 +27,27 @@ struct LMDBRaftStorageTests {
         #expect(try storage.snapshot().data == [7, 7, 7])
     }
 
+    @Test("a snapshot's learners survive a reopen; one without learners keeps the old record version")
+    func snapshotLearners() throws {
+        let folder = try TemporaryDirectory()
+        defer { folder.remove() }
+        let written = (1...20).map { Entry(term: 1, index: $0) }
+        let withLearners = Membership(voters: [1, 2, 3], learners: [4])
+        do {
+            let storage = try LMDBRaftStorage(directory: folder.path)
+            try storage.persist(hardState: HardState(term: 1, vote: nil, commit: 20), entries: written, snapshot: nil)
+            try storage.compact(to: 10, membership: withLearners, data: [1])
+            storage.close()
+        }
+        let storage = try LMDBRaftStorage(directory: folder.path)
+        defer { storage.close() }
+        #expect(try storage.initialState().membership == withLearners)
+        #expect(try storage.snapshot().metadata.membership == withLearners)
+        let plain = Snapshot(metadata: SnapshotMetadata(index: 5, term: 1, membership: Membership(voters: [1, 2, 3])), data: [])
+        #expect(StorageRecords.encode(plain)[0] == StorageRecords.version)
+        #expect(try StorageRecords.decodeSnapshot(StorageRecords.encode(plain)) == plain)
+    }
+
     @Test("a damaged entry record is reported as corruption, never returned")
     func damagedRecord() throws {
         let folder = try TemporaryDirectory()

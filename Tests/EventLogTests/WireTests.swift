@@ -21,7 +21,7 @@ struct WireTests {
         vote.index = .max
         vote.logTerm = .max
         var snapshot = Message(kind: .snapshot, from: 1, to: 3, term: 7)
-        snapshot.snapshot = Snapshot(metadata: SnapshotMetadata(index: 100, term: 6, membership: Membership(voters: [1, 2, 3])), data: [1, 2, 3])
+        snapshot.snapshot = Snapshot(metadata: SnapshotMetadata(index: 100, term: 6, membership: Membership(voters: [1, 2, 3], learners: [4])), data: [1, 2, 3])
         return [append, rejection, vote, snapshot] + MessageKind.allCases.map { Message(kind: $0, from: 9, to: 8, term: 1) }
     }()
 

@@ -96,6 +96,21 @@ struct WitnessProtocolTests {
         }
     }
 
+    @Test("the witness snapshot keeps its request sessions; a version 1 snapshot (without them) still loads")
+    func witnessSnapshotData() throws {
+        var requests = RequestSessions()
+        _ = requests.admit(RequestID(client: 3, sequence: 1), index: 40, wallTimeMillis: 9)
+        let addresses = [WitnessMember(id: 1, address: "10.0.0.1:7400")]
+        let current = WitnessSnapshotData(addresses: addresses, requests: requests, application: [5, 6])
+        #expect(try WitnessSnapshotData(decoding: current.encoded()) == current)
+        var old = ByteWriter()
+        old.write(UInt8(1))
+        old.write(addresses)
+        old.writeBlob([5, 6])
+        old.appendChecksum()
+        #expect(try WitnessSnapshotData(decoding: old.bytes) == WitnessSnapshotData(addresses: addresses, application: [5, 6]))
+    }
+
     @Test("truncated, mutated and random bytes are refused, never a crash")
     func garbage() {
         var generator = SeededGenerator(seed: 7)
