@@ -38,7 +38,7 @@ struct SimulationTests {
                 totals.oneWayCuts += s.oneWayCuts
                 totals.learnersAdded += s.learnersAdded
                 totals.lateMessages += s.lateMessages
-                totals.writesAcknowledged += simulation.clientWritesAcknowledged
+                totals.writesAcknowledged += s.writesAcknowledged
                 totals.readsServed += s.readsServed
             }
             return (totals, nil)

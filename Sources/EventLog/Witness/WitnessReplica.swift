@@ -102,6 +102,7 @@ final class WitnessReplica: @unchecked Sendable {
         config.heartbeatTicks = configuration.heartbeatTicks
         config.applied = snapshot.metadata.index
         applied = snapshot.metadata.index
+        // Read again: a bootstrap just wrote the founding hard state.
         persistence = CommitDeferringPersistence(durable: try storage.initialState().hardState)
         node = try RaftNode(config: config, storage: storage)
         let last = try storage.lastIndex()
@@ -161,7 +162,7 @@ final class WitnessReplica: @unchecked Sendable {
             }
         }
         for read in reads.expired(nowNanos: nowNanos()) { read(false) }
-        if isLeader { promoteCaughtUpLearners() }
+        if isLeader && !node.membership.learners.isEmpty { promoteCaughtUpLearners() }
     }
 
     /// Hands a peer's message to Raft. A message that breaks the protocol is dropped; a storage

@@ -30,7 +30,6 @@ struct ClientHistory {
     var discarded: Set<Int> = []
     var reads: [PendingRead] = []
     var nextValue: UInt64 = 0
-    var acknowledgedWrites = 0
     var nextContext: UInt64 = 0
 
     mutating func tickClock() -> Int {
@@ -44,17 +43,19 @@ struct ClientHistory {
     }
 
     /// An entry was applied somewhere: a write proposed at its index returns if it is this very
-    /// entry (same term), and can never take effect otherwise.
-    mutating func applied(_ entry: Entry) {
-        guard let waiting = writesInFlight.removeValue(forKey: entry.index) else { return }
+    /// entry (same term), and can never take effect otherwise. Returns how many writes returned.
+    mutating func applied(_ entry: Entry) -> Int {
+        guard let waiting = writesInFlight.removeValue(forKey: entry.index) else { return 0 }
+        var returned = 0
         for write in waiting {
             if write.term == entry.term {
                 operations[write.operation].checked.returned = tickClock()
-                acknowledgedWrites += 1
+                returned += 1
             } else {
                 discarded.insert(write.operation)
             }
         }
+        return returned
     }
 
     mutating func readCalled(key: UInt8, replica: NodeID, context: UInt64, deadline: Int) {

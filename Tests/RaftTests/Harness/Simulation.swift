@@ -90,7 +90,6 @@ struct Simulation {
         var readsServed = 0
     }
 
-    var clientWritesAcknowledged: Int { clients.acknowledgedWrites }
 
     init(seed: UInt64, options: Options = Options()) throws {
         self.seed = seed
@@ -346,7 +345,7 @@ struct Simulation {
         case .readState(let read):
             clients.readConfirmed(on: id, read)
         case .applied(let entry, let hash):
-            clients.applied(entry)
+            statistics.writesAcknowledged += clients.applied(entry)
             if let applied = appliedAt[entry.index] {
                 guard applied.term == entry.term, applied.hash == hash else {
                     throw failure("state machine safety: replica \(id) applied \(entry.term)/\(entry.index), others applied term \(applied.term)")
