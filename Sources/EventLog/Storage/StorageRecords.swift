@@ -90,12 +90,8 @@ enum StorageRecords {
             }
             let index = try reader.readUInt64("snapshot index")
             let term = try reader.readUInt64("snapshot term")
-            var voters: Set<NodeID> = []
-            for _ in 0..<(try reader.readCount("voter count", maxCount: votersMax)) { voters.insert(try reader.readUInt64("voter")) }
-            var learners: Set<NodeID> = []
-            if found == snapshotWithLearnersVersion {
-                for _ in 0..<(try reader.readCount("learner count", maxCount: votersMax)) { learners.insert(try reader.readUInt64("learner")) }
-            }
+            let voters = try reader.readMemberSet("voter")
+            let learners = found == snapshotWithLearnersVersion ? try reader.readMemberSet("learner") : []
             let data = try reader.readBlob("snapshot data", maxCount: LMDBRaftStorage.snapshotBytesMax)
             try reader.finish()
             return Snapshot(

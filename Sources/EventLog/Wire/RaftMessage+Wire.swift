@@ -76,9 +76,10 @@ extension ByteWriter {
 }
 
 extension ByteReader {
-    /// A count, then that many replica ids in ascending order (one encoding per set).
+    /// A count, then that many replica ids in ascending order (one encoding per set), as Raft
+    /// messages and stored snapshots carry voters and learners.
     mutating func readMemberSet(_ field: String) throws(DecodingError) -> Set<NodeID> {
-        let count = try readCount("\(field) count", maxCount: 64)
+        let count = try readCount("\(field) count", maxCount: StorageRecords.votersMax)
         var members: Set<NodeID> = []
         var previous: NodeID = 0
         for _ in 0..<count {
