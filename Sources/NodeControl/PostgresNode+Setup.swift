@@ -71,24 +71,39 @@ extension PostgresNode {
         }
     }
 
-    /// Writes pg_hba.conf: local trust for the postgres superuser (the socket folder is
-    /// private), SCRAM for the replication role from each peer.
-    public func writeHBA(peers: [String]) throws(NodeControlError) {
+    /// The pg_hba.conf pgquorum writes: local trust for the postgres superuser (the socket
+    /// folder is private), SCRAM for the replication role from each peer, and the client
+    /// networks. `peers` are addresses or CIDRs (`HostAddresses`, `PeerAddressBook` resolve
+    /// names); a name is refused, since postgres would refuse the file.
+    public func hbaContent(peers: [String]) throws(NodeControlError) -> String {
         var lines = [
             "# Written by pgquorum; changes here are overwritten.",
             "local   all          postgres                        trust",
         ]
         let user = configuration.replicationUser
-        for peer in peers.sorted() {
-            let address = peer.contains("/") ? peer : (peer.contains(":") ? "\(peer)/128" : "\(peer)/32")
+        for peer in Set(peers).sorted() {
+            guard let address = HostAddresses.cidr(peer) else {
+                throw .invalidConfiguration("pg_hba.conf peer \(peer) is not an address or CIDR (resolve host names first)")
+            }
             lines.append("host    replication  \(user)  \(address)  scram-sha-256")
             lines.append("host    postgres     \(user)  \(address)  scram-sha-256")
         }
         for network in configuration.clientNetworks {
-            let address = network.contains("/") ? network : (network.contains(":") ? "\(network)/128" : "\(network)/32")
-            lines.append("host    all          all  \(address)  \(configuration.clientAuthMethod)")
+            lines.append("host    all          all  \(HostAddresses.cidr(network) ?? network)  \(configuration.clientAuthMethod)")
         }
-        try writeFile(dataDirectory + "/pg_hba.conf", lines.joined(separator: "\n") + "\n", mode: 0o600)
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    var hbaPath: String { dataDirectory + "/pg_hba.conf" }
+
+    /// Writes pg_hba.conf (see `hbaContent`) unless it already says exactly that; true when
+    /// it changed (a running postgres needs `reload()` to see it).
+    @discardableResult
+    public func writeHBA(peers: [String]) throws(NodeControlError) -> Bool {
+        let content = try hbaContent(peers: peers)
+        if (try? readFile(hbaPath)) == content { return false }
+        try writeFile(hbaPath, content, mode: 0o600)
+        return true
     }
 
     /// Saves the replication password where libpq finds it (`PGPASSFILE`, and `passfile=` in

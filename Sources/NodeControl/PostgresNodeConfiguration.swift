@@ -48,8 +48,8 @@ public struct PostgresNodeConfiguration: Sendable {
         guard ["scram-sha-256", "md5", "trust", "password", "cert"].contains(clientAuthMethod) else {
             throw .invalidConfiguration("client authentication method \(clientAuthMethod) is not one of scram-sha-256, md5, trust, password, cert")
         }
-        for network in clientNetworks where network.isEmpty || network.contains(where: { $0 == " " || $0 == "\n" }) {
-            throw .invalidConfiguration("client network \"\(network)\" is not an address or CIDR")
+        for network in clientNetworks where HostAddresses.cidr(network) == nil && !["samehost", "samenet", "all"].contains(network) {
+            throw .invalidConfiguration("client network \"\(network)\" is not an address, a CIDR, samehost, samenet or all")
         }
         guard runDirectory.utf8.count + 16 < 107 else {
             throw .invalidConfiguration("runDirectory \(runDirectory) is too long for a Unix socket path")

@@ -25,31 +25,64 @@ struct ClusterSnapshotTests {
         #expect(restored.highestNodeID == 7)
     }
 
+    /// A snapshot as versions 1 to 3 wrote it: no node indexes; version 1 also without the
+    /// highest node id, versions 1 and 2 without the request sessions.
+    func legacySnapshot(_ state: ClusterState, version: UInt8) -> [UInt8] {
+        var writer = ByteWriter()
+        writer.write(version)
+        writer.write(state.formation)
+        writer.write(state.settings)
+        writer.write(state.appliedIndex)
+        writer.write(state.term)
+        writer.write(state.nowNanos)
+        writer.write(state.waitingReason ?? "")
+        writer.write(state.electionSyncStandbys)
+        if version >= 2 { writer.write(state.highestNodeID) }
+        if version >= 3 { writer.write(state.requests) }
+        writer.write(UInt32(state.nodes.count))
+        for node in state.sortedNodes {
+            writer.write(node.registration)
+            writer.write(node.reached.code)
+            writer.write(node.goal.code)
+            writer.write(node.goalReason)
+            writer.write(node.lastReport != nil)
+            if let report = node.lastReport { writer.write(report) }
+            writer.write(node.lastHeardNanos)
+            writer.write(node.postgresDownSinceNanos != nil)
+            writer.write(node.postgresDownSinceNanos ?? 0)
+            writer.write(node.electionLSN != nil)
+            writer.write(node.electionLSN ?? 0)
+            writer.write(Int64(node.priorityBoost))
+        }
+        writer.appendChecksum()
+        return writer.bytes
+    }
+
     @Test("a version 1 snapshot (before node ids were assigned) still loads; its highest id is its largest node id")
     func versionOne() throws {
         let state = state(registering: [3, 5])
-        let current = state.snapshotData()
-        // Version 1 is version 3 without the highest node id and the request sessions (empty
-        // here: a count of 0), which follow the fields below.
-        var prefix = ByteWriter()
-        prefix.write(UInt8(3))
-        prefix.write(state.formation)
-        prefix.write(state.settings)
-        prefix.write(state.appliedIndex)
-        prefix.write(state.term)
-        prefix.write(state.nowNanos)
-        prefix.write(state.waitingReason ?? "")
-        prefix.write(state.electionSyncStandbys)
-        let offset = prefix.bytes.count
-        #expect(Array(current[..<offset]) == prefix.bytes)
-        var old = ByteWriter()
-        old.write(UInt8(1))
-        old.writeRaw(Array(current[1..<offset]))
-        old.writeRaw(Array(current[(offset + 8)..<(current.count - 4)]))
-        old.appendChecksum()
-        let restored = try ClusterState(snapshot: old.bytes)
-        #expect(restored == state)
+        let restored = try ClusterState(snapshot: legacySnapshot(state, version: 1))
+        var expected = state
+        expected.nodes.updateAll { node in
+            node.registeredIndex = 0
+            node.goalIndex = 0
+        }
+        #expect(restored == expected)
         #expect(restored.highestNodeID == 5)
+    }
+
+    @Test("a snapshot keeps each node's registration and goal indexes; before version 4 they read as 0")
+    func nodeIndexes() throws {
+        let state = state(registering: [0, 0])
+        #expect(state.sortedNodes.map(\.registeredIndex) == [1, 2])
+        #expect(state.sortedNodes.map(\.goalIndex) == [1, 2])
+        #expect(try ClusterState(snapshot: state.snapshotData()) == state)
+        for version: UInt8 in [2, 3] {
+            let restored = try ClusterState(snapshot: legacySnapshot(state, version: version))
+            #expect(restored.sortedNodes.map(\.registeredIndex) == [0, 0])
+            #expect(restored.sortedNodes.map(\.goalIndex) == [0, 0])
+            #expect(restored.highestNodeID == 2)
+        }
     }
 
     @Test("a late retry of a settings change does not undo the change made after it, also for a reader that starts from a snapshot")

@@ -111,9 +111,13 @@ struct ReducerSimulation {
             try checked(runner.append(.operatorRequest(.dropNode(node: id))))
             if runner.state[id]?.goal == .dropped {
                 statistics["drops", default: 0] += 1
-                // Writes that only the dropped node held (and perhaps an old primary the policy
-                // no longer counts on) are gone by the operator's choice.
-                let kept = runner.state.sortedNodes.filter { ![.dropped, .demoted].contains($0.goal) }.map { position[$0.id]! }.max() ?? 0
+                // Writes that only the dropped node held are gone by the operator's choice, and
+                // so are copies on nodes no election counts on: an old primary being failed
+                // over (its extra WAL is rewound away) and nodes the operator holds in
+                // maintenance.
+                let kept = runner.state.sortedNodes.filter {
+                    ![.dropped, .demoted, .draining, .demoteTimeout, .maintenance, .prepareMaintenance, .waitMaintenance].contains($0.goal)
+                }.map { position[$0.id]! }.max() ?? 0
                 acknowledgedMB = min(acknowledgedMB, kept)
             }
         }
@@ -161,6 +165,10 @@ struct ReducerSimulation {
                 if let primary = runner.state.primaryNode, primary.id != node.id, node.reached == .demoted || node.reached == .maintenance {
                     // Rewound (or re-cloned) onto the new primary's history.
                     position[node.id] = min(position[node.id]!, position[primary.id]!)
+                }
+                if let primary = runner.state.primaryNode, primary.id != node.id, node.reached == .waitStandby {
+                    // Cloned: a base backup holds the primary's WAL up to its end.
+                    position[node.id] = position[primary.id]!
                 }
             default:
                 break

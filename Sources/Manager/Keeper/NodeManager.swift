@@ -73,6 +73,8 @@ public final class NodeManager: Sendable {
     let client: WitnessClient
     let logger: Logger
     let shared = Mutex(Shared())
+    /// The addresses of the nodes' hosts, for pg_hba.conf.
+    let addressBook = PeerAddressBook()
 
     struct Shared {
         /// The state replayed from the log, as far as this manager read it.
@@ -275,6 +277,10 @@ public final class NodeManager: Sendable {
         // whatever we do next, the log we act on has seen us alive. A manager that just
         // started waits for its first committed report.
         guard ackedIndex > 0, state.appliedIndex >= ackedIndex else { return }
+        // pg_hba.conf admits every registered node, on every node (a standby may be the next
+        // primary), before any action: a primary that reports a goal reached admits every node
+        // registered before that goal was assigned, which is what a new node waits for.
+        try await admitPeers(state)
         if me.goal == me.reached {
             try await supervise(me, state: state, fenced: fenced)
             return
@@ -296,6 +302,30 @@ public final class NodeManager: Sendable {
             if shared.withLock({ $0.state.appliedIndex >= index }) { break }
             try await Task.sleep(for: .milliseconds(20))
         }
+    }
+
+    /// The pg_hba.conf address fields of every registered node's host and our own.
+    func peerAddresses(_ state: ClusterState) -> [String] {
+        let hosts = state.sortedNodes.map(\.registration.host) + [configuration.host]
+        let lookup = addressBook.lookup(hosts)
+        for (host, reason) in lookup.unresolved.sorted(by: { $0.key < $1.key }) {
+            logger.warning("a node's host does not resolve: pg_hba.conf does not admit it yet", metadata: ["host": "\(host)", "error": "\(reason)"])
+        }
+        return lookup.cidrs
+    }
+
+    /// Rewrites pg_hba.conf when the registered nodes changed (a node joined, moved or was
+    /// dropped) and reloads a running postgres.
+    private func admitPeers(_ state: ClusterState) async throws {
+        let postgres = self.postgres
+        guard FileManager.default.fileExists(atPath: configuration.dataDirectory + "/PG_VERSION") else { return }
+        let changed = try await blocking { [self] in
+            let peers = peerAddresses(state)
+            return (try postgres.writeHBA(peers: peers), peers)
+        }
+        guard changed.0 else { return }
+        logger.info("pg_hba.conf now admits the registered nodes", metadata: ["addresses": "\(changed.1.joined(separator: " "))"])
+        if postgres.isRunning { try await blocking { try postgres.reload() } }
     }
 
     /// Restarts a postgres that died in a state where it runs; a primary only with a valid lease.
@@ -370,12 +400,12 @@ public final class NodeManager: Sendable {
         let node = self.node
         let postgres = self.postgres
         let password = configuration.replicationPassword
-        let peers = Array(Set(state.sortedNodes.map(\.registration.host) + [configuration.host])).sorted()
         switch action {
         case .none, .startMaintenance, .prepareForSecondary:
             break
         case .initPrimary:
             if dataDirectoryIsEmpty {
+                let peers = peerAddresses(state)
                 try await blocking { try postgres.initialize(peers: peers) }
             }
             try await blocking { try postgres.clearStandbySettings() }

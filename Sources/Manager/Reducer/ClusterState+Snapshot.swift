@@ -3,9 +3,10 @@ import EventLog
 /// The Raft snapshot of a formation: the serialized `ClusterState` at an index (DESIGN §3).
 /// A reader that falls behind compaction restarts from it and replays the rest.
 extension ClusterState {
-    /// Version 2 added the highest node id, version 3 the request sessions; older snapshots
-    /// still load.
-    public static let snapshotVersion: UInt8 = 3
+    /// Version 2 added the highest node id, version 3 the request sessions, version 4 each
+    /// node's registration and goal indexes; older snapshots still load (their nodes count as
+    /// registered at index 0, so a waiting node is admitted by the primary's next goal).
+    public static let snapshotVersion: UInt8 = 4
     /// The most nodes a formation holds.
     public static let nodesMax = 256
 
@@ -36,6 +37,8 @@ extension ClusterState {
             writer.write(node.electionLSN != nil)
             writer.write(node.electionLSN ?? 0)
             writer.write(Int64(node.priorityBoost))
+            writer.write(node.registeredIndex)
+            writer.write(node.goalIndex)
         }
         writer.appendChecksum()
         return writer.bytes
@@ -71,6 +74,10 @@ extension ClusterState {
             let electionLSN = try reader.readUInt64("election LSN")
             node.electionLSN = hasElectionLSN ? electionLSN : nil
             node.priorityBoost = Int(try reader.readInt64("priority boost"))
+            if version >= 4 {
+                node.registeredIndex = try reader.readUInt64("registration index")
+                node.goalIndex = try reader.readUInt64("goal index")
+            }
             nodes[node.id] = node
         }
         highestNodeID = max(highestNodeID, nodes.records.last?.id ?? 0)

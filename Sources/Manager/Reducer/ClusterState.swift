@@ -19,6 +19,12 @@ public struct NodeRecord: Sendable, Equatable {
     public var electionLSN: LSN?
     /// Added to the candidate priority for the current election (a switchover target).
     public var priorityBoost: Int = 0
+    /// The log index of its latest registration, and of its latest goal assignment: a
+    /// primary whose goal was assigned at or after a node's registration acted on a log that
+    /// shows that node, so its pg_hba.conf admits it (the manager rewrites pg_hba.conf before
+    /// every action), and the node may clone it (DESIGN §6, joining).
+    public var registeredIndex: UInt64 = 0
+    public var goalIndex: UInt64 = 0
 
     public var id: PGNodeID { registration.node }
 

@@ -155,7 +155,14 @@ extension ClusterState {
         for node in sortedNodes where node.id != primary.id {
             switch (node.goal, node.isConverged) {
             case (.waitStandby, true) where primaryReady:
-                assign(node.id, .catchingUp, "the primary is ready: clone it and catch up", &changes)
+                // join_primary: clone only a primary whose pg_hba.conf admits this node, that
+                // is one that reached a goal assigned since the node registered; else give the
+                // primary such a goal (apply_settings: it rewrites pg_hba.conf and reloads).
+                if primary.goalIndex >= node.registeredIndex {
+                    assign(node.id, .catchingUp, "the primary is ready and admits it: clone it and catch up", &changes)
+                } else if [.waitPrimary, .primary].contains(primary.goal) {
+                    assign(primary.id, .applySettings, "node \(node.id) registered: admit it in pg_hba.conf before it clones", &changes)
+                }
             case (.catchingUp, true) where primaryReady && isHealthy(node) && caughtUp(node, with: primary):
                 assign(node.id, .secondary, "caught up with the primary on its timeline: a failover candidate", &changes)
             case (.secondary, _) where !isHealthy(node):

@@ -69,10 +69,12 @@ extension ClusterState {
             highestNodeID = max(highestNodeID, registration.node)
             if var existing = nodes[registration.node] {
                 existing.registration = registration
+                existing.registeredIndex = appliedIndex
                 nodes[registration.node] = existing
             } else {
                 var record = NodeRecord(registration: registration)
                 record.lastHeardNanos = nowNanos
+                record.registeredIndex = appliedIndex
                 nodes[registration.node] = record
             }
         case .nodeReports(let reports):
@@ -121,9 +123,11 @@ extension ClusterState {
     mutating func assign(_ id: PGNodeID, _ goal: NodeState, _ reason: String, _ changes: inout [GoalChange]) {
         guard let current = nodes[id]?.goal, current != goal else { return }
         changes.append(GoalChange(node: id, from: current, to: goal, reason: reason))
+        let index = appliedIndex
         nodes.update(id) { node in
             node.goal = goal
             node.goalReason = reason
+            node.goalIndex = index
         }
     }
 
