@@ -137,9 +137,4 @@ struct BenchmarkError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-func millis(_ duration: Duration) -> String {
-    let value = Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
-    return String(format: "%.2f", value)
-}
-
 func format(_ value: Double) -> String { String(format: "%.0f", value) }

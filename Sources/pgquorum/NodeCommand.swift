@@ -4,6 +4,7 @@ import EventLog
 import Foundation
 import Logging
 import Manager
+import NodeControl
 
 /// `pgquorum node create|run`: make a PostgreSQL node part of a cluster.
 struct NodeCommand: AsyncParsableCommand {
@@ -172,6 +173,14 @@ struct NodeCreateCommand: AsyncParsableCommand {
             file.values["credentials"] = URL(fileURLWithPath: credentials).standardizedFileURL.path
         }
         var configuration = try options.managerConfiguration(file, idRequired: false)
+        // Refuse here what would stop postgres later: a bad client network, a host that does
+        // not resolve (every node's pg_hba.conf gets this host's addresses).
+        try configuration.postgresConfiguration().validate()
+        do {
+            _ = try HostAddresses.resolve(configuration.host)
+        } catch {
+            throw CommandFailure("--host \(configuration.host): \(error); give an address or a name this host and the others resolve")
+        }
         let client = WitnessClient(
             endpoints: configuration.witnesses, credentials: configuration.credentials, requestTimeout: .seconds(30), logger: quietLogger())
         defer { client.close() }

@@ -8,61 +8,7 @@ import TestSupport
 
 /// End to end (issue 8): real witnesses, node managers and postgres processes on loopback.
 @Suite("whole clusters", .serialized)
-struct FailoverTests {
-    /// Creates the table the writer fills, through the multi-host URI.
-    func createTable(_ cluster: PGClusterFixture) async throws {
-        let uri = try await cluster.uri()
-        try await onOwnThread {
-            var options = PostgresConnectionOptions(uri: uri, user: "postgres")
-            options.connectTimeoutSeconds = 3
-            let connection = try PostgresConnection(options)
-            defer { connection.close() }
-            _ = try connection.query("CREATE TABLE IF NOT EXISTS acked (id integer PRIMARY KEY)")
-        }
-    }
-
-    /// The ids of the writer's rows on `node` (a blocking query).
-    func rows(on node: PGNodeID, _ cluster: PGClusterFixture) throws -> Set<Int> {
-        Set(try cluster.sql(on: node, "SELECT id FROM acked").compactMap { $0.flatMap(Int.init) })
-    }
-
-    /// Every row acknowledged so far is on `node` (the writer may still be writing: what it
-    /// acknowledged is taken before the rows are read).
-    func expectAllAcknowledged(_ writer: RowWriter, on node: PGNodeID, _ cluster: PGClusterFixture, sourceLocation: SourceLocation = #_sourceLocation)
-        async throws
-    {
-        let acknowledged = writer.acknowledged
-        let present = try await onOwnThread { try rows(on: node, cluster) }
-        let lost = acknowledged.filter { !present.contains($0) }
-        #expect(lost.isEmpty, "\(lost.count) acknowledged rows missing on node \(node): \(lost.prefix(10))", sourceLocation: sourceLocation)
-    }
-
-    /// `node` is a standby again and, within 30 s, holds every row acknowledged so far.
-    func expectStandbyWithEveryAcknowledgedRow(
-        _ node: PGNodeID, _ writer: RowWriter, _ cluster: PGClusterFixture, sourceLocation: SourceLocation = #_sourceLocation
-    ) async throws {
-        let inRecovery = try await onOwnThread { try cluster.sql(on: node, "SELECT pg_is_in_recovery()") }
-        #expect(inRecovery == ["t"], "node \(node) is not a standby", sourceLocation: sourceLocation)
-        let acknowledged = writer.acknowledged
-        try await waitUntil("node \(node) replays every row acknowledged so far", timeout: .seconds(30)) {
-            let present = try rows(on: node, cluster)
-            return acknowledged.allSatisfy(present.contains)
-        }
-    }
-
-    /// Runs `pgquorum ARGUMENTS` against the cluster's witnesses.
-    func cli(_ cluster: PGClusterFixture, _ arguments: [String]) async throws -> CommandResult {
-        let executable = try BuiltProducts.path(of: "pgquorum")
-        let connection = [
-            "--witnesses", cluster.witnesses.endpoints.map(\.description).joined(separator: ","), "--credentials", cluster.witnesses.credentialsPath,
-        ]
-        return try await onOwnThread { try runCommand(executable, arguments + connection, timeout: .seconds(150), check: false) }
-    }
-
-    func primary(_ state: ClusterState) -> PGNodeID? {
-        state.sortedNodes.first { [.primary, .waitPrimary, .single].contains($0.reached) && $0.isConverged }?.id
-    }
-
+struct FailoverTests: ClusterScenarios {
     @Test("bootstrap, SIGKILL of the primary's manager, failover with nothing acknowledged lost, the old primary rejoins by pg_rewind")
     func managerCrash() async throws {
         try await withPGCluster { cluster in

@@ -17,6 +17,9 @@ public final class NetworkLab: Sendable {
         public let index: Int
         public let namespace: String
         public let address: String
+        /// The host's name, known inside every lab host (`/etc/netns/NAMESPACE/hosts`, which
+        /// `ip netns exec` puts over /etc/hosts) but not to the test process.
+        public var name: String { "lab-h\(index)" }
     }
 
     public let hosts: [Host]
@@ -85,6 +88,17 @@ public final class NetworkLab: Sendable {
         try run(Self.ip, ["-n", bridgeNamespace, "link", "set", "client", "master", "br0", "up"])
         try run(Self.ip, ["link", "set", rootInterface, "address", clientMAC, "up"])
         try run(Self.ip, ["addr", "add", "\(clientAddress)/24", "dev", rootInterface])
+        // Every host knows the others by name.
+        let names = hosts.map { "\($0.address) \($0.name)" }.joined(separator: "\n")
+        for host in hosts {
+            let folder = "/etc/netns/\(host.namespace)"
+            do {
+                try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+                try Data("127.0.0.1 localhost\n::1 localhost\n\(names)\n".utf8).write(to: URL(fileURLWithPath: folder + "/hosts"))
+            } catch {
+                throw TestSupportError("lab setup failed: cannot write \(folder)/hosts: \(error)")
+            }
+        }
         // Static neighbours everywhere: nobody learns that a cut peer is gone from ARP.
         for host in hosts {
             for other in hosts where other != host {
@@ -102,6 +116,14 @@ public final class NetworkLab: Sendable {
     public func spawn(on host: Host, _ executable: String, _ arguments: [String], output: ChildOutput = .null) throws -> ChildProcess {
         try ChildProcess.spawn(Self.ip, ["netns", "exec", host.namespace, executable] + arguments, output: output, parentDeathSignal: "KILL")
     }
+
+    /// The command line that runs `executable` inside `host` (for `runCommand`).
+    public func command(on host: Host, _ executable: String, _ arguments: [String]) -> (String, [String]) {
+        (Self.ip, ["netns", "exec", host.namespace, executable] + arguments)
+    }
+
+    /// The lab's network as a CIDR (for pg_hba.conf client lines).
+    public var network: String { clientAddress.split(separator: ".").dropLast().joined(separator: ".") + ".0/24" }
 
     // MARK: Faults
 
@@ -148,6 +170,7 @@ public final class NetworkLab: Sendable {
     public func destroy() {
         for namespace in hosts.map(\.namespace) + [bridgeNamespace] {
             _ = try? runCommand(Self.ip, ["netns", "del", namespace], check: false)
+            try? FileManager.default.removeItem(atPath: "/etc/netns/\(namespace)")
         }
     }
 
@@ -165,11 +188,13 @@ public final class NetworkLab: Sendable {
 
     /// Deletes the namespaces of labs whose test process is gone (killed before `destroy`).
     private static func removeStale() {
-        guard let names = try? FileManager.default.contentsOfDirectory(atPath: "/run/netns") else { return }
-        for name in names where name.hasPrefix("pgq-") {
+        let namespaces = (try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? []
+        let hostFiles = (try? FileManager.default.contentsOfDirectory(atPath: "/etc/netns")) ?? []
+        for name in Set(namespaces + hostFiles) where name.hasPrefix("pgq-") {
             let parts = name.split(separator: "-")
             guard parts.count >= 3, let pid = pid_t(parts[1]), kill(pid, 0) != 0, errno == ESRCH else { continue }
             _ = try? runCommand(ip, ["netns", "del", name], check: false)
+            try? FileManager.default.removeItem(atPath: "/etc/netns/\(name)")
         }
     }
 }

@@ -4,12 +4,16 @@ import Manager
 import NodeControl
 import Synchronization
 
-/// A whole cluster of real processes on loopback: three witnesses and N `pgquorum node run`
-/// managers, each with its postgres (fsync off: tests need no crash safety from the disk).
-/// Every process is stopped by pid in `destroy()`.
+/// A whole cluster of real processes: three witnesses and N `pgquorum node run` managers,
+/// each with its postgres (fsync off: tests need no crash safety from the disk). On loopback,
+/// or given a `NetworkLab`, one witness and one node per lab host (node N on host N − 1,
+/// wrapping), clients on the test process's own lab address. Every process is stopped by pid
+/// in `destroy()`.
 public final class PGClusterFixture: Sendable {
     public let witnesses: WitnessClusterFixture
     public let nodeCount: Int
+    /// The lab the cluster runs in, if any.
+    public let lab: NetworkLab?
     /// More `node create` arguments for some nodes (a candidate priority, --async…).
     public let nodeArguments: [PGNodeID: [String]]
     private let executable: String
@@ -21,8 +25,14 @@ public final class PGClusterFixture: Sendable {
         var manager: ChildProcess?
     }
 
-    public init(nodes: Int = 3, nodeArguments: [PGNodeID: [String]] = [:]) throws {
-        witnesses = try WitnessClusterFixture()
+    /// Nodes registered by their lab host's name rather than its address.
+    public let registeredByName: Set<PGNodeID>
+
+    public init(nodes: Int = 3, nodeArguments: [PGNodeID: [String]] = [:], lab: NetworkLab? = nil, registeredByName: Set<PGNodeID> = []) throws {
+        precondition(lab != nil || registeredByName.isEmpty, "only lab hosts have names")
+        self.registeredByName = registeredByName
+        witnesses = try WitnessClusterFixture(lab: lab)
+        self.lab = lab
         nodeCount = nodes
         self.nodeArguments = nodeArguments
         executable = try BuiltProducts.path(of: "pgquorum")
@@ -41,6 +51,18 @@ public final class PGClusterFixture: Sendable {
 
     public func logPath(of id: PGNodeID) -> String { witnesses.folder.appending("node-\(id).log") }
 
+    /// The lab host node `id` runs on, if the cluster is in a lab.
+    public func host(of id: PGNodeID) -> NetworkLab.Host? { lab.map { $0.hosts[(Int(id) - 1) % $0.hosts.count] } }
+
+    /// The address node `id`'s postgres listens on.
+    public func address(of id: PGNodeID) -> String { host(of: id)?.address ?? "127.0.0.1" }
+
+    /// Runs `executable` on node `id`'s host (its lab namespace, or here).
+    private func commandLine(on id: PGNodeID, _ executable: String, _ arguments: [String]) -> (String, [String]) {
+        guard let lab, let host = host(of: id) else { return (executable, arguments) }
+        return lab.command(on: host, executable, arguments)
+    }
+
     var connectionArguments: [String] {
         ["--witnesses", witnesses.endpoints.map(\.description).joined(separator: ","), "--credentials", witnesses.credentialsPath]
     }
@@ -51,22 +73,29 @@ public final class PGClusterFixture: Sendable {
         try witnesses.startAll()
         _ = try await witnesses.waitForLeader()
         for id in ids {
-            let arguments =
-                [
-                    "node", "create", "--dir", directory(of: id), "--name", "node\(id)", "--host", "127.0.0.1", "--port",
-                    "\(port(of: id))", "--postgres-settings", "fsync=off", "--client-networks", "127.0.0.1/32", "--client-auth", "trust",
-                ] + (nodeArguments[id] ?? []) + connectionArguments
-            let executable = self.executable
-            let result = try await onOwnThread { try runCommand(executable, arguments, timeout: .seconds(60), check: false) }
-            guard result.termination == .exited(code: 0) else { throw TestSupportError("node create \(id) failed: \(result.output)") }
-            // Created one after the other, the nodes get ids 1, 2, 3… from the formation.
-            guard result.output.hasPrefix("node \(id) (node\(id)) registered") else {
-                throw TestSupportError("node create was expected to assign id \(id): \(result.output)")
-            }
+            try await create(id)
             try startManager(id)
             if id == 1 { _ = try await waitFor("node 1 becomes the primary", timeout: .seconds(60)) { $0[1]?.reached == .single } }
         }
         _ = try await waitForHealthy(timeout: .seconds(120))
+    }
+
+    /// `pgquorum node create` for node `id`, on its host: it registers with the witnesses.
+    public func create(_ id: PGNodeID) async throws {
+        let clients = lab?.network ?? "127.0.0.1/32"
+        let arguments =
+            [
+                "node", "create", "--dir", directory(of: id), "--name", "node\(id)", "--host",
+                registeredByName.contains(id) ? host(of: id)!.name : address(of: id), "--port",
+                "\(port(of: id))", "--postgres-settings", "fsync=off", "--client-networks", clients, "--client-auth", "trust",
+            ] + (nodeArguments[id] ?? []) + connectionArguments
+        let (program, fullArguments) = commandLine(on: id, executable, arguments)
+        let result = try await onOwnThread { try runCommand(program, fullArguments, timeout: .seconds(60), check: false) }
+        guard result.termination == .exited(code: 0) else { throw TestSupportError("node create \(id) failed: \(result.output)") }
+        // Created one after the other, the nodes get ids 1, 2, 3… from the formation.
+        guard result.output.hasPrefix("node \(id) (node\(id)) registered") else {
+            throw TestSupportError("node create was expected to assign id \(id): \(result.output)")
+        }
     }
 
     /// Waits until one node is primary and every other one secondary, all converged.
@@ -80,8 +109,13 @@ public final class PGClusterFixture: Sendable {
     }
 
     public func startManager(_ id: PGNodeID) throws {
-        let process = try ChildProcess.spawn(
-            executable, ["node", "run", "--dir", directory(of: id)], output: .file(path: logPath(of: id)), parentDeathSignal: "KILL")
+        let arguments = ["node", "run", "--dir", directory(of: id)]
+        let process: ChildProcess
+        if let lab, let host = host(of: id) {
+            process = try lab.spawn(on: host, executable, arguments, output: .file(path: logPath(of: id)))
+        } else {
+            process = try ChildProcess.spawn(executable, arguments, output: .file(path: logPath(of: id)), parentDeathSignal: "KILL")
+        }
         state.withLock { $0[id]!.manager = process }
     }
 
@@ -140,9 +174,10 @@ public final class PGClusterFixture: Sendable {
     /// The formation's multi-host URI.
     public func uri() async throws -> String { try await clusterState().connectionURI() }
 
-    /// Runs SQL on one node (trust from 127.0.0.1) and returns the first column of each row.
+    /// Runs SQL on one node (trust from the client network) and returns the first column of
+    /// each row.
     public func sql(on id: PGNodeID, _ statement: String) throws -> [String?] {
-        var options = PostgresConnectionOptions(host: "127.0.0.1", port: port(of: id), user: "postgres", database: "postgres")
+        var options = PostgresConnectionOptions(host: address(of: id), port: port(of: id), user: "postgres", database: "postgres")
         options.connectTimeoutSeconds = 3
         let connection = try PostgresConnection(options)
         defer { connection.close() }
@@ -171,9 +206,10 @@ public final class PGClusterFixture: Sendable {
 
 /// Runs `body` with a cluster and always destroys it; a failure carries the logs.
 public func withPGCluster(
-    nodes: Int = 3, nodeArguments: [PGNodeID: [String]] = [:], _ body: (PGClusterFixture) async throws -> Void
+    nodes: Int = 3, nodeArguments: [PGNodeID: [String]] = [:], lab: NetworkLab? = nil, registeredByName: Set<PGNodeID> = [],
+    _ body: (PGClusterFixture) async throws -> Void
 ) async throws {
-    let cluster = try PGClusterFixture(nodes: nodes, nodeArguments: nodeArguments)
+    let cluster = try PGClusterFixture(nodes: nodes, nodeArguments: nodeArguments, lab: lab, registeredByName: registeredByName)
     do {
         try await cluster.start()
         try await body(cluster)

@@ -52,7 +52,7 @@ public struct NodeManagerConfiguration: Sendable {
         WitnessCredentials.hex(SHA256.hmac(key: credentials.secret, message: Array("pgquorum replication password".utf8)))
     }
 
-    func postgresConfiguration() -> PostgresNodeConfiguration {
+    public func postgresConfiguration() -> PostgresNodeConfiguration {
         var configuration = PostgresNodeConfiguration(
             dataDirectory: dataDirectory, runDirectory: runDirectory, port: port, applicationName: ClusterState.applicationName(of: node))
         configuration.listenAddress = host

@@ -1,0 +1,76 @@
+import EventLog
+import Foundation
+import Manager
+import NodeControl
+import Testing
+import TestSupport
+
+/// Whole clusters across hosts (issue 14): one witness, one node manager and one postgres per
+/// host of a network lab; the test process is the client host.
+@Suite(
+    "multi-host clusters", .serialized,
+    .enabled(if: NetworkLab.unavailableReason == nil, Comment(rawValue: NetworkLab.unavailableReason ?? "")))
+struct MultiHostTests: ClusterScenarios {
+    @Test("nodes join one at a time from other hosts (one by host name); a writer on the client host loses nothing across a manager-crash failover and a switchover")
+    func joinFailoverSwitchover() async throws {
+        try await withNetworkLab(hostCount: 3) { lab in
+            // Node 3 is registered by name and never a candidate: the test process (a host
+            // without the lab's names) cannot reach a primary by that name.
+            try await withPGCluster(nodeArguments: [3: ["--candidate-priority", "0"]], lab: lab, registeredByName: [3]) { cluster in
+                // Every node admits every node, by address, for replication (and pg_rewind).
+                let addresses = Set(lab.hosts.map { "\($0.address)" })
+                for id in cluster.ids {
+                    let admitted = try await onOwnThread {
+                        try cluster.sql(on: id, "SELECT DISTINCT address FROM pg_hba_file_rules WHERE 'replication' = ANY(database)")
+                    }
+                    #expect(Set(admitted.compactMap { $0 }) == addresses, "pg_hba.conf of node \(id)")
+                }
+                let old = try #require(primary(try await cluster.clusterState()))
+                #expect(old == 1)
+                try await createTable(cluster)
+                let writer = RowWriter(uri: try await cluster.uri())
+                try await waitUntil("the writer commits", timeout: .seconds(20)) { writer.count >= 100 }
+
+                await cluster.killManager(old)
+                let failedOver = try await cluster.waitFor("node 2 becomes primary", timeout: .seconds(60)) { self.primary($0) == 2 }
+                #expect(primary(failedOver) == 2)
+                var before = writer.count
+                try await waitUntil("the writer resumes on node 2", timeout: .seconds(30)) { writer.count >= before + 100 }
+                try await expectAllAcknowledged(writer, on: 2, cluster)
+                try cluster.startManager(old)
+                _ = try await cluster.waitForHealthyAndStreaming(timeout: .seconds(90))
+                try await expectStandbyWithEveryAcknowledgedRow(old, writer, cluster)
+
+                let result = try await cli(cluster, ["switchover", "--to", "\(old)"])
+                #expect(result.termination == .exited(code: 0), "\(result.output)")
+                before = writer.count
+                try await waitUntil("the writer resumes", timeout: .seconds(30)) { writer.count >= before + 100 }
+                await writer.stop()
+                let state = try await cluster.waitForHealthyAndStreaming(timeout: .seconds(60))
+                #expect(primary(state) == old)
+                try await expectAllAcknowledged(writer, on: old, cluster)
+                for id in cluster.ids where id != old { try await expectStandbyWithEveryAcknowledgedRow(id, writer, cluster) }
+            }
+        }
+    }
+
+    @Test("the primary's host cut off for 30 s: another node takes writes; after the heal the old primary is heard within 2 s and rejoins as a standby, every standby streaming within 15 s; nothing acknowledged lost")
+    func primaryHostCut() async throws {
+        try await withNetworkLab(hostCount: 3) { lab in
+            try await withPGCluster(lab: lab) { cluster in
+                try await createTable(cluster)
+                let trial = try await cluster.partitionTrial(cut: .seconds(30), healthyWithin: .seconds(60))
+                print("primary host cut for 30 s: \(trial.summary)")
+                #expect(trial.lost.isEmpty, "acknowledged rows lost: \(trial.lost.prefix(10))")
+                #expect(trial.newPrimary != nil && trial.newPrimary != trial.oldPrimary)
+                #expect(trial.newPrimaryWritableAfter != nil)
+                let heard = try #require(trial.heardAfterHeal)
+                #expect(heard <= .seconds(2), "the old primary was heard \(heard) after the heal")
+                let healthy = try #require(trial.healthyAfterHeal)
+                #expect(healthy <= .seconds(15), "healthy and streaming \(healthy) after the heal")
+                let inRecovery = try await onOwnThread { try cluster.sql(on: trial.oldPrimary, "SELECT pg_is_in_recovery()") }
+                #expect(inRecovery == ["t"], "the old primary is not a standby")
+            }
+        }
+    }
+}

@@ -1,0 +1,155 @@
+import EventLog
+import Foundation
+import Manager
+import NodeControl
+import Synchronization
+
+/// One cut of the primary's host, measured (issue 14): the lab cuts the host off from every
+/// other host and from the clients for `cut`, then heals. A writer inserts through the
+/// multi-host URI from the client host all along; a prober asks every node, from its own
+/// host, whether it takes writes. Shared by the multi-host tests and `pgquorum-bench partition`.
+public struct PartitionTrial: Sendable {
+    public var oldPrimary: PGNodeID
+    public var newPrimary: PGNodeID?
+    /// From the cut until the old primary stopped taking writes (asked on its own host); nil
+    /// when it still took them at the heal.
+    public var oldPrimaryWritableFor: Duration?
+    /// From the cut until another node took writes.
+    public var newPrimaryWritableAfter: Duration?
+    /// From the cut until the client host's writer had a write acknowledged again after the
+    /// first one that failed.
+    public var firstAckAfter: Duration?
+    /// From the heal until a report of the old primary's manager committed.
+    public var heardAfterHeal: Duration?
+    /// From the heal until one primary and every other node a converged secondary, each
+    /// streaming from the primary.
+    public var healthyAfterHeal: Duration?
+    public var acknowledged: Int
+    public var lost: [Int]
+
+    public var summary: String {
+        func show(_ duration: Duration?, _ otherwise: String) -> String { duration.map { String(format: "%.1f s", Double(millis($0))! / 1000) } ?? otherwise }
+        return "old primary node \(oldPrimary) writable for \(show(oldPrimaryWritableFor, "the whole cut")), "
+            + "node \(newPrimary.map(String.init) ?? "-") writable after \(show(newPrimaryWritableAfter, "never")), "
+            + "first client write acknowledged after \(show(firstAckAfter, "never")); after the heal: old primary heard in "
+            + "\(show(heardAfterHeal, "never")), healthy and streaming in \(show(healthyAfterHeal, "never")); "
+            + "\(acknowledged) writes acknowledged, \(lost.count) lost"
+    }
+}
+
+/// A duration in milliseconds with two decimals, for printing.
+public func millis(_ duration: Duration) -> String {
+    let value = Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
+    return String(format: "%.2f", value)
+}
+
+extension PGClusterFixture {
+    /// Cuts the current primary's host off for `cut`, heals, and measures (see
+    /// `PartitionTrial`). Needs a lab cluster with a table `acked` (`createTable`). Returns
+    /// once the cluster is healthy again, or throws when it is not within `healthyWithin` of
+    /// the heal.
+    public func partitionTrial(cut: Duration = .seconds(30), healthyWithin: Duration = .seconds(90)) async throws -> PartitionTrial {
+        guard let lab else { throw TestSupportError("a partition trial needs a lab cluster") }
+        let old = try await waitForHealthy(timeout: .seconds(120)).primaryNode!.id
+        let writer = RowWriter(uri: try await uri())
+        try await waitUntilAsync("the writer commits", timeout: .seconds(30)) { writer.count >= 50 }
+        let prober = WritableProber(cluster: self)
+        let cutAt = ContinuousClock.now
+        try lab.isolate(host(of: old)!)
+        try await Task.sleep(until: cutAt + cut)
+        let lastReport = try await clusterState()[old]?.lastReport?.sentAtNanos
+        try lab.heal()
+        let healedAt = ContinuousClock.now
+        var trial = PartitionTrial(oldPrimary: old, acknowledged: 0, lost: [])
+        do {
+            // Heard: a report of the old primary's manager sent after the cut committed.
+            while ContinuousClock.now - healedAt < healthyWithin {
+                if let state = try? await clusterState(), state[old]?.lastReport?.sentAtNanos != lastReport {
+                    trial.heardAfterHeal = ContinuousClock.now - healedAt
+                    break
+                }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            let healthy = try await waitForHealthyAndStreaming(timeout: healthyWithin - (ContinuousClock.now - healedAt))
+            trial.healthyAfterHeal = ContinuousClock.now - healedAt
+            trial.newPrimary = healthy.primaryNode?.id
+        } catch {
+            _ = try? await onOwnThread { prober.stop() }
+            await writer.stop()
+            throw error
+        }
+        let healthyAt = ContinuousClock.now
+        let probes = try await onOwnThread { prober.stop() }
+        // The last moment the old primary was seen writable, before the heal.
+        trial.oldPrimaryWritableFor = probes.firstNotWritable(old, after: cutAt, before: healedAt).map { $0 - cutAt }
+        trial.newPrimaryWritableAfter = probes.firstWritable(otherThan: old, after: cutAt).map { $0 - cutAt }
+        try await waitUntilAsync("the writer commits once the cluster is healthy again", timeout: .seconds(30)) {
+            writer.firstAck(after: healthyAt) != nil
+        }
+        await writer.stop()
+        trial.firstAckAfter = writer.outage(after: cutAt)
+        trial.acknowledged = writer.count
+        if let primary = trial.newPrimary { trial.lost = try await lostRows(writer, on: primary) }
+        return trial
+    }
+
+    /// One primary, every other node a converged secondary, and the primary's
+    /// pg_stat_replication showing each of them streaming.
+    @discardableResult
+    public func waitForHealthyAndStreaming(timeout: Duration) async throws -> ClusterState {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            let state = try await waitForHealthy(timeout: max(deadline - ContinuousClock.now, .milliseconds(1)))
+            let primary = state.primaryNode!.id
+            let streaming = try? await onOwnThread {
+                try self.sql(on: primary, "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")
+            }
+            if streaming == ["\(nodeCount - 1)"] { return state }
+            guard ContinuousClock.now < deadline else {
+                throw TestSupportError("timed out after \(timeout): the primary shows \(streaming ?? ["?"]) standbys streaming, not \(nodeCount - 1)")
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+    }
+}
+
+/// Asks every node of a cluster, from its own host, whether it takes writes, about five
+/// times a second, on a thread of its own, until `stop()`.
+final class WritableProber: Sendable {
+    struct Probes: Sendable {
+        /// Per node: when it was asked, and the answer (nil: no answer in time).
+        var answers: [PGNodeID: [(ContinuousClock.Instant, Bool?)]] = [:]
+
+        func firstNotWritable(_ node: PGNodeID, after start: ContinuousClock.Instant, before end: ContinuousClock.Instant) -> ContinuousClock.Instant? {
+            answers[node, default: []].first { $0.0 > start && $0.0 < end && $0.1 == false }?.0
+        }
+
+        func firstWritable(otherThan node: PGNodeID, after start: ContinuousClock.Instant) -> ContinuousClock.Instant? {
+            answers.filter { $0.key != node }.values.compactMap { $0.first { $0.0 > start && $0.1 == true }?.0 }.min()
+        }
+    }
+
+    private let probes = Mutex((Probes(), stop: false, done: false))
+
+    init(cluster: PGClusterFixture) {
+        Thread.detachNewThread { [self] in
+            while !probes.withLock({ $0.stop }) {
+                for id in cluster.ids {
+                    let asked = ContinuousClock.now
+                    let answer = cluster.isWritableSeenFromItsHost(id, timeout: 1)
+                    probes.withLock { $0.0.answers[id, default: []].append((asked, answer)) }
+                }
+                Thread.sleep(forTimeInterval: 0.1)
+            }
+            probes.withLock { $0.done = true }
+        }
+    }
+
+    /// Stops probing (waits for the current round) and returns the answers.
+    @discardableResult
+    func stop() -> Probes {
+        probes.withLock { $0.stop = true }
+        while !probes.withLock({ $0.done }) { Thread.sleep(forTimeInterval: 0.02) }
+        return probes.withLock { $0.0 }
+    }
+}
