@@ -4,6 +4,7 @@
 //   swift run -c release pgquorum-bench lmdb [--seconds S] [--payload BYTES] [--dir DIR]
 //   swift run -c release pgquorum-bench replay [--entries N] [--runs N]
 //   swift build -c release && .build/release/pgquorum-bench witness [--seconds S] [--trials N] [--root DIR]
+//   swift build -c release && .build/release/pgquorum-bench partition [--trials N] [--cut SECONDS]   (as root)
 //
 // Every figure is measured in this process on this machine; compare ratios from one run.
 import Foundation
@@ -23,6 +24,7 @@ let usage = """
            pgquorum-bench replay [--entries N] [--runs N]
            pgquorum-bench witness [--seconds S] [--trials N] [--root DIR]
            pgquorum-bench failover [--trials N]
+           pgquorum-bench partition [--trials N] [--cut SECONDS]
 
       raft   entries committed per second by a 3-replica in-process Raft cluster on
              in-memory storage: the leader proposes batches, messages are delivered
@@ -39,6 +41,11 @@ let usage = """
       failover a whole cluster (3 witnesses, 3 PostgreSQL nodes) and a writer through the
              multi-host URI; per trial a node crash (SIGKILL of the primary's manager),
              a postgres crash and a switchover: write unavailability and writes lost.
+      partition the same cluster across three network-namespace hosts (run as root), a
+             writer on the client host; per trial the primary's host is cut off for
+             SECONDS (30) and healed: how long the old primary takes writes, when another
+             node does, the first write acknowledged after the cut, when the old primary
+             is heard and the cluster healthy after the heal, writes lost.
     """
 
 let command = CommandLine.arguments.dropFirst().first
@@ -67,6 +74,8 @@ case "witness":
     ).run()
 case "failover":
     try await FailoverBenchmark(trials: argument("--trials", default: 5)).run()
+case "partition":
+    try await PartitionBenchmark(trials: argument("--trials", default: 5), cutSeconds: argument("--cut", default: 30)).run()
 default:
     print(usage)
     exit(command == nil || command == "--help" ? 0 : 64)
