@@ -28,7 +28,6 @@ struct PartitionBenchmark {
 
     private func measure(_ cluster: PGClusterFixture) async throws {
         try await cluster.start()
-        try await cluster.createTable()
         print("partition: three lab hosts, each a witness and a PostgreSQL 15 node; the primary's host cut off for \(cutSeconds) s, \(trials) trials")
         var results: [PartitionTrial] = []
         for trial in 1...trials {

@@ -49,34 +49,39 @@ let usage = """
     """
 
 let command = CommandLine.arguments.dropFirst().first
-switch command {
-case "raft":
-    try RaftBenchmark(
-        entries: argument("--entries", default: 2_000_000),
-        batch: argument("--batch", default: 256),
-        payloadBytes: argument("--payload", default: 128),
-        runs: argument("--runs", default: 5)
-    ).run()
-case "lmdb":
-    let position = CommandLine.arguments.firstIndex(of: "--dir")
-    try LMDBBenchmark(
-        directory: position.flatMap { $0 + 1 < CommandLine.arguments.count ? CommandLine.arguments[$0 + 1] : nil },
-        seconds: Double(argument("--seconds", default: 3)),
-        payloadBytes: argument("--payload", default: 128),
-        runs: argument("--runs", default: 3)
-    ).run()
-case "replay":
-    try ReplayBenchmark(entries: argument("--entries", default: 1_000_000), runs: argument("--runs", default: 5)).run()
-case "witness":
-    let root = CommandLine.arguments.firstIndex(of: "--root").flatMap { $0 + 1 < CommandLine.arguments.count ? CommandLine.arguments[$0 + 1] : nil }
-    try await WitnessBenchmark(
-        seconds: Double(argument("--seconds", default: 5)), trials: argument("--trials", default: 10), root: root ?? "/tmp"
-    ).run()
-case "failover":
-    try await FailoverBenchmark(trials: argument("--trials", default: 5)).run()
-case "partition":
-    try await PartitionBenchmark(trials: argument("--trials", default: 5), cutSeconds: argument("--cut", default: 30)).run()
-default:
-    print(usage)
-    exit(command == nil || command == "--help" ? 0 : 64)
+do {
+    switch command {
+    case "raft":
+        try RaftBenchmark(
+            entries: argument("--entries", default: 2_000_000),
+            batch: argument("--batch", default: 256),
+            payloadBytes: argument("--payload", default: 128),
+            runs: argument("--runs", default: 5)
+        ).run()
+    case "lmdb":
+        let position = CommandLine.arguments.firstIndex(of: "--dir")
+        try LMDBBenchmark(
+            directory: position.flatMap { $0 + 1 < CommandLine.arguments.count ? CommandLine.arguments[$0 + 1] : nil },
+            seconds: Double(argument("--seconds", default: 3)),
+            payloadBytes: argument("--payload", default: 128),
+            runs: argument("--runs", default: 3)
+        ).run()
+    case "replay":
+        try ReplayBenchmark(entries: argument("--entries", default: 1_000_000), runs: argument("--runs", default: 5)).run()
+    case "witness":
+        let root = CommandLine.arguments.firstIndex(of: "--root").flatMap { $0 + 1 < CommandLine.arguments.count ? CommandLine.arguments[$0 + 1] : nil }
+        try await WitnessBenchmark(
+            seconds: Double(argument("--seconds", default: 5)), trials: argument("--trials", default: 10), root: root ?? "/tmp"
+        ).run()
+    case "failover":
+        try await FailoverBenchmark(trials: argument("--trials", default: 5)).run()
+    case "partition":
+        try await PartitionBenchmark(trials: argument("--trials", default: 5), cutSeconds: argument("--cut", default: 30)).run()
+    default:
+        print(usage)
+        exit(command == nil || command == "--help" ? 0 : 64)
+    }
+} catch {
+    FileHandle.standardError.write(Data("pgquorum-bench \(command ?? ""): \(error)\n".utf8))
+    exit(1)
 }

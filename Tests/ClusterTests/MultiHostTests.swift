@@ -58,7 +58,6 @@ struct MultiHostTests: ClusterScenarios {
     func primaryHostCut() async throws {
         try await withNetworkLab(hostCount: 3) { lab in
             try await withPGCluster(lab: lab) { cluster in
-                try await createTable(cluster)
                 let trial = try await cluster.partitionTrial(cut: .seconds(30), healthyWithin: .seconds(60))
                 print("primary host cut for 30 s: \(trial.summary)")
                 #expect(trial.lost.isEmpty, "acknowledged rows lost: \(trial.lost.prefix(10))")

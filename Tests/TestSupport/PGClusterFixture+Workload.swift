@@ -26,7 +26,7 @@ extension PGClusterFixture {
     /// The rows `writer` had acknowledged when this was called that are missing on `node`.
     public func lostRows(_ writer: RowWriter, on node: PGNodeID) async throws -> [Int] {
         let acknowledged = writer.acknowledged
-        let present = try await onOwnThread { try self.rows(on: node) }
+        let present = try await onOwnThread { try self.rows(on: node, table: writer.table) }
         return acknowledged.filter { !present.contains($0) }
     }
 

@@ -230,8 +230,11 @@ public func withPGCluster(
 public final class RowWriter: Sendable {
     private let state = Mutex<(acknowledged: [Int], errors: [ContinuousClock.Instant], stop: Bool, times: [ContinuousClock.Instant])>(([], [], false, []))
     private let done = Mutex<Bool>(false)
+    /// The table it inserts into.
+    public let table: String
 
     public init(uri: String, table: String = "acked") {
+        self.table = table
         Thread.detachNewThread { [self] in
             var next = 1
             var connection: PostgresConnection?

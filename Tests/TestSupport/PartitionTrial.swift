@@ -45,13 +45,15 @@ public func millis(_ duration: Duration) -> String {
 
 extension PGClusterFixture {
     /// Cuts the current primary's host off for `cut`, heals, and measures (see
-    /// `PartitionTrial`). Needs a lab cluster with a table `acked` (`createTable`). Returns
+    /// `PartitionTrial`). Needs a lab cluster; the writer fills a table of its own. Returns
     /// once the cluster is healthy again, or throws when it is not within `healthyWithin` of
     /// the heal.
     public func partitionTrial(cut: Duration = .seconds(30), healthyWithin: Duration = .seconds(90)) async throws -> PartitionTrial {
         guard let lab else { throw TestSupportError("a partition trial needs a lab cluster") }
         let old = try await waitForHealthy(timeout: .seconds(120)).primaryNode!.id
-        let writer = RowWriter(uri: try await uri())
+        let table = "partition_\(UInt32.random(in: 0...UInt32.max))"
+        try await createTable(table)
+        let writer = RowWriter(uri: try await uri(), table: table)
         try await waitUntilAsync("the writer commits", timeout: .seconds(30)) { writer.count >= 50 }
         let prober = WritableProber(cluster: self)
         let cutAt = ContinuousClock.now

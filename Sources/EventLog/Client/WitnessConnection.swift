@@ -69,8 +69,11 @@ final class WitnessConnection: Sendable {
         let millis = Int64(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
         let channel: any Channel
         do {
+            // At most 1 s: a connect started while the path was cut sits in SYN back-off
+            // (1 s, then 3 s…); a new attempt after the heal goes through at once. A witness
+            // on a working network answers a SYN in far less.
             channel = try await ClientBootstrap(group: group)
-                .connectTimeout(.milliseconds(min(millis, 2_000)))
+                .connectTimeout(.milliseconds(min(millis, 1_000)))
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelInitializer { channel in
                     linkTimeouts.apply(to: channel).flatMapThrowing {
