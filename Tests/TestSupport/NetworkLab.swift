@@ -138,6 +138,16 @@ public final class NetworkLab: Sendable {
         try cutBothWays(a, address: b.address)
     }
 
+    /// Splits the hosts into groups that reach each other only within the group (the test
+    /// process still reaches every host; `cutClient` cuts it too).
+    public func split(_ groups: [[Host]]) throws {
+        for (index, group) in groups.enumerated() {
+            for other in groups[(index + 1)...].joined() {
+                for host in group { try cut(host, other) }
+            }
+        }
+    }
+
     /// Drops what `from` sends to `to`; what `to` sends still arrives (a one-sided fault).
     public func cutOneWay(from: Host, to: Host) throws {
         try cutOneWay(from: from, toAddress: to.address)

@@ -33,8 +33,7 @@ struct WitnessPartitionTests {
     /// Cuts witness 1 off from witnesses 2 and 3 (the test process still reaches all three),
     /// and waits until 2 and 3 have a leader of their own.
     func cutOffWitnessOne(_ cluster: WitnessClusterFixture, _ lab: NetworkLab) async throws {
-        try lab.cut(lab.hosts[0], lab.hosts[1])
-        try lab.cut(lab.hosts[0], lab.hosts[2])
+        try lab.split([[lab.hosts[0]], [lab.hosts[1], lab.hosts[2]]])
         _ = try await cluster.waitForLeader(among: [2, 3])
     }
 

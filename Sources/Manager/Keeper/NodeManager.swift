@@ -91,6 +91,8 @@ public final class NodeManager: Sendable {
         var upstreamLacksWALSince: ContinuousClock.Instant?
         /// Whether the replayed log has shown this node registered.
         var registered = false
+        /// Node hosts that did not resolve at the last pg_hba.conf check (warned about once).
+        var unresolvedHosts: Set<String> = []
     }
 
     public init(configuration: NodeManagerConfiguration, logger: Logger) throws {
@@ -279,8 +281,9 @@ public final class NodeManager: Sendable {
         guard ackedIndex > 0, state.appliedIndex >= ackedIndex else { return }
         // pg_hba.conf admits every registered node, on every node (a standby may be the next
         // primary), before any action: a primary that reports a goal reached admits every node
-        // registered before that goal was assigned, which is what a new node waits for.
-        try await admitPeers(state)
+        // registered before that goal was assigned, which is what a new node waits for. A
+        // node in maintenance belongs to the operator: left as it is.
+        if !(me.reached == .maintenance && me.goal == .maintenance) { try await admitPeers(state) }
         if me.goal == me.reached {
             try await supervise(me, state: state, fenced: fenced)
             return
@@ -308,7 +311,11 @@ public final class NodeManager: Sendable {
     func peerAddresses(_ state: ClusterState) -> [String] {
         let hosts = state.sortedNodes.map(\.registration.host) + [configuration.host]
         let lookup = addressBook.lookup(hosts)
-        for (host, reason) in lookup.unresolved.sorted(by: { $0.key < $1.key }) {
+        let known = shared.withLock { shared in
+            defer { shared.unresolvedHosts = Set(lookup.unresolved.keys) }
+            return shared.unresolvedHosts
+        }
+        for (host, reason) in lookup.unresolved.sorted(by: { $0.key < $1.key }) where !known.contains(host) {
             logger.warning("a node's host does not resolve: pg_hba.conf does not admit it yet", metadata: ["host": "\(host)", "error": "\(reason)"])
         }
         return lookup.cidrs
