@@ -209,8 +209,17 @@ public final class NetworkLab: Sendable {
     }
 }
 
-/// Runs `body` with a lab of `hostCount` hosts and always removes it.
+/// Runs `body` with a lab of `hostCount` hosts and always removes it. One lab at a time on a
+/// machine (a lock file, so also across processes): the lab tests measure seconds, and two
+/// whole clusters of lab hosts on two cores would measure each other.
 public func withNetworkLab<T>(hostCount: Int, _ body: (NetworkLab) async throws -> T) async throws -> T {
+    if let reason = NetworkLab.unavailableReason { throw TestSupportError(reason) }
+    let lock = open("/run/pgquorum-lab.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+    guard lock >= 0 else { throw TestSupportError("cannot open /run/pgquorum-lab.lock: \(String(cString: strerror(errno)))") }
+    defer { close(lock) }  // closing releases the lock, also when the process dies
+    while flock(lock, LOCK_EX | LOCK_NB) != 0 {
+        try await Task.sleep(for: .milliseconds(200))
+    }
     let lab = try NetworkLab(hostCount: hostCount)
     do {
         let result = try await body(lab)
