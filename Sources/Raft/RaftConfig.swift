@@ -53,6 +53,9 @@ public enum RaftError: Error, Equatable, CustomStringConvertible {
     case transferInProgress(transferee: NodeID)
     /// A membership change was refused; the reason says why.
     case membershipChangeRefused(String)
+    /// A membership change must wait: the change (or the new leader's first entry) at `index`
+    /// has not committed yet. Retrying soon succeeds.
+    case membershipChangePending(index: UInt64)
     /// A leadership transfer was refused; the reason says why.
     case transferRefused(String)
     /// A peer sent a message that breaks the protocol; it was dropped.
@@ -67,6 +70,8 @@ public enum RaftError: Error, Equatable, CustomStringConvertible {
             return "this replica is not the leader" + (leader.map { "; the leader is \($0)" } ?? "; no leader is known")
         case .transferInProgress(let transferee): return "leadership is being transferred to \(transferee)"
         case .membershipChangeRefused(let reason): return "membership change refused: \(reason)"
+        case .membershipChangePending(let index):
+            return "membership change refused for now: the change at index \(index) has not committed yet"
         case .transferRefused(let reason): return "leadership transfer refused: \(reason)"
         case .protocolViolation(let reason): return "message dropped: \(reason)"
         case .storage(let reason): return "Raft storage failed: \(reason)"

@@ -6,7 +6,7 @@ extension RaftNode {
     public mutating func proposeMembershipChange(_ change: MembershipChange) throws -> UInt64 {
         try checkCanPropose()
         guard log.committed >= pendingMembershipIndex else {
-            throw RaftError.membershipChangeRefused("the change at index \(pendingMembershipIndex) has not committed yet")
+            throw RaftError.membershipChangePending(index: pendingMembershipIndex)
         }
         switch change {
         case .addVoter(let voter):

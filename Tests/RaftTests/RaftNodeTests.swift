@@ -59,7 +59,7 @@ struct RaftNodeTests {
         // Now two voters must agree: the next change waits for the one in flight.
         try replica.node.proposeMembershipChange(.addVoter(3))
         #expect(replica.node.membership.voters == [1, 2])
-        #expect(throws: RaftError.membershipChangeRefused("the change at index 3 has not committed yet")) {
+        #expect(throws: RaftError.membershipChangePending(index: 3)) {
             try replica.node.proposeMembershipChange(.removeVoter(2))
         }
     }

@@ -506,6 +506,10 @@ final class WitnessReplica: @unchecked Sendable {
             return WitnessFailure(.notLeader, "witness \(configuration.id) is not the leader", leaderAddress: address(of: leader))
         case .transferInProgress(let transferee):
             return WitnessFailure(.unavailable, "leadership is being handed to witness \(transferee); retry", leaderAddress: address(of: transferee))
+        case .membershipChangePending:
+            // A new leader's first entry, or the previous change, commits within a round trip:
+            // the client asks again.
+            return WitnessFailure(.unavailable, "\(error); retry")
         case .some(let raftError):
             return WitnessFailure(.refused, raftError.description)
         case nil:
