@@ -35,12 +35,22 @@ public enum ProcessError: Error, Equatable, CustomStringConvertible {
     }
 }
 
+/// Where a child's standard input comes from.
+public enum ChildInput: Sendable {
+    /// /dev/null.
+    case null
+    /// A descriptor of ours (the read end of a pipe), duplicated onto the child's input.
+    case descriptor(Int32)
+}
+
 /// Where a child's standard output and error go.
 public enum ChildOutput: Sendable {
     /// Appended to a file (created with mode 0640 when missing).
     case file(path: String)
     /// Discarded.
     case null
+    /// Where ours go.
+    case inherited
 }
 
 /// A child process started with `posix_spawn`, waited for by pid only (never `waitpid(-1)`),
@@ -56,24 +66,31 @@ public final class ChildProcess: Sendable {
         self.command = command
     }
 
-    /// Starts `executable` with `arguments`. Standard input is /dev/null.
+    /// Starts `executable` with `arguments`, its input from `input` (/dev/null by default).
     ///
     /// With `parentDeathSignal` (a name such as `TERM` or `KILL`), the child receives that
     /// signal when this process ends, however it ends — SIGKILL included (`setpriv
     /// --pdeathsig`, Linux `PR_SET_PDEATHSIG`); its pid is still the program's own.
     public static func spawn(
-        _ executable: String, _ arguments: [String], environment: [String: String]? = nil,
+        _ executable: String, _ arguments: [String], environment: [String: String]? = nil, input: ChildInput = .null,
         output: ChildOutput = .null, parentDeathSignal: String? = nil
     ) throws(ProcessError) -> ChildProcess {
         let (executable, arguments) =
             parentDeathSignal.map { ("/usr/bin/setpriv", ["--pdeathsig=\($0)", "--", executable] + arguments) } ?? (executable, arguments)
         let pid = try spawnRaw(executable, arguments, environment: environment) { actions in
-            posix_spawn_file_actions_addopen(actions, 0, "/dev/null", O_RDONLY, 0)
+            switch input {
+            case .null:
+                posix_spawn_file_actions_addopen(actions, 0, "/dev/null", O_RDONLY, 0)
+            case .descriptor(let descriptor):
+                posix_spawn_file_actions_adddup2(actions, descriptor, 0)
+            }
             switch output {
             case .null:
                 posix_spawn_file_actions_addopen(actions, 1, "/dev/null", O_WRONLY, 0)
             case .file(let path):
                 posix_spawn_file_actions_addopen(actions, 1, path, O_WRONLY | O_CREAT | O_APPEND, 0o640)
+            case .inherited:
+                return
             }
             posix_spawn_file_actions_adddup2(actions, 1, 2)
         }

@@ -7,6 +7,8 @@ public struct ReplicationPeer: Sendable, Equatable {
     public var replayLSN: UInt64?
     /// Bytes of WAL between our current position and the peer's replay position.
     public var lagBytes: UInt64?
+    /// Milliseconds since the peer's last reply, on this server's clock (nil before the first).
+    public var replyAgeMillis: UInt64?
 }
 
 /// `pg_stat_wal_receiver` on a standby.
@@ -80,14 +82,25 @@ extension PostgresNode {
             """
             SELECT application_name, state, sync_state, flush_lsn::text, replay_lsn::text,
                    pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END,
-                                   replay_lsn)::bigint
+                                   replay_lsn)::bigint,
+                   (extract(epoch FROM clock_timestamp() - reply_time) * 1000)::bigint
             FROM pg_stat_replication ORDER BY application_name
             """)
         return result.rows.map { row in
             ReplicationPeer(
                 applicationName: row[0] ?? "", state: row[1] ?? "", syncState: row[2] ?? "",
                 flushLSN: row[3].flatMap(LSNFormat.parse), replayLSN: row[4].flatMap(LSNFormat.parse),
-                lagBytes: row[5].flatMap { Int64($0) }.map { UInt64(max(0, $0)) })
+                lagBytes: row[5].flatMap { Int64($0) }.map { UInt64(max(0, $0)) },
+                replyAgeMillis: row[6].flatMap { Int64($0) }.map { UInt64(max(0, $0)) })
+        }
+    }
+
+    /// Whether postgres is in recovery, and its `pg_stat_replication`, in one short
+    /// connection: what the lease check asks once the lease ran out.
+    public func replicationStatus() throws(NodeControlError) -> (inRecovery: Bool, peers: [ReplicationPeer]) {
+        try withConnection("read the replication status of \(dataDirectory)") { connection throws(PostgresError) in
+            let inRecovery = try connection.scalar("SELECT pg_is_in_recovery()") == "t"
+            return (inRecovery, try replicationPeers(connection))
         }
     }
 

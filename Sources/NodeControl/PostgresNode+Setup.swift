@@ -46,7 +46,11 @@ extension PostgresNode {
             ("max_replication_slots", "16"),
             ("hot_standby", "on"),
             ("hot_standby_feedback", "on"),
+            // Standbys reply at least every second: the primary's lease check counts only
+            // standbys whose last reply is younger than the lease.
             ("wal_receiver_status_interval", "1s"),
+            ("wal_sender_timeout", "\(configuration.replicationTimeout.components.seconds * 1000 + configuration.replicationTimeout.components.attoseconds / 1_000_000_000_000_000)ms"),
+            ("wal_receiver_timeout", "\(configuration.replicationTimeout.components.seconds * 1000 + configuration.replicationTimeout.components.attoseconds / 1_000_000_000_000_000)ms"),
             // Keep WAL around so that pg_rewind finds the old primary's history after a failover.
             ("wal_keep_size", "512MB"),
             // A standby whose primary restarted retries after this (default 5 s): with

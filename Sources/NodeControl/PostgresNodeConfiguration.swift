@@ -28,6 +28,9 @@ public struct PostgresNodeConfiguration: Sendable {
     public var copyTimeout: Duration = .seconds(3600)
     /// libpq's connect timeout towards peers, in seconds.
     public var peerConnectTimeoutSeconds: Int = 5
+    /// `wal_sender_timeout` and `wal_receiver_timeout`: a replication link cut silently ends
+    /// after this, not after PostgreSQL's 60 s (the node manager derives it from the lease).
+    public var replicationTimeout: Duration = .seconds(60)
 
     public init(dataDirectory: String, runDirectory: String, port: Int, applicationName: String) {
         self.dataDirectory = dataDirectory

@@ -18,7 +18,7 @@ struct NodeCommand: AsyncParsableCommand {
             drives postgres to the goal the formation assigns. The first node becomes the \
             primary (initdb); the others clone it and follow.
             """,
-        subcommands: [NodeCreateCommand.self, NodeRunCommand.self]
+        subcommands: [NodeCreateCommand.self, NodeRunCommand.self, NodeWatchdogCommand.self]
     )
 }
 
@@ -255,7 +255,10 @@ struct NodeRunCommand: AsyncParsableCommand {
     func run() async throws {
         let logger = try configureLogging(label: "pgquorum.node", level: logLevel)
         let file = options.merged(with: try NodeConfigFile.load(directory: options.dir))
-        let manager = try NodeManager(configuration: try options.managerConfiguration(file), logger: logger)
+        var configuration = try options.managerConfiguration(file)
+        let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        configuration.watchdogCommand = [executable, "node", "watchdog"]
+        let manager = try NodeManager(configuration: configuration, logger: logger)
         let (stops, stopSink) = AsyncStream<String>.makeStream()
         let signals = forwardStopSignals(to: stopSink) { $0 }
         defer { signals.forEach { $0.cancel() } }
@@ -279,5 +282,23 @@ struct NodeRunCommand: AsyncParsableCommand {
         if case .failure(let error) = await runner.result, !(error is CancellationError) {
             throw CommandFailure("\(error)")
         }
+    }
+}
+
+/// `pgquorum node watchdog`: the fence `node run` starts beside postgres (DESIGN §5 rule 1).
+struct NodeWatchdogCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "watchdog",
+        abstract: "The node manager's watchdog (started by `node run`; not for direct use).",
+        discussion: """
+            Reads `arm PID MILLISECONDS` and `disarm` lines on standard input. When an armed \
+            deadline passes without a new `arm`, or standard input closes while armed, it kills \
+            the postmaster PID and every process it started.
+            """,
+        shouldDisplay: false
+    )
+
+    func run() throws {
+        Watchdog.serve()
     }
 }

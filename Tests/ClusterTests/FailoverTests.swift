@@ -82,6 +82,42 @@ struct FailoverTests: ClusterScenarios {
         }
     }
 
+    @Test("a frozen primary manager (SIGSTOP): its watchdog stops postgres within lease + 1 s, a standby takes over, never two primaries, nothing acknowledged lost; after SIGCONT it rejoins as a standby")
+    func frozenManager() async throws {
+        try await withPGCluster { cluster in
+            let old = try #require(primary(try await cluster.clusterState()))
+            try await createTable(cluster)
+            let writer = RowWriter(uri: try await cluster.uri())
+            try await waitUntil("the writer commits", timeout: .seconds(20)) { writer.count >= 100 }
+            let manager = try #require(cluster.manager(of: old))
+            let prober = WritableProber(cluster: cluster)
+            let frozenAt = ContinuousClock.now
+            manager.send(SIGSTOP)
+            defer { manager.send(SIGCONT) }
+            let failedOver = try await cluster.waitFor("another node becomes primary", timeout: .seconds(60)) { state in
+                guard let primary = self.primary(state) else { return false }
+                return primary != old
+            }
+            let new = try #require(primary(failedOver))
+            let before = writer.count
+            try await waitUntil("the writer resumes on the new primary", timeout: .seconds(30)) { writer.count >= before + 100 }
+            try await Task.sleep(for: .seconds(30) - (ContinuousClock.now - frozenAt))
+            manager.send(SIGCONT)
+            let probes = try await onOwnThread { prober.stop() }
+            let fenced = try #require(probes.firstNotWritable(old, after: frozenAt, before: ContinuousClock.now), "the frozen primary kept taking writes")
+            #expect(fenced - frozenAt <= .milliseconds(2_500), "the frozen primary took writes for \(fenced - frozenAt)")
+            #expect(probes.twoWritable.isEmpty, "two nodes took writes in \(probes.twoWritable.count) probe rounds")
+            print("frozen manager: postgres fenced \(fenced - frozenAt) after SIGSTOP, writes back \(writer.outage(after: frozenAt).map { "\($0)" } ?? "never")")
+            try await expectAllAcknowledged(writer, on: new, cluster)
+            // Woken up, the manager finds its postgres gone and rejoins as a standby.
+            let healedAt = ContinuousClock.now
+            _ = try await cluster.waitForHealthyAndStreaming(timeout: .seconds(60))
+            print("frozen manager: healthy and streaming \(ContinuousClock.now - healedAt) after SIGCONT")
+            await writer.stop()
+            try await expectStandbyWithEveryAcknowledgedRow(old, writer, cluster)
+        }
+    }
+
     @Test("witness failures: no failover while one is down; writes go on without a quorum; the primary fences itself once its standbys are gone too; everything recovers")
     func witnessFailures() async throws {
         try await withPGCluster { cluster in

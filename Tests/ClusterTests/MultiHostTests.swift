@@ -54,7 +54,7 @@ struct MultiHostTests: ClusterScenarios {
         }
     }
 
-    @Test("the primary's host cut off for 30 s: another node takes writes; after the heal the old primary is heard within 2 s and rejoins as a standby, every standby streaming within 15 s; nothing acknowledged lost")
+    @Test("the primary's host cut off for 30 s: it stops taking writes within lease + 1 s, another node takes writes after it, never two at once; after the heal the old primary is heard within 2 s and rejoins as a standby, every standby streaming within 15 s; nothing acknowledged lost")
     func primaryHostCut() async throws {
         try await withNetworkLab(hostCount: 3) { lab in
             try await withPGCluster(lab: lab) { cluster in
@@ -63,6 +63,10 @@ struct MultiHostTests: ClusterScenarios {
                 #expect(trial.lost.isEmpty, "acknowledged rows lost: \(trial.lost.prefix(10))")
                 #expect(trial.newPrimary != nil && trial.newPrimary != trial.oldPrimary)
                 #expect(trial.newPrimaryWritableAfter != nil)
+                // Fencing (issue 15): the lease is 1.5 s.
+                let writableFor = try #require(trial.oldPrimaryWritableFor, "the old primary took writes for the whole cut")
+                #expect(writableFor <= .milliseconds(2_500), "the old primary took writes for \(writableFor)")
+                #expect(trial.roundsWithTwoWritable == 0, "\(trial.roundsWithTwoWritable) probe rounds saw two nodes take writes")
                 let heard = try #require(trial.heardAfterHeal)
                 #expect(heard <= .seconds(2), "the old primary was heard \(heard) after the heal")
                 let healthy = try #require(trial.healthyAfterHeal)

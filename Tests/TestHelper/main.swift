@@ -6,6 +6,8 @@
 //   pgquorum-test-helper start-postgres DATA RUN PORT
 //       Starts postgres in an initialised DATA through NodeControl, prints its pid, and waits
 //       (the supervision test kills this process and expects postgres to die with it).
+//   pgquorum-test-helper watchdog
+//       The node manager's watchdog (`Watchdog.serve`) on standard input.
 import EventLog
 import Foundation
 import NodeControl
@@ -51,11 +53,13 @@ do {
     case "lmdb-append":
         guard arguments.count == 3, let seed = UInt64(arguments[2]) else { fail("usage: lmdb-append DIRECTORY SEED") }
         try appendLoop(directory: arguments[1], seed: seed)
+    case "watchdog":
+        Watchdog.serve()
     case "start-postgres":
         guard arguments.count == 4, let port = Int(arguments[3]) else { fail("usage: start-postgres DATA RUN PORT") }
         try await startPostgres(data: arguments[1], run: arguments[2], port: port)
     default:
-        fail("usage: pgquorum-test-helper lmdb-append DIRECTORY SEED | start-postgres DATA RUN PORT")
+        fail("usage: pgquorum-test-helper lmdb-append DIRECTORY SEED | start-postgres DATA RUN PORT | watchdog")
     }
 } catch {
     fail("\(error)")

@@ -24,6 +24,8 @@ public struct PartitionTrial: Sendable {
     /// From the heal until one primary and every other node a converged secondary, each
     /// streaming from the primary.
     public var healthyAfterHeal: Duration?
+    /// Probe rounds in which two nodes took writes.
+    public var roundsWithTwoWritable: Int = 0
     public var acknowledged: Int
     public var lost: [Int]
 
@@ -33,7 +35,7 @@ public struct PartitionTrial: Sendable {
             + "node \(newPrimary.map(String.init) ?? "-") writable after \(show(newPrimaryWritableAfter, "never")), "
             + "first client write acknowledged after \(show(firstAckAfter, "never")); after the heal: old primary heard in "
             + "\(show(heardAfterHeal, "never")), healthy and streaming in \(show(healthyAfterHeal, "never")); "
-            + "\(acknowledged) writes acknowledged, \(lost.count) lost"
+            + "\(acknowledged) writes acknowledged, \(lost.count) lost; \(roundsWithTwoWritable) probe rounds saw two nodes take writes"
     }
 }
 
@@ -85,6 +87,7 @@ extension PGClusterFixture {
         // The last moment the old primary was seen writable, before the heal.
         trial.oldPrimaryWritableFor = probes.firstNotWritable(old, after: cutAt, before: healedAt).map { $0 - cutAt }
         trial.newPrimaryWritableAfter = probes.firstWritable(otherThan: old, after: cutAt).map { $0 - cutAt }
+        trial.roundsWithTwoWritable = probes.twoWritable.count
         try await waitUntilAsync("the writer commits once the cluster is healthy again", timeout: .seconds(30)) {
             writer.firstAck(after: healthyAt) != nil
         }
@@ -115,33 +118,45 @@ extension PGClusterFixture {
     }
 }
 
-/// Asks every node of a cluster, from its own host, whether it takes writes, about five
-/// times a second, on a thread of its own, until `stop()`.
-final class WritableProber: Sendable {
-    struct Probes: Sendable {
-        /// Per node: when it was asked, and the answer (nil: no answer in time).
-        var answers: [PGNodeID: [(ContinuousClock.Instant, Bool?)]] = [:]
+/// Asks every node of a cluster, from its own host, whether it takes writes, round after
+/// round (a round asks each node once, about every 0.1–0.3 s), on a thread of its own, until
+/// `stop()`.
+public final class WritableProber: Sendable {
+    public struct Round: Sendable {
+        public var start: ContinuousClock.Instant
+        public var end: ContinuousClock.Instant
+        /// Per node: the answer (nil: no answer in time).
+        public var answers: [PGNodeID: Bool?]
 
-        func firstNotWritable(_ node: PGNodeID, after start: ContinuousClock.Instant, before end: ContinuousClock.Instant) -> ContinuousClock.Instant? {
-            answers[node, default: []].first { $0.0 > start && $0.0 < end && $0.1 == false }?.0
+        public var writable: [PGNodeID] { answers.filter { $0.value == true }.map(\.key).sorted() }
+    }
+
+    public struct Probes: Sendable {
+        public var rounds: [Round] = []
+
+        /// The first round after `start` and before `end` in which `node` did not take writes.
+        public func firstNotWritable(_ node: PGNodeID, after start: ContinuousClock.Instant, before end: ContinuousClock.Instant) -> ContinuousClock.Instant? {
+            rounds.first { $0.start > start && $0.start < end && $0.answers[node] == .some(false) }?.start
         }
 
-        func firstWritable(otherThan node: PGNodeID, after start: ContinuousClock.Instant) -> ContinuousClock.Instant? {
-            answers.filter { $0.key != node }.values.compactMap { $0.first { $0.0 > start && $0.1 == true }?.0 }.min()
+        public func firstWritable(otherThan node: PGNodeID, after start: ContinuousClock.Instant) -> ContinuousClock.Instant? {
+            rounds.first { $0.start > start && $0.writable.contains { $0 != node } }?.start
         }
+
+        /// Rounds in which more than one node took writes.
+        public var twoWritable: [Round] { rounds.filter { $0.writable.count > 1 } }
     }
 
     private let probes = Mutex((Probes(), stop: false, done: false))
 
-    init(cluster: PGClusterFixture) {
+    public init(cluster: PGClusterFixture) {
         Thread.detachNewThread { [self] in
             while !probes.withLock({ $0.stop }) {
-                for id in cluster.ids {
-                    let asked = ContinuousClock.now
-                    let answer = cluster.isWritableSeenFromItsHost(id, timeout: 1)
-                    probes.withLock { $0.0.answers[id, default: []].append((asked, answer)) }
-                }
-                Thread.sleep(forTimeInterval: 0.1)
+                var round = Round(start: ContinuousClock.now, end: ContinuousClock.now, answers: [:])
+                for id in cluster.ids { round.answers[id] = cluster.isWritableSeenFromItsHost(id, timeout: 1) }
+                round.end = ContinuousClock.now
+                probes.withLock { $0.0.rounds.append(round) }
+                Thread.sleep(forTimeInterval: 0.05)
             }
             probes.withLock { $0.done = true }
         }
@@ -149,7 +164,7 @@ final class WritableProber: Sendable {
 
     /// Stops probing (waits for the current round) and returns the answers.
     @discardableResult
-    func stop() -> Probes {
+    public func stop() -> Probes {
         probes.withLock { $0.stop = true }
         while !probes.withLock({ $0.done }) { Thread.sleep(forTimeInterval: 0.02) }
         return probes.withLock { $0.0 }

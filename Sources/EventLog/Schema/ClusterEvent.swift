@@ -152,6 +152,10 @@ public struct FormationSettings: Sendable, Equatable {
     public init() {}
 
     /// Checks the relations DESIGN §5 needs between the timeouts.
+    /// How long after a primary's lease ends its manager's watchdog kills postgres when the
+    /// manager stopped renewing it (frozen): a node is declared unhealthy only after that.
+    public static let watchdogGraceMillis: UInt32 = 500
+
     public func validate() throws(SettingsError) {
         guard heartbeatIntervalMillis > 0 else { throw SettingsError("heartbeat interval must be positive") }
         guard primaryLeaseMillis > heartbeatIntervalMillis else {
@@ -161,6 +165,10 @@ public struct FormationSettings: Sendable, Equatable {
         guard UInt64(primaryLeaseMillis) * 5 <= UInt64(nodeUnhealthyTimeoutMillis) * 4 else {
             throw SettingsError(
                 "primary lease (\(primaryLeaseMillis) ms) must be at most 80% of the node unhealthy timeout (\(nodeUnhealthyTimeoutMillis) ms)")
+        }
+        guard UInt64(primaryLeaseMillis) + UInt64(Self.watchdogGraceMillis) <= UInt64(nodeUnhealthyTimeoutMillis) else {
+            throw SettingsError(
+                "primary lease (\(primaryLeaseMillis) ms) plus the watchdog's grace (\(Self.watchdogGraceMillis) ms) must not exceed the node unhealthy timeout (\(nodeUnhealthyTimeoutMillis) ms)")
         }
     }
 }

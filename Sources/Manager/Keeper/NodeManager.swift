@@ -25,6 +25,8 @@ public struct NodeManagerConfiguration: Sendable {
     /// Where clients may connect from, and how they authenticate (pg_hba.conf).
     public var clientNetworks: [String] = []
     public var clientAuthMethod = "scram-sha-256"
+    /// The command that runs the watchdog process (`pgquorum node watchdog`); nil runs none.
+    public var watchdogCommand: [String]?
 
     public init(
         node: PGNodeID, name: String, host: String, port: Int, dataDirectory: String, runDirectory: String, witnesses: [WitnessEndpoint],
@@ -60,6 +62,10 @@ public struct NodeManagerConfiguration: Sendable {
         configuration.clientNetworks = clientNetworks
         configuration.clientAuthMethod = clientAuthMethod
         configuration.peerConnectTimeoutSeconds = 2
+        // A replication link cut silently ends within a few leases; the lease check itself
+        // reads reply times and does not wait for it.
+        let lease = Duration.milliseconds(FormationSettings().primaryLeaseMillis)
+        configuration.replicationTimeout = max(.seconds(3), lease * 2)
         return configuration
     }
 }
@@ -75,6 +81,8 @@ public final class NodeManager: Sendable {
     let shared = Mutex(Shared())
     /// The addresses of the nodes' hosts, for pg_hba.conf.
     let addressBook = PeerAddressBook()
+    /// Fences postgres when the lease checks stop (a frozen manager).
+    let watchdog: Watchdog?
 
     struct Shared {
         /// The state replayed from the log, as far as this manager read it.
@@ -102,6 +110,9 @@ public final class NodeManager: Sendable {
         client = WitnessClient(
             endpoints: configuration.witnesses, credentials: configuration.credentials, requestTimeout: .seconds(5), logger: logger)
         shared.withLock { $0.state = ClusterState(formation: configuration.formation) }
+        watchdog = configuration.watchdogCommand.flatMap { command in
+            command.first.map { Watchdog(executable: $0, arguments: Array(command.dropFirst())) }
+        }
     }
 
     var node: PGNodeID { configuration.node }
@@ -111,6 +122,8 @@ public final class NodeManager: Sendable {
     /// Throws when the node is not registered at all.
     public func run() async throws {
         try postgres.writeReplicationPassword(configuration.replicationPassword)
+        // Settings this version derives (replication timeouts…) reach an existing node too.
+        if FileManager.default.fileExists(atPath: configuration.dataDirectory + "/PG_VERSION") { try postgres.writeSettings() }
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await self.heartbeatLoop() }
             group.addTask { await self.leaseLoop() }
@@ -124,84 +137,11 @@ public final class NodeManager: Sendable {
     public func stop() async {
         shared.withLock { $0.stopping = true }
         await postgres.stop(.fast)
+        await watchdog?.close()
         client.close()
     }
 
     var isStopping: Bool { shared.withLock { $0.stopping } }
-
-    // MARK: Heartbeats and the lease
-
-    private func nowNanos() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
-
-    /// Sends a report every heartbeat interval, each in a task of its own: a report waiting
-    /// for a quorum that is gone never delays the next one, nor the lease check.
-    private func heartbeatLoop() async {
-        await withTaskGroup(of: Void.self) { reports in
-            while !Task.isCancelled && !isStopping {
-                let settings = shared.withLock { $0.state.settings }
-                let sent = nowNanos()
-                let report = observeAndBuildReport(sentAt: sent)
-                reports.addTask {
-                    do {
-                        let index = try await self.client.report(report, formation: self.configuration.formation)
-                        self.shared.withLock { shared in
-                            if sent > (shared.lastAckedSentNanos ?? 0) { shared.lastAckedSentNanos = sent }
-                            shared.lastAckedIndex = max(shared.lastAckedIndex, index)
-                        }
-                    } catch {
-                        self.logger.warning("report not acknowledged", metadata: ["error": "\(error)"])
-                    }
-                }
-                let elapsed = nowNanos() - sent
-                let interval = UInt64(settings.heartbeatIntervalMillis) * 1_000_000
-                if elapsed < interval { try? await Task.sleep(for: .nanoseconds(Int64(interval - elapsed))) }
-            }
-            reports.cancelAll()
-        }
-    }
-
-    /// Checks the primary's lease ten times a second.
-    private func leaseLoop() async {
-        while !Task.isCancelled && !isStopping {
-            await enforceLease()
-            try? await Task.sleep(for: .milliseconds(100))
-        }
-    }
-
-    private func observeAndBuildReport(sentAt: UInt64) -> NodeReport {
-        let reached = shared.withLock { $0.state[node]?.reached ?? .initial }
-        var report = NodeReport(node: node, reachedState: reached, postgresRunning: false, sentAtNanos: sentAt)
-        guard postgres.isRunning, let observation = try? postgres.observe() else {
-            shared.withLock { $0.lastObservation = nil }
-            return report
-        }
-        shared.withLock { $0.lastObservation = observation }
-        report.postgresRunning = true
-        // A standby's control file names its timeline only after a restartpoint; the WAL
-        // receiver knows the timeline it streams now.
-        report.timeline = observation.inRecovery ? (observation.walReceiver?.receivedTimeline ?? observation.timeline) : observation.timeline
-        report.flushLSN = observation.inRecovery ? (observation.walReceiver?.flushedLSN ?? observation.replayLSN) : observation.currentLSN
-        report.replayLSN = observation.inRecovery ? observation.replayLSN : observation.currentLSN
-        return report
-    }
-
-    /// A writable primary whose lease ran out stops postgres — unless synchronous replication
-    /// still holds it: with `ANY k`, k ≥ 1, and at least k quorum standbys streaming from it,
-    /// no election can complete without them first stopping to follow it (DESIGN §5 rule 1).
-    private func enforceLease() async {
-        let snapshot = shared.withLock { $0 }
-        let state = snapshot.state
-        guard let me = state[node], Self.writableStates.contains(me.reached), !snapshot.fenced else { return }
-        let lease = UInt64(state.settings.primaryLeaseMillis) * 1_000_000
-        guard let acked = snapshot.lastAckedSentNanos, nowNanos() > acked + lease else { return }
-        let observation = snapshot.lastObservation
-        let k = Int(state.settings.numberSyncStandbys)
-        let streaming = observation?.replication.filter { $0.state == "streaming" && ["quorum", "sync"].contains($0.syncState) }.count ?? 0
-        if k >= 1 && streaming >= k { return }
-        logger.error("primary lease ran out without a committed report: fencing postgres", metadata: ["streaming": "\(streaming)"])
-        shared.withLock { $0.fenced = true }
-        await postgres.stop(.fast)
-    }
 
     static let writableStates: Set<NodeState> = [.single, .waitPrimary, .primary, .applySettings]
     /// States in which postgres should be running; the manager restarts it when it died.
@@ -352,7 +292,9 @@ public final class NodeManager: Sendable {
         }
         if try await recloneIfUpstreamLacksWAL(me, state: state) { return }
         guard Self.runningStates.contains(me.reached), !postgres.isRunning else { return }
-        if Self.writableStates.contains(me.reached) {
+        // Writable, or fenced by its lease whatever the log shows (a promotion whose state
+        // never committed): started again only with a valid lease.
+        if Self.writableStates.contains(me.reached) || fenced {
             let (acked, isFenced) = shared.withLock { ($0.lastAckedSentNanos, $0.fenced) }
             let lease = UInt64(state.settings.primaryLeaseMillis) * 1_000_000
             guard let acked, nowNanos() < acked + lease else { return }
