@@ -118,6 +118,43 @@ struct FailoverTests: ClusterScenarios {
         }
     }
 
+    @Test("narrowing the quorum waits: when the only standby holding the newest writes leaves for maintenance, the primary stays in apply_settings until another standby flushed past them")
+    func narrowingWaits() async throws {
+        try await withPGCluster { cluster in
+            let primary = try #require(primary(try await cluster.clusterState()))
+            let (lagging, leaving) = (cluster.ids.filter { $0 != primary }[0], cluster.ids.filter { $0 != primary }[1])
+            try await createTable(cluster)
+            let writer = RowWriter(uri: try await cluster.uri())
+            try await waitUntil("the writer commits", timeout: .seconds(20)) { writer.count >= 100 }
+            // The lagging standby's WAL receiver stops: from now on only `leaving` acknowledges.
+            let receiver = try #require(try cluster.sql(on: lagging, "SELECT pid FROM pg_stat_wal_receiver").first.flatMap { $0.flatMap { pid_t($0) } })
+            kill(receiver, SIGSTOP)
+            var resumed = false
+            defer { if !resumed { kill(receiver, SIGCONT) } }
+            let before = writer.count
+            try await waitUntil("writes acknowledged by the leaving standby alone", timeout: .seconds(20)) { writer.count >= before + 100 }
+            let result = try await cli(cluster, ["maintenance", "enable", "\(leaving)"])
+            #expect(result.termination == .exited(code: 0), "\(result.output)")
+            _ = try await cluster.waitFor("the primary narrows synchronous replication", timeout: .seconds(20)) { state in
+                state[primary]?.reached == .applySettings && state[leaving]?.reached == .maintenance
+            }
+            try await waitUntil("the primary lists only the lagging standby", timeout: .seconds(10)) {
+                try cluster.sql(on: primary, "SHOW synchronous_standby_names") == ["ANY 1 (\(ClusterState.applicationName(of: lagging)))"]
+            }
+            // However long the lagging standby lacks the newest acknowledged writes, the
+            // primary does not call its quorum whole again.
+            try await Task.sleep(for: .seconds(4))
+            #expect(try await cluster.clusterState()[primary]?.reached == .applySettings, "the primary returned to primary before a standby held every acknowledged write")
+            kill(receiver, SIGCONT)
+            resumed = true
+            _ = try await cluster.waitFor("the primary returns to primary", timeout: .seconds(40)) { $0[primary]?.reached == .primary }
+            await writer.stop()
+            try await expectStandbyWithEveryAcknowledgedRow(lagging, writer, cluster)
+            let back = try await cli(cluster, ["maintenance", "disable", "\(leaving)"])
+            #expect(back.termination == .exited(code: 0), "\(back.output)")
+        }
+    }
+
     @Test("witness failures: no failover while one is down; writes go on without a quorum; the primary fences itself once its standbys are gone too; everything recovers")
     func witnessFailures() async throws {
         try await withPGCluster { cluster in

@@ -388,6 +388,7 @@ public final class NodeManager: Sendable {
             try await ensureRunning()
             let names = state.synchronousStandbyNames(for: node)
             try await blocking { try postgres.setSynchronousStandbyNames(names) }
+            try await waitForQuorumStandbys(state)
         case .stopPostgres, .dropNode:
             await postgres.stop(.fast)
         case .startPostgres:
@@ -463,6 +464,32 @@ public final class NodeManager: Sendable {
         case .stopAndSetUpStandby:
             await postgres.stop(.fast)
             try await blocking { try postgres.configureStandby(upstream: nil, slot: nil) }
+        }
+    }
+
+    /// After `synchronous_standby_names` changed (a quorum standby joined or left): done only
+    /// once k of the listed standbys have flushed past the primary's position at the change.
+    /// A standby that left may have been the only one holding the latest acknowledged writes;
+    /// until the others hold them, the primary stays in apply_settings, where no automatic
+    /// failover starts (pg_auto_failover's fsm_enable_sync_rep does the same). Gives up after
+    /// 30 s (the step runs again, with the position then).
+    func waitForQuorumStandbys(_ state: ClusterState) async throws {
+        let k = Int(state.settings.numberSyncStandbys)
+        let listed = Set(state.quorumStandbys(excluding: node).map { ClusterState.applicationName(of: $0.id) })
+        guard k > 0, !listed.isEmpty else { return }
+        let postgres = self.postgres
+        let target = try await blocking { try postgres.observe().currentLSN }
+        let deadline = ContinuousClock.now + .seconds(30)
+        var holding = 0
+        while true {
+            let peers = try await blocking { try postgres.replicationStatus().peers }
+            holding = peers.filter { listed.contains($0.applicationName) && ($0.flushLSN ?? 0) >= target }.count
+            if holding >= k { return }
+            guard ContinuousClock.now < deadline, !isStopping else {
+                throw NodeManagerError(
+                    "synchronous replication: \(holding) of the \(k) quorum standbys needed flushed past \(LSNFormat.format(target)) within 30 s")
+            }
+            try await Task.sleep(for: .milliseconds(50))
         }
     }
 
