@@ -167,8 +167,12 @@ extension PostgresNode {
         try requireDataDirectory()
         await stop(.fast)
         do {
+            // pg_rewind flushes what it wrote to disk before it returns (a crash right after a
+            // rewind must not leave a torn data directory), unless the node runs without fsync
+            // anyway (tests).
+            let noSync = configuration.extraSettings["fsync"] == "off" ? ["--no-sync"] : []
             try runServerProgram(
-                "pg_rewind", ["-D", dataDirectory, "--source-server=\(replicationConninfo(source, database: "postgres"))", "--no-sync"],
+                "pg_rewind", ["-D", dataDirectory, "--source-server=\(replicationConninfo(source, database: "postgres"))"] + noSync,
                 operation: "pg_rewind of \(dataDirectory) from \(source)", timeout: configuration.copyTimeout)
         } catch {
             guard recloneOnFailure else { throw .rewindFailed(dataDirectory: dataDirectory, reason: String(describing: error)) }

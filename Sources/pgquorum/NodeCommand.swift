@@ -241,7 +241,8 @@ struct NodeRunCommand: AsyncParsableCommand {
         abstract: "Run the node manager until SIGTERM or SIGINT.",
         discussion: """
             On SIGTERM or SIGINT the manager stops postgres (fast shutdown) and exits 0; so it \
-            does once the node is dropped from the formation. Killed outright, it takes postgres \
+            does once the node is dropped from the formation. SIGHUP makes postgres reload its \
+            configuration files and stops nothing. Killed outright, the manager takes postgres \
             with it. A node the log does not know (never created, or dropped before this start) \
             is an error: exit 1.
             """
@@ -261,7 +262,11 @@ struct NodeRunCommand: AsyncParsableCommand {
         let manager = try NodeManager(configuration: configuration, logger: logger)
         let (stops, stopSink) = AsyncStream<String>.makeStream()
         let signals = forwardStopSignals(to: stopSink) { $0 }
-        defer { signals.forEach { $0.cancel() } }
+        let reload = onReloadSignal { Task { await manager.reload() } }
+        defer {
+            signals.forEach { $0.cancel() }
+            reload.cancel()
+        }
         let runner = Task {
             do {
                 try await manager.run()

@@ -14,3 +14,13 @@ func forwardStopSignals<Event: Sendable>(
         return source
     }
 }
+
+/// SIGHUP (logrotate, a terminal that closed) calls `reload` instead of ending the process.
+/// Cancel the returned source when done.
+func onReloadSignal(_ reload: @escaping @Sendable () -> Void) -> any DispatchSourceSignal {
+    signal(SIGHUP, SIG_IGN)
+    let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+    source.setEventHandler(handler: reload)
+    source.resume()
+    return source
+}

@@ -63,11 +63,19 @@ struct FailoverTests: ClusterScenarios {
         }
     }
 
-    @Test("switchover through the log: the target becomes primary, nothing acknowledged lost")
+    @Test("SIGHUP (logrotate) reloads and stops nothing; switchover through the log: the target becomes primary, nothing acknowledged lost")
     func switchover() async throws {
         try await withPGCluster { cluster in
             let old = try #require(primary(try await cluster.clusterState()))
             let target = cluster.ids.first { $0 != old }!
+            let postgresPIDs = cluster.ids.map { cluster.postgresPID(of: $0) }
+            for id in cluster.ids { cluster.manager(of: id)?.send(SIGHUP) }
+            try await Task.sleep(for: .seconds(1))
+            #expect(cluster.ids.allSatisfy(cluster.isManagerRunning), "a manager ended on SIGHUP")
+            #expect(cluster.ids.map { cluster.postgresPID(of: $0) } == postgresPIDs, "a postgres ended on SIGHUP")
+            try await waitUntil("the managers logged the reload", timeout: .seconds(5)) {
+                cluster.ids.allSatisfy { ((try? String(contentsOfFile: cluster.logPath(of: $0), encoding: .utf8)) ?? "").contains("SIGHUP") }
+            }
             try await createTable(cluster)
             let writer = RowWriter(uri: try await cluster.uri())
             try await waitUntil("the writer commits", timeout: .seconds(20)) { writer.count >= 100 }

@@ -41,14 +41,48 @@ extension NodeManager {
         }
     }
 
-    func observeAndBuildReport(sentAt: UInt64) -> NodeReport {
-        let reached = shared.withLock { $0.state[node]?.reached ?? .initial }
-        var report = NodeReport(node: node, reachedState: reached, postgresRunning: false, sentAtNanos: sentAt)
-        guard postgres.isRunning, let observation = try? postgres.observe() else {
-            shared.withLock { $0.lastObservation = nil }
-            return report
+    /// Observes postgres once every heartbeat interval, on a thread of its own: a slow or
+    /// hung postgres delays the observation, never the heartbeat nor the lease check.
+    func observationLoop() async {
+        while !Task.isCancelled && !isStopping {
+            let interval = shared.withLock { $0.state.settings.heartbeatIntervalMillis }
+            let started = nowNanos()
+            await refreshObservation()
+            let elapsed = nowNanos() - started
+            let intervalNanos = UInt64(interval) * 1_000_000
+            if elapsed < intervalNanos { try? await Task.sleep(for: .nanoseconds(Int64(intervalNanos - elapsed))) }
         }
-        shared.withLock { $0.lastObservation = observation }
+    }
+
+    /// Observes postgres now. An observation replaces the stored one only if it started
+    /// later: one begun before an action ended never hides one taken after it (a report of
+    /// `report_lsn` must carry the LSN frozen by the action, not one from before).
+    func refreshObservation() async {
+        let started = nowNanos()
+        guard postgres.isRunning else {
+            shared.withLock { $0.lastObservation = nil }
+            return
+        }
+        let postgres = self.postgres
+        guard let observation = try? await blocking({ try postgres.observe() }) else { return }
+        shared.withLock { shared in
+            guard started > (shared.lastObservedNanos ?? 0) else { return }
+            shared.lastObservation = observation
+            shared.lastObservedNanos = started
+        }
+    }
+
+    /// A report from the latest observation. Postgres counts as running while its process
+    /// lives and it answered an observation within the unhealthy timeout: a slow answer is
+    /// not a dead postgres.
+    func observeAndBuildReport(sentAt: UInt64) -> NodeReport {
+        let (reached, observation, observedAt, unhealthyMillis) = shared.withLock {
+            ($0.state[node]?.reached ?? .initial, $0.lastObservation, $0.lastObservedNanos, $0.state.settings.nodeUnhealthyTimeoutMillis)
+        }
+        var report = NodeReport(node: node, reachedState: reached, postgresRunning: false, sentAtNanos: sentAt)
+        guard postgres.isRunning, let observation, let observedAt,
+            sentAt < observedAt + UInt64(unhealthyMillis) * 1_000_000
+        else { return report }
         report.postgresRunning = true
         // A standby's control file names its timeline only after a restartpoint; the WAL
         // receiver knows the timeline it streams now.

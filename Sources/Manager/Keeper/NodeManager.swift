@@ -94,6 +94,8 @@ public final class NodeManager: Sendable {
         /// Postgres was stopped because the lease ran out.
         var fenced = false
         var lastObservation: PostgresObservation?
+        /// When the query behind `lastObservation` started (this process's monotonic clock).
+        var lastObservedNanos: UInt64?
         var stopping = false
         /// Since when the upstream has been found to lack WAL this standby needs.
         var upstreamLacksWALSince: ContinuousClock.Instant?
@@ -125,6 +127,7 @@ public final class NodeManager: Sendable {
         // Settings this version derives (replication timeouts…) reach an existing node too.
         if FileManager.default.fileExists(atPath: configuration.dataDirectory + "/PG_VERSION") { try postgres.writeSettings() }
         try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await self.observationLoop() }
             group.addTask { await self.heartbeatLoop() }
             group.addTask { await self.leaseLoop() }
             group.addTask { try await self.controlLoop() }
@@ -142,6 +145,18 @@ public final class NodeManager: Sendable {
     }
 
     var isStopping: Bool { shared.withLock { $0.stopping } }
+
+    /// SIGHUP: postgres re-reads its configuration files; the manager goes on.
+    public func reload() async {
+        logger.notice("SIGHUP: postgres reloads its configuration files")
+        guard postgres.isRunning else { return }
+        let postgres = self.postgres
+        do {
+            try await blocking { try postgres.reload() }
+        } catch {
+            logger.warning("postgres could not reload its configuration", metadata: ["error": "\(error)"])
+        }
+    }
 
     static let writableStates: Set<NodeState> = [.single, .waitPrimary, .primary, .applySettings]
     /// States in which postgres should be running; the manager restarts it when it died.
@@ -232,6 +247,8 @@ public final class NodeManager: Sendable {
         logger.info(
             "transition", metadata: ["from": "\(me.reached.rawValue)", "to": "\(me.goal.rawValue)", "action": "\(transition.action.rawValue)"])
         try await perform(transition.action, state: state)
+        // Reports of the state reached carry what postgres is after the action.
+        await refreshObservation()
         let index = try await client.append(.stateReached(node: node, state: me.goal), formation: configuration.formation)
         shared.withLock { shared in
             shared.fenced = false
@@ -413,9 +430,11 @@ public final class NodeManager: Sendable {
             }
             try await ensureRunning()
         case .reportLSN, .reportLSNAndDropSlots, .cleanupAsPrimary:
-            // Stop following: the LSN we report must not move while the election runs.
+            // Stop following: the LSN we report must not move while the election runs, and
+            // the old primary's lease exception counts on this standby no longer replying.
             try await blocking { try postgres.configureStandby(upstream: nil, slot: nil) }
             if postgres.isRunning { try await blocking { try postgres.reload() } } else { try await postgres.start() }
+            try await waitForWALReceiverToStop()
         case .fastForward:
             let from = try source(state.fastForwardSource?.registration)
             let target = state.fastForwardSource?.lsn ?? 0
@@ -464,6 +483,21 @@ public final class NodeManager: Sendable {
         case .stopAndSetUpStandby:
             await postgres.stop(.fast)
             try await blocking { try postgres.configureStandby(upstream: nil, slot: nil) }
+        }
+    }
+
+    /// Done once a standby's WAL receiver has stopped (after `primary_conninfo` was cleared):
+    /// only then is the LSN it reports final. Gives up after 10 s (the step runs again).
+    func waitForWALReceiverToStop() async throws {
+        let postgres = self.postgres
+        let deadline = ContinuousClock.now + .seconds(10)
+        while true {
+            let observation = try await blocking { try postgres.observe() }
+            guard observation.inRecovery, let receiver = observation.walReceiver else { return }
+            guard ContinuousClock.now < deadline, !isStopping else {
+                throw NodeManagerError("the WAL receiver is still \(receiver.status) 10 s after replication was turned off")
+            }
+            try await Task.sleep(for: .milliseconds(50))
         }
     }
 
