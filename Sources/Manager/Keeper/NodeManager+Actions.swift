@@ -1,0 +1,223 @@
+import EventLog
+import Foundation
+import NodeControl
+
+/// What the manager does to postgres: pg_hba.conf for the registered nodes, and the action of
+/// each transition-table row (DESIGN §6).
+extension NodeManager {
+    /// The pg_hba.conf address fields of every registered node's host and our own.
+    func peerAddresses(_ state: ClusterState) -> [String] {
+        let hosts = state.sortedNodes.map(\.registration.host) + [configuration.host]
+        let lookup = addressBook.lookup(hosts)
+        let known = shared.withLock { shared in
+            defer { shared.unresolvedHosts = Set(lookup.unresolved.keys) }
+            return shared.unresolvedHosts
+        }
+        for (host, reason) in lookup.unresolved.sorted(by: { $0.key < $1.key }) where !known.contains(host) {
+            logger.warning("a node's host does not resolve: pg_hba.conf does not admit it yet", metadata: ["host": "\(host)", "error": "\(reason)"])
+        }
+        return lookup.cidrs
+    }
+
+    /// Rewrites pg_hba.conf when the registered nodes changed (a node joined, moved or was
+    /// dropped) and reloads a running postgres.
+    func admitPeers(_ state: ClusterState) async throws {
+        let postgres = self.postgres
+        guard FileManager.default.fileExists(atPath: configuration.dataDirectory + "/PG_VERSION") else { return }
+        let changed = try await blocking { [self] in
+            let peers = peerAddresses(state)
+            return (try postgres.writeHBA(peers: peers), peers)
+        }
+        guard changed.0 else { return }
+        logger.info("pg_hba.conf now admits the registered nodes", metadata: ["addresses": "\(changed.1.joined(separator: " "))"])
+        if postgres.isRunning { try await blocking { try postgres.reload() } }
+    }
+
+    func source(_ registration: NodeRegistration?) throws -> ReplicationSource {
+        guard let registration else { throw NodeManagerError("no upstream node to replicate from") }
+        return ReplicationSource(host: registration.host, port: Int(registration.port))
+    }
+
+    var dataDirectoryIsEmpty: Bool {
+        ((try? FileManager.default.contentsOfDirectory(atPath: configuration.dataDirectory)) ?? []).isEmpty
+    }
+
+    /// The action of one transition-table row, against postgres (idempotent: it may run again
+    /// after a failure or a restart of the manager).
+    func perform(_ action: KeeperAction, state: ClusterState) async throws {
+        let node = self.node
+        let postgres = self.postgres
+        let password = configuration.replicationPassword
+        switch action {
+        case .none, .startMaintenance, .prepareForSecondary:
+            break
+        case .initPrimary:
+            if dataDirectoryIsEmpty {
+                let peers = peerAddresses(state)
+                try await blocking { try postgres.initialize(peers: peers) }
+            }
+            try await blocking { try postgres.clearStandbySettings() }
+            if !postgres.isRunning { try await postgres.start() }
+            try await blocking {
+                try postgres.createReplicationRole(password: password)
+                try postgres.setSynchronousStandbyNames("")
+                try postgres.setReadOnly(false)
+            }
+        case .initStandby, .initFromStandby:
+            let upstream = action == .initStandby ? state.upstream(of: node) : state.fastForwardSource?.registration
+            let from = try source(upstream ?? state.primaryNode?.registration)
+            await postgres.stop(.fast)
+            if !dataDirectoryIsEmpty { try? FileManager.default.removeItem(atPath: configuration.dataDirectory) }
+            let logger = self.logger
+            try await blocking {
+                try postgres.basebackup(from: from, slot: nil) { progress in
+                    logger.info("cloning", metadata: ["percent": "\(progress.percent)", "bytes": "\(progress.copiedBytes)"])
+                }
+                if action == .initFromStandby { try postgres.configureStandby(upstream: nil, slot: nil) }
+            }
+            try await postgres.start()
+        case .followNewPrimary:
+            let from = try source(state.upstream(of: node) ?? state.primaryNode?.registration)
+            try await blocking { try postgres.configureStandby(upstream: from, slot: nil) }
+            if postgres.isRunning { try await blocking { try postgres.reload() } } else { try await postgres.start() }
+        case .disableSyncReplication, .disableReplication:
+            try await ensureRunning()
+            try await blocking { try postgres.setSynchronousStandbyNames("") }
+        case .enableSyncReplication:
+            try await ensureRunning()
+            let names = state.synchronousStandbyNames(for: node)
+            try await blocking { try postgres.setSynchronousStandbyNames(names) }
+            try await waitForQuorumStandbys(state)
+        case .stopPostgres, .dropNode:
+            await postgres.stop(.fast)
+        case .startPostgres:
+            try await ensureRunning()
+            let names = state.synchronousStandbyNames(for: node)
+            try await blocking { try postgres.setSynchronousStandbyNames(names) }
+        case .resumeAsPrimary:
+            try await blocking { try postgres.clearStandbySettings() }
+            try await ensureRunning()
+            try await blocking {
+                try postgres.setSynchronousStandbyNames("")
+                try postgres.setReadOnly(false)
+            }
+        case .rewindOrReinitialize, .restartStandby:
+            let from = try source(state.upstream(of: node) ?? state.primaryNode?.registration)
+            if dataDirectoryIsEmpty {
+                try await blocking { try postgres.basebackup(from: from, slot: nil) }
+            } else {
+                let outcome = try await postgres.rewind(from: from, slot: nil, recloneOnFailure: true)
+                logger.info("rejoined the new primary", metadata: ["outcome": "\(outcome)"])
+                try await blocking { try postgres.configureStandby(upstream: from, slot: nil) }
+            }
+            try await ensureRunning()
+        case .reportLSN, .reportLSNAndDropSlots, .cleanupAsPrimary:
+            // Stop following: the LSN we report must not move while the election runs, and
+            // the old primary's lease exception counts on this standby no longer replying.
+            try await blocking { try postgres.configureStandby(upstream: nil, slot: nil) }
+            if postgres.isRunning { try await blocking { try postgres.reload() } } else { try await postgres.start() }
+            try await waitForWALReceiverToStop()
+        case .fastForward:
+            let from = try source(state.fastForwardSource?.registration)
+            let target = state.fastForwardSource?.lsn ?? 0
+            try await blocking { try postgres.configureStandby(upstream: from, slot: nil) }
+            try await ensureRunning()
+            try await blocking { try postgres.reload() }
+            // Never report fast_forward reached short of the target: the reducer promotes on
+            // it, and the WAL still missing may hold acknowledged writes. The step fails and
+            // runs again instead.
+            let deadline = ContinuousClock.now + .seconds(60)
+            var replayed: LSN = 0
+            while true {
+                if let observed = try? postgres.observe() { replayed = observed.replayLSN }
+                if replayed >= target { break }
+                guard ContinuousClock.now < deadline else {
+                    throw NodeManagerError(
+                        "fast-forward replayed only up to \(LSNFormat.format(replayed)) of \(LSNFormat.format(target)) from \(from) within 60 s")
+                }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            try await blocking { try postgres.configureStandby(upstream: nil, slot: nil) }
+            try await blocking { try postgres.reload() }
+        case .stopReplicationAndPromote:
+            try await ensureRunning()
+            try await blocking {
+                try postgres.setReadOnly(true)
+                try Self.promoteAndCheckpoint(postgres)
+                try postgres.clearStandbySettings()
+                try postgres.setSynchronousStandbyNames("")
+            }
+        case .openForWrites:
+            try await ensureRunning()
+            try await blocking { try postgres.setReadOnly(false) }
+        case .promoteStandby:
+            try await ensureRunning()
+            try await blocking {
+                try Self.promoteAndCheckpoint(postgres)
+                try postgres.clearStandbySettings()
+                try postgres.setSynchronousStandbyNames("")
+                try postgres.setReadOnly(false)
+            }
+        case .checkpointAndStop, .stopForPrimaryMaintenance:
+            if postgres.isRunning { try? await blocking { try postgres.checkpoint() } }
+            await postgres.stop(.fast)
+            if action == .checkpointAndStop { try await blocking { try postgres.configureStandby(upstream: nil, slot: nil) } }
+        case .stopAndSetUpStandby:
+            await postgres.stop(.fast)
+            try await blocking { try postgres.configureStandby(upstream: nil, slot: nil) }
+        }
+    }
+
+    /// Done once a standby's WAL receiver has stopped (after `primary_conninfo` was cleared):
+    /// only then is the LSN it reports final. Gives up after 10 s (the step runs again).
+    func waitForWALReceiverToStop() async throws {
+        let postgres = self.postgres
+        let deadline = ContinuousClock.now + .seconds(10)
+        while true {
+            let observation = try await blocking { try postgres.observe() }
+            guard observation.inRecovery, let receiver = observation.walReceiver else { return }
+            guard ContinuousClock.now < deadline, !isStopping else {
+                throw NodeManagerError("the WAL receiver is still \(receiver.status) 10 s after replication was turned off")
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    /// After `synchronous_standby_names` changed (a quorum standby joined or left): done only
+    /// once k of the listed standbys have flushed past the primary's position at the change.
+    /// A standby that left may have been the only one holding the latest acknowledged writes;
+    /// until the others hold them, the primary stays in apply_settings, where no automatic
+    /// failover starts (pg_auto_failover's fsm_enable_sync_rep does the same). Gives up after
+    /// 30 s (the step runs again, with the position then).
+    func waitForQuorumStandbys(_ state: ClusterState) async throws {
+        let k = Int(state.settings.numberSyncStandbys)
+        let listed = Set(state.quorumStandbys(excluding: node).map { ClusterState.applicationName(of: $0.id) })
+        guard k > 0, !listed.isEmpty else { return }
+        let postgres = self.postgres
+        let target = try await blocking { try postgres.observe().currentLSN }
+        let deadline = ContinuousClock.now + .seconds(30)
+        var holding = 0
+        while true {
+            let peers = try await blocking { try postgres.replicationStatus().peers }
+            holding = peers.filter { listed.contains($0.applicationName) && ($0.flushLSN ?? 0) >= target }.count
+            if holding >= k { return }
+            guard ContinuousClock.now < deadline, !isStopping else {
+                throw NodeManagerError(
+                    "synchronous replication: \(holding) of the \(k) quorum standbys needed flushed past \(LSNFormat.format(target)) within 30 s")
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    /// Promotes (unless already done), then checkpoints: until the end-of-recovery checkpoint,
+    /// the control file still names the old timeline, and pg_rewind reading it on the other
+    /// side would find "no rewind required" for an old primary that did diverge.
+    static func promoteAndCheckpoint(_ postgres: PostgresNode) throws {
+        if try postgres.observe().inRecovery { try postgres.promote() }
+        try postgres.checkpoint()
+    }
+
+    func ensureRunning() async throws {
+        if !postgres.isRunning { try await postgres.start() }
+    }
+}

@@ -1,0 +1,69 @@
+import EventLog
+import Foundation
+import NodeControl
+
+/// Everything one node manager needs to know (DESIGN §1): its node, its postgres, the
+/// witnesses.
+public struct NodeManagerConfiguration: Sendable {
+    public var node: PGNodeID
+    public var name: String
+    /// The address peers and clients use for this postgres.
+    public var host: String
+    public var port: Int
+    /// PGDATA and a private run folder (socket, log, password file).
+    public var dataDirectory: String
+    public var runDirectory: String
+    public var formation: String = EventRecord.defaultFormation
+    public var candidatePriority: UInt8 = 50
+    public var replicationQuorum = true
+    public var witnesses: [WitnessEndpoint]
+    public var credentials: WitnessCredentials
+    /// Extra postgres settings (tests turn fsync off).
+    public var postgresSettings: [String: String] = [:]
+    /// Where clients may connect from, and how they authenticate (pg_hba.conf).
+    public var clientNetworks: [String] = []
+    public var clientAuthMethod = "scram-sha-256"
+    /// The command that runs the watchdog process (`pgquorum node watchdog`); nil runs none.
+    public var watchdogCommand: [String]?
+
+    public init(
+        node: PGNodeID, name: String, host: String, port: Int, dataDirectory: String, runDirectory: String, witnesses: [WitnessEndpoint],
+        credentials: WitnessCredentials
+    ) {
+        self.node = node
+        self.name = name
+        self.host = host
+        self.port = port
+        self.dataDirectory = dataDirectory
+        self.runDirectory = runDirectory
+        self.witnesses = witnesses
+        self.credentials = credentials
+    }
+
+    public var registration: NodeRegistration {
+        NodeRegistration(
+            node: node, name: name, host: host, port: UInt16(port), systemIdentifier: 0, candidatePriority: candidatePriority,
+            replicationQuorum: replicationQuorum)
+    }
+
+    /// The password of the replication role, the same on every node: derived from the
+    /// cluster secret, so there is nothing more to distribute.
+    public var replicationPassword: String {
+        WitnessCredentials.hex(SHA256.hmac(key: credentials.secret, message: Array("pgquorum replication password".utf8)))
+    }
+
+    public func postgresConfiguration() -> PostgresNodeConfiguration {
+        var configuration = PostgresNodeConfiguration(
+            dataDirectory: dataDirectory, runDirectory: runDirectory, port: port, applicationName: ClusterState.applicationName(of: node))
+        configuration.listenAddress = host
+        configuration.extraSettings = postgresSettings
+        configuration.clientNetworks = clientNetworks
+        configuration.clientAuthMethod = clientAuthMethod
+        configuration.peerConnectTimeoutSeconds = 2
+        // A replication link cut silently ends within a few leases; the lease check itself
+        // reads reply times and does not wait for it.
+        let lease = Duration.milliseconds(FormationSettings().primaryLeaseMillis)
+        configuration.replicationTimeout = max(.seconds(3), lease * 2)
+        return configuration
+    }
+}
