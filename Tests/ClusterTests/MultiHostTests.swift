@@ -2,6 +2,7 @@ import EventLog
 import Foundation
 import Manager
 import NodeControl
+import Raft
 import Testing
 import TestSupport
 
@@ -73,6 +74,47 @@ struct MultiHostTests: ClusterScenarios {
                 #expect(healthy <= .seconds(15), "healthy and streaming \(healthy) after the heal")
                 let inRecovery = try await onOwnThread { try cluster.sql(on: trial.oldPrimary, "SELECT pg_is_in_recovery()") }
                 #expect(inRecovery == ["t"], "the old primary is not a standby")
+            }
+        }
+    }
+
+    @Test(
+        "a standby's host cut off for 30 s, its witness the Raft leader or a follower: writes go on within 5 s, no failover, never two primaries; after the heal it streams again within 15 s; nothing acknowledged lost",
+        arguments: [true, false])
+    func standbyHostCut(witnessLeader: Bool) async throws {
+        try await withNetworkLab(hostCount: 3) { lab in
+            try await withPGCluster(lab: lab) { cluster in
+                let primary = try #require(try await cluster.waitForHealthyAndStreaming(timeout: .seconds(60)).primaryNode?.id)
+                // Witness N and node N share lab host N − 1.
+                var leader = try await cluster.witnesses.waitForLeader()
+                if witnessLeader && leader == NodeID(primary) {
+                    // The leader hands over on SIGTERM; started again, it follows.
+                    _ = await cluster.witnesses.stop(leader)
+                    leader = try await cluster.witnesses.waitForLeader(among: [1, 2, 3].filter { $0 != leader })
+                    try cluster.witnesses.start(NodeID(primary))
+                }
+                let target = witnessLeader ? PGNodeID(leader) : cluster.ids.first { $0 != primary && NodeID($0) != leader }!
+                #expect(target != primary)
+                let table = "standby_cut"
+                try await cluster.createTable(table)
+                let writer = RowWriter(uri: try await cluster.uri(), table: table)
+                try await waitUntil("the writer commits", timeout: .seconds(20)) { writer.count >= 100 }
+                let prober = WritableProber(cluster: cluster)
+                let cutAt = ContinuousClock.now
+                try lab.isolate(cluster.host(of: target)!)
+                try await Task.sleep(for: .seconds(30))
+                let during = try await cluster.clusterState()
+                try lab.heal()
+                let healedAt = ContinuousClock.now
+                let gap = writer.longestGap(from: cutAt, to: healedAt)
+                #expect(gap < .seconds(5), "writes stopped for \(gap) during the cut")
+                #expect(PGClusterFixture.primary(during) == primary, "a failover happened")
+                _ = try await cluster.waitForHealthyAndStreaming(timeout: .seconds(15))
+                print("standby host cut (its witness the \(witnessLeader ? "leader" : "follower")): longest write gap \(gap), healthy and streaming \(ContinuousClock.now - healedAt) after the heal")
+                let probes = try await onOwnThread { prober.stop() }
+                #expect(probes.twoWritable.isEmpty, "two nodes took writes in \(probes.twoWritable.count) probe rounds")
+                await writer.stop()
+                #expect(try await cluster.lostRows(writer, on: primary).isEmpty)
             }
         }
     }
