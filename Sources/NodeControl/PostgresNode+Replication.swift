@@ -25,6 +25,10 @@ extension PostgresNode {
             "passfile=\(passfilePath)", "application_name=\(configuration.applicationName)",
             "connect_timeout=\(configuration.peerConnectTimeoutSeconds)", "keepalives_idle=5", "keepalives_interval=2",
             "keepalives_count=3",
+            // The WAL receiver connects asynchronously, and libpq ignores connect_timeout
+            // there: a connect begun while the path was cut would sit in SYN back-off for up to
+            // two minutes. TCP_USER_TIMEOUT bounds the SYN retries too (and unacknowledged data).
+            "tcp_user_timeout=\(configuration.peerConnectTimeoutSeconds * 1000)",
         ]
         if let database { parts.append("dbname=\(database)") }
         return parts.joined(separator: " ")

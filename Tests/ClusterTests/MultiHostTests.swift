@@ -118,4 +118,49 @@ struct MultiHostTests: ClusterScenarios {
             }
         }
     }
+
+    @Test("the primary cut off from its standbys only, every host still reaching the witnesses: in availability mode the primary stops waiting for them and writes resume within 5 s, no failover; after the heal synchronous replication comes back, nothing acknowledged lost")
+    func primaryCutFromStandbys() async throws {
+        try await withNetworkLab(hostCount: 3) { lab in
+            try await withPGCluster(lab: lab) { cluster in
+                let primary = try #require(try await cluster.waitForHealthyAndStreaming(timeout: .seconds(60)).primaryNode?.id)
+                let table = "standbys_cut"
+                try await cluster.createTable(table)
+                let writer = RowWriter(uri: try await cluster.uri(), table: table)
+                try await waitUntil("the writer commits", timeout: .seconds(20)) { writer.count >= 100 }
+                let cutAt = ContinuousClock.now
+                for standby in cluster.ids where standby != primary {
+                    try lab.cutPort(cluster.host(of: primary)!, from: cluster.host(of: standby)!, port: cluster.port(of: primary))
+                }
+                _ = try await cluster.waitFor("the primary stops waiting for its standbys", timeout: .seconds(20)) {
+                    $0[primary]?.reached == .waitPrimary
+                }
+                let before = writer.count
+                try await waitUntil("writes resume", timeout: .seconds(10)) { writer.count >= before + 100 }
+                let gap = writer.longestGap(from: cutAt, to: ContinuousClock.now)
+                print("primary cut from its standbys: wait_primary after \(ContinuousClock.now - cutAt) at most, longest write gap \(gap)")
+                #expect(gap < .seconds(5), "writes stopped for \(gap)")
+                try await Task.sleep(for: .seconds(20))
+                let during = try await cluster.clusterState()
+                #expect(PGClusterFixture.primary(during) == primary, "a failover happened")
+                try lab.heal()
+                let healedAt = ContinuousClock.now
+                let healthy: ClusterState
+                do {
+                    healthy = try await cluster.waitForHealthyAndStreaming(timeout: .seconds(15))
+                } catch {
+                    let replication = try? cluster.sql(on: primary, "SELECT application_name || ' ' || state || ' ' || sync_state || ' ' || coalesce(reply_time::text, '-') FROM pg_stat_replication")
+                    let receivers = cluster.ids.filter { $0 != primary }.map { id in
+                        "\(id): " + ((try? cluster.sql(on: id, "SELECT status || ' ' || coalesce(sender_host, '-') FROM pg_stat_wal_receiver")) ?? []).map { $0 ?? "-" }.joined(separator: ",")
+                    }
+                    let standbyLog = tail((try? String(contentsOfFile: cluster.directory(of: cluster.ids.first { $0 != primary }!) + "/run/postgres.log", encoding: .utf8)) ?? "", lines: 25)
+                    throw TestSupportError("\(error)\nprimary's pg_stat_replication: \(replication ?? [])\nstandbys' WAL receivers: \(receivers)\n\(standbyLog)")
+                }
+                #expect(healthy[primary]?.reached == .primary)
+                print("primary cut from its standbys: healthy and streaming \(ContinuousClock.now - healedAt) after the heal")
+                await writer.stop()
+                #expect(try await cluster.lostRows(writer, on: primary).isEmpty)
+            }
+        }
+    }
 }

@@ -100,6 +100,12 @@ extension StoryRunner {
         case "up":
             down.remove(try node())
             changes = []
+        case "unlink":
+            unlinked.insert(try node())
+            changes = []
+        case "relink":
+            unlinked.remove(try node())
+            changes = []
         case "postgres":
             postgresRunning[try node()] = positional.count > 1 && positional[1] == "up"
             changes = []

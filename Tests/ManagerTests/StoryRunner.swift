@@ -16,6 +16,8 @@ struct StoryRunner {
     var postgresRunning: [PGNodeID: Bool] = [:]
     /// Nodes whose manager is cut off: nothing of theirs reaches the log.
     var down: Set<PGNodeID> = []
+    /// Standbys cut off from the primary only: its reports show them not streaming.
+    var unlinked: Set<PGNodeID> = []
     var lastWaiting: String?
 
     static let heartbeatNanos: UInt64 = 500_000_000
@@ -32,9 +34,17 @@ struct StoryRunner {
         let stopped: Set<NodeState> = [.draining, .demoteTimeout, .demoted, .joinSecondary, .prepareMaintenance, .dropped]
         let running = (postgresRunning[id] ?? true) && !stopped.contains(reached)
         let lsn = (lsnMB[id] ?? 0) << 20
-        return NodeReport(
+        var report = NodeReport(
             node: id, reachedState: reached, postgresRunning: running, timeline: timeline[id] ?? 1,
             flushLSN: lsn, replayLSN: lsn, syncState: .unknown, lagBytes: 0, sentAtNanos: clockNanos)
+        // A primary sees every standby that follows it and runs, unless the link is cut.
+        if ClusterState.writableGoals.contains(reached) {
+            report.standbys = state.sortedNodes.filter { node in
+                node.id != id && !unlinked.contains(node.id) && (postgresRunning[node.id] ?? true)
+                    && [.catchingUp, .secondary, .waitMaintenance].contains(node.reached)
+            }.map { StandbyView(node: $0.id, streaming: true, syncState: .quorum, flushLagBytes: 0, replyAgeMillis: 100) }
+        }
+        return report
     }
 
     /// One heartbeat entry with a report from every node that is up.

@@ -148,6 +148,14 @@ public final class NetworkLab: Sendable {
         }
     }
 
+    /// Cuts the TCP connections between `server` and `peer` that reach `port` on `server`
+    /// (both directions), and nothing else: say, replication to a primary's postgres, while
+    /// both hosts still reach the witnesses.
+    public func cutPort(_ server: Host, from peer: Host, port: Int) throws {
+        try nft(server, ["add", "rule", "inet", "lab", "input", "ip", "saddr", peer.address, "tcp", "dport", "\(port)", "drop"])
+        try nft(server, ["add", "rule", "inet", "lab", "output", "ip", "daddr", peer.address, "tcp", "sport", "\(port)", "drop"])
+    }
+
     /// Drops what `from` sends to `to`; what `to` sends still arrives (a one-sided fault).
     public func cutOneWay(from: Host, to: Host) throws {
         try cutOneWay(from: from, toAddress: to.address)

@@ -99,11 +99,12 @@ extension ClusterEvent {
         switch kind {
         case 1:
             return .nodeRegistered(try reader.readRegistration())
-        case 2:
+        case 2, 8:
+            // Kind 2: reports without the primary's view of its standbys (format 1).
             let count = try reader.readCount("report count", maxCount: EventRecord.reportsPerEntryMax)
             var reports: [NodeReport] = []
             reports.reserveCapacity(count)
-            for _ in 0..<count { reports.append(try reader.readReport()) }
+            for _ in 0..<count { reports.append(try reader.readReport(withStandbys: kind == 8)) }
             return .nodeReports(reports)
         case 3:
             return .stateReached(node: try reader.readNodeID("node"), state: try reader.readNodeState())
@@ -177,6 +178,15 @@ extension ByteWriter {
         write(report.syncState.rawValue)
         write(report.lagBytes)
         write(report.sentAtNanos)
+        precondition(report.standbys.count <= NodeReport.standbysMax, "\(report.standbys.count) standbys in one report")
+        write(UInt8(report.standbys.count))
+        for view in report.standbys {
+            write(view.node)
+            write(view.streaming)
+            write(view.syncState.rawValue)
+            write(view.flushLagBytes)
+            write(view.replyAgeMillis)
+        }
     }
 
     public mutating func write(_ settings: FormationSettings) {
@@ -216,7 +226,8 @@ extension ByteReader {
         return registration
     }
 
-    public mutating func readReport() throws(DecodingError) -> NodeReport {
+    /// A report; `withStandbys` for format 2, which adds the primary's view of its standbys.
+    public mutating func readReport(withStandbys: Bool) throws(DecodingError) -> NodeReport {
         let node = try readNodeID("reporting node")
         let state = try readNodeState()
         let running = try readBool("postgres running")
@@ -225,9 +236,31 @@ extension ByteReader {
         let replay = try readUInt64("replay LSN")
         let syncCode = try readUInt8("sync state")
         guard let sync = SyncState(rawValue: syncCode) else { throw .unknownKind(field: "sync state", value: syncCode) }
-        return NodeReport(
+        var report = NodeReport(
             node: node, reachedState: state, postgresRunning: running, timeline: timeline, flushLSN: flush, replayLSN: replay,
             syncState: sync, lagBytes: try readUInt64("lag"), sentAtNanos: try readUInt64("report send time"))
+        guard withStandbys else {
+            report.standbysKnown = false
+            return report
+        }
+        let count = try readCount8("standby count", maxCount: NodeReport.standbysMax)
+        for _ in 0..<count {
+            let standby = try readNodeID("standby")
+            let streaming = try readBool("standby streaming")
+            let code = try readUInt8("standby sync state")
+            guard let syncState = SyncState(rawValue: code) else { throw .unknownKind(field: "standby sync state", value: code) }
+            report.standbys.append(
+                StandbyView(
+                    node: standby, streaming: streaming, syncState: syncState, flushLagBytes: try readUInt64("standby flush lag"),
+                    replyAgeMillis: try readUInt32("standby reply age")))
+        }
+        return report
+    }
+
+    mutating func readCount8(_ field: String, maxCount: Int) throws(DecodingError) -> Int {
+        let count = Int(try readUInt8(field))
+        guard count <= maxCount else { throw .invalidValue(field: field, reason: "\(count) is above the maximum \(maxCount)") }
+        return count
     }
 
     public mutating func readSettings() throws(DecodingError) -> FormationSettings {

@@ -27,7 +27,7 @@ public enum ClusterEvent: Sendable, Equatable {
     var kind: UInt8 {
         switch self {
         case .nodeRegistered: return 1
-        case .nodeReports: return 2
+        case .nodeReports: return 8
         case .stateReached: return 3
         case .operatorRequest: return 4
         case .settingsChanged: return 5
@@ -87,6 +87,27 @@ public enum SyncState: UInt8, Sendable, Equatable, CaseIterable {
     case quorum = 4
 }
 
+/// A primary's view of one standby, from its `pg_stat_replication` (a report carries one per
+/// standby): it shows a link that is cut one way, which the standby's own reports cannot.
+public struct StandbyView: Sendable, Equatable {
+    public var node: PGNodeID
+    /// The WAL sender is in state `streaming`.
+    public var streaming: Bool
+    public var syncState: SyncState
+    /// Bytes of WAL the standby has not flushed yet.
+    public var flushLagBytes: UInt64
+    /// Milliseconds since the standby last replied (`UInt32.max`: never).
+    public var replyAgeMillis: UInt32
+
+    public init(node: PGNodeID, streaming: Bool, syncState: SyncState, flushLagBytes: UInt64, replyAgeMillis: UInt32) {
+        self.node = node
+        self.streaming = streaming
+        self.syncState = syncState
+        self.flushLagBytes = flushLagBytes
+        self.replyAgeMillis = replyAgeMillis
+    }
+}
+
 /// One node's heartbeat: what its manager last observed of its postgres.
 public struct NodeReport: Sendable, Equatable {
     public var node: PGNodeID
@@ -102,6 +123,12 @@ public struct NodeReport: Sendable, Equatable {
     /// When the manager sent the report, on its own monotonic clock (nanoseconds). The
     /// primary's lease runs from the send time of its last committed report (DESIGN §5).
     public var sentAtNanos: UInt64
+    /// A primary's view of its standbys (empty for a standby, and in reports of format 1).
+    public var standbys: [StandbyView] = []
+    /// Whether `standbys` is the primary's view (reports of format 1 have none to give).
+    public var standbysKnown = true
+    /// The most standby views one report carries.
+    public static let standbysMax = 64
 
     public init(
         node: PGNodeID, reachedState: NodeState, postgresRunning: Bool, timeline: UInt32 = 0, flushLSN: LSN = 0,

@@ -330,7 +330,8 @@ extension WitnessRequest {
             writer.write(UInt8(1))
             writer.writeBlob(record.encoded())
         case .report(let formation, let report):
-            writer.write(UInt8(2))
+            // Tag 2 carried reports without the primary's view of its standbys.
+            writer.write(UInt8(10))
             writer.write(formation)
             writer.write(report)
         case .read(let from, let maxEntries, let stale):
@@ -362,9 +363,9 @@ extension WitnessRequest {
         let request: WitnessRequest
         switch tag {
         case 1: request = .append(try EventRecord(decoding: try reader.readBlob("record", maxCount: Frame.bytesMax)))
-        case 2:
+        case 2, 10:
             let formation = try reader.readString("formation")
-            request = .report(formation: formation, try reader.readReport())
+            request = .report(formation: formation, try reader.readReport(withStandbys: tag == 10))
         case 3, 9:
             let from = try reader.readUInt64("from index")
             request = .read(from: from, maxEntries: try reader.readUInt32("max entries"), stale: tag == 9)

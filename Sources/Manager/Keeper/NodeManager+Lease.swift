@@ -89,6 +89,26 @@ extension NodeManager {
         report.timeline = observation.inRecovery ? (observation.walReceiver?.receivedTimeline ?? observation.timeline) : observation.timeline
         report.flushLSN = observation.inRecovery ? (observation.walReceiver?.flushedLSN ?? observation.replayLSN) : observation.currentLSN
         report.replayLSN = observation.inRecovery ? observation.replayLSN : observation.currentLSN
+        if !observation.inRecovery {
+            // The primary's view of its standbys: a link cut one way shows only here.
+            report.standbys = observation.replication.prefix(NodeReport.standbysMax).compactMap { peer in
+                guard let standby = ClusterState.node(ofApplicationName: peer.applicationName) else { return nil }
+                let syncState: SyncState =
+                    switch peer.syncState {
+                    case "async": .async
+                    case "potential": .potential
+                    case "sync": .sync
+                    case "quorum": .quorum
+                    default: .unknown
+                    }
+                let lag = peer.flushLSN.map { observation.currentLSN > $0 ? observation.currentLSN - $0 : 0 } ?? observation.currentLSN
+                // The reply age as of now: the observation may be a few hundred ms old.
+                let age = peer.replyAgeMillis.map { $0 + (sentAt > observedAt ? sentAt - observedAt : 0) / 1_000_000 }
+                return StandbyView(
+                    node: standby, streaming: peer.state == "streaming", syncState: syncState, flushLagBytes: lag,
+                    replyAgeMillis: age.map { UInt32(clamping: $0) } ?? UInt32.max)
+            }
+        }
         return report
     }
 

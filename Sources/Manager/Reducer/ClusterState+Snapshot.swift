@@ -4,9 +4,11 @@ import EventLog
 /// A reader that falls behind compaction restarts from it and replays the rest.
 extension ClusterState {
     /// Version 2 added the highest node id, version 3 the request sessions, version 4 each
-    /// node's registration and goal indexes; older snapshots still load (their nodes count as
-    /// registered at index 0, so a waiting node is admitted by the primary's next goal).
-    public static let snapshotVersion: UInt8 = 4
+    /// node's registration and goal indexes (older snapshots: their nodes count as registered
+    /// at index 0, so a waiting node is admitted by the primary's next goal), version 5 the
+    /// primary's view of its standbys in reports and since when each standby has not streamed
+    /// in that view; older snapshots still load.
+    public static let snapshotVersion: UInt8 = 5
     /// The most nodes a formation holds.
     public static let nodesMax = 256
 
@@ -39,6 +41,8 @@ extension ClusterState {
             writer.write(Int64(node.priorityBoost))
             writer.write(node.registeredIndex)
             writer.write(node.goalIndex)
+            writer.write(node.unstreamedSinceNanos != nil)
+            writer.write(node.unstreamedSinceNanos ?? 0)
         }
         writer.appendChecksum()
         return writer.bytes
@@ -65,7 +69,7 @@ extension ClusterState {
             node.reached = try reader.readNodeState("reached state")
             node.goal = try reader.readNodeState("goal state")
             node.goalReason = try reader.readString("goal reason")
-            node.lastReport = try reader.readBool("has report") ? try reader.readReport() : nil
+            node.lastReport = try reader.readBool("has report") ? try reader.readReport(withStandbys: version >= 5) : nil
             node.lastHeardNanos = try reader.readUInt64("last heard")
             let down = try reader.readBool("postgres down")
             let downSince = try reader.readUInt64("postgres down since")
@@ -77,6 +81,11 @@ extension ClusterState {
             if version >= 4 {
                 node.registeredIndex = try reader.readUInt64("registration index")
                 node.goalIndex = try reader.readUInt64("goal index")
+            }
+            if version >= 5 {
+                let unstreamed = try reader.readBool("not streaming")
+                let since = try reader.readUInt64("not streaming since")
+                node.unstreamedSinceNanos = unstreamed ? since : nil
             }
             nodes[node.id] = node
         }

@@ -25,6 +25,11 @@ public struct NodeRecord: Sendable, Equatable {
     /// every action), and the node may clone it (DESIGN §6, joining).
     public var registeredIndex: UInt64 = 0
     public var goalIndex: UInt64 = 0
+    /// Since when the primary's reports show this standby not streaming to it, or its last
+    /// reply older than the primary's lease (log time); nil while it streams, or while no
+    /// primary reports. A standby cut off from the primary one way still reports healthy to
+    /// the witnesses; this is how the policy sees the cut.
+    public var unstreamedSinceNanos: UInt64?
 
     public var id: PGNodeID { registration.node }
 

@@ -5,6 +5,12 @@ extension ClusterState {
     /// `synchronous_standby_names`.
     public static func applicationName(of node: PGNodeID) -> String { "pgquorum_\(node)" }
 
+    /// The node an application name belongs to (the inverse of `applicationName(of:)`).
+    public static func node(ofApplicationName name: String) -> PGNodeID? {
+        guard name.hasPrefix("pgquorum_"), let id = PGNodeID(name.dropFirst("pgquorum_".count)), id != 0 else { return nil }
+        return id
+    }
+
     /// `synchronous_standby_names` for `node` if it is the primary: `ANY k (…)` over the quorum
     /// standbys while its goal is primary (or apply_settings) and k ≥ 1; empty otherwise.
     public func synchronousStandbyNames(for node: PGNodeID) -> String {

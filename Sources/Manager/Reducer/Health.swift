@@ -26,6 +26,13 @@ extension ClusterState {
             && nowNanos - node.lastHeardNanos > UInt64(settings.nodeUnhealthyTimeoutMillis) * 1_000_000
     }
 
+    /// Whether the primary sees `node` streaming to it: its reports have not shown it cut off
+    /// (not streaming, or silent for the lease) for longer than the unhealthy timeout.
+    public func streamsToPrimary(_ node: NodeRecord) -> Bool {
+        guard let since = node.unstreamedSinceNanos, nowNanos >= since else { return true }
+        return nowNanos - since <= UInt64(settings.nodeUnhealthyTimeoutMillis) * 1_000_000
+    }
+
     /// One word for `pgquorum status`.
     public func healthWord(_ node: NodeRecord) -> String {
         if node.lastReport == nil { return "unknown" }

@@ -18,6 +18,7 @@ struct PolicyInput: Equatable, Sendable {
     var priorityBoost: Int
     var priority: UInt8
     var replicationQuorum: Bool
+    var streamsToPrimary: Bool
 }
 
 extension ClusterState {
@@ -30,13 +31,13 @@ extension ClusterState {
                 postgresRunning: node.lastReport?.postgresRunning ?? false, timeline: node.timeline, electionLSN: node.electionLSN,
                 caughtUp: primary.map { node.goal == .catchingUp && caughtUp(node, with: $0) } ?? false,
                 priorityBoost: node.priorityBoost, priority: node.registration.candidatePriority,
-                replicationQuorum: node.registration.replicationQuorum)
+                replicationQuorum: node.registration.replicationQuorum, streamsToPrimary: streamsToPrimary(node))
         }
         inputs.append(
             PolicyInput(
                 id: 0, reached: .initial, goal: .initial, healthy: false, leaseExpired: false, postgresRunning: false, timeline: 0,
                 electionLSN: nil, caughtUp: false, priorityBoost: Int(electionSyncStandbys), priority: settings.numberSyncStandbys,
-                replicationQuorum: settings.strictSyncMode))
+                replicationQuorum: settings.strictSyncMode, streamsToPrimary: true))
         return inputs
     }
 
@@ -85,9 +86,13 @@ extension ClusterState {
     /// States of a node that has never streamed from the current history.
     static let unclonedStates: Set<NodeState> = [.initial, .waitStandby, .dropped]
 
-    /// Healthy standbys in sync with the primary that count in the quorum.
+    /// Healthy standbys in sync with the primary that count in the quorum: reporting to the
+    /// witnesses, and streaming to the primary as its own reports see it (a link cut between
+    /// the two alone shows only there).
     func healthyQuorumSecondaries(of primary: NodeRecord) -> [NodeRecord] {
-        quorumStandbys(excluding: primary.id).filter { $0.goal == .secondary && $0.reached == .secondary && isHealthy($0) }
+        quorumStandbys(excluding: primary.id).filter {
+            $0.goal == .secondary && $0.reached == .secondary && isHealthy($0) && streamsToPrimary($0)
+        }
     }
 
     private mutating func removeDroppedNodes() {

@@ -79,6 +79,7 @@ extension ClusterState {
             }
         case .nodeReports(let reports):
             let now = nowNanos
+            for report in reports { noteStandbyViews(report) }
             for report in reports {
                 nodes.update(report.node) { node in
                     // The state reached comes from `stateReached` only: a report built before
@@ -116,6 +117,25 @@ extension ClusterState {
             }
         case .tick, .membershipChanged:
             break
+        }
+    }
+
+    /// The primary's report says which standbys stream to it: each quorum standby that does
+    /// not (no WAL sender streaming, or no reply within the lease) is marked since when.
+    mutating func noteStandbyViews(_ report: NodeReport) {
+        guard report.standbysKnown, report.postgresRunning, let primary = primaryNode, primary.id == report.node,
+            Self.writableGoals.contains(primary.reached)
+        else { return }
+        let now = nowNanos
+        let lease = settings.primaryLeaseMillis
+        for standby in sortedNodes where standby.id != primary.id {
+            let view = report.standbys.first { $0.node == standby.id }
+            let streams = view.map { $0.streaming && $0.replyAgeMillis <= lease } ?? false
+            // Silent since its last reply; without a WAL sender, since now.
+            let since = view.map { $0.streaming && $0.replyAgeMillis != UInt32.max ? now - min(now, UInt64($0.replyAgeMillis) * 1_000_000) : now } ?? now
+            nodes.update(standby.id) { node in
+                node.unstreamedSinceNanos = streams ? nil : min(node.unstreamedSinceNanos ?? since, since)
+            }
         }
     }
 
