@@ -39,10 +39,14 @@ struct WatchdogTests {
         try await Task.sleep(for: .milliseconds(500))
         // (On a loaded machine the sleep may overrun; the deadline is far enough.)
         #expect(process.isRunning || ContinuousClock.now - armedAt >= .seconds(2), "killed before its deadline")
-        let ended = await process.wait(timeout: .seconds(10))
-        let after = ContinuousClock.now - armedAt
+        // Watched from a thread of its own: the test process's task pool may be busy.
+        let (ended, after) = try await onOwnThread { () -> (Termination?, Duration) in
+            while process.poll() == nil && ContinuousClock.now - armedAt < .seconds(15) { Thread.sleep(forTimeInterval: 0.01) }
+            return (process.poll(), ContinuousClock.now - armedAt)
+        }
         #expect(ended == .signaled(signal: SIGKILL))
-        #expect(after >= .milliseconds(1_950) && after < .seconds(4), "killed after \(after)")
+        // Not before the deadline; soon after it, even on a loaded machine.
+        #expect(after >= .milliseconds(1_950) && after < .seconds(6), "killed after \(after)")
         try await waitUntil("the children are killed too", timeout: .seconds(2)) { children.allSatisfy { !alive($0) } }
     }
 
