@@ -4,11 +4,12 @@
 //   swift run -c release pgquorum-bench lmdb [--seconds S] [--payload BYTES] [--dir DIR]
 //   swift run -c release pgquorum-bench replay [--entries N] [--runs N]
 //   swift build -c release && .build/release/pgquorum-bench witness [--seconds S] [--trials N] [--root DIR]
-//   swift build -c release && .build/release/pgquorum-bench partition [--trials N] [--cut SECONDS]   (as root)
+//   swift build -c release && .build/release/pgquorum-bench partition [--trials N] [--cut SECONDS] [--fault NAME]   (as root)
 //
 // Every figure is measured in this process on this machine; compare ratios from one run.
 import Foundation
 import Raft
+import TestSupport
 
 func argument(_ name: String, default value: Int) -> Int {
     let arguments = CommandLine.arguments
@@ -24,7 +25,7 @@ let usage = """
            pgquorum-bench replay [--entries N] [--runs N]
            pgquorum-bench witness [--seconds S] [--trials N] [--root DIR]
            pgquorum-bench failover [--trials N]
-           pgquorum-bench partition [--trials N] [--cut SECONDS]
+           pgquorum-bench partition [--trials N] [--cut SECONDS] [--fault NAME]
 
       raft   entries committed per second by a 3-replica in-process Raft cluster on
              in-memory storage: the leader proposes batches, messages are delivered
@@ -42,10 +43,14 @@ let usage = """
              multi-host URI; per trial a node crash (SIGKILL of the primary's manager),
              a postgres crash and a switchover: write unavailability and writes lost.
       partition the same cluster across three network-namespace hosts (run as root), a
-             writer on the client host; per trial the primary's host is cut off for
-             SECONDS (30) and healed: how long the old primary takes writes, when another
-             node does, the first write acknowledged after the cut, when the old primary
-             is heard and the cluster healthy after the heal, writes lost.
+             writer on the client host; per trial one fault is held for SECONDS (30) and
+             healed: primary-host (cut off), leader-host and standby-host (a standby's
+             host cut off, the witness there the Raft leader or a follower),
+             replication-links (the primary cut off from its standbys only),
+             frozen-manager (SIGSTOP of the primary's manager); all of them, or the one
+             --fault names: how long the old primary takes writes, when another node does,
+             when writes resume, when the faulted node is heard and the cluster healthy
+             after the heal, writes lost.
     """
 
 let command = CommandLine.arguments.dropFirst().first
@@ -76,7 +81,14 @@ do {
     case "failover":
         try await FailoverBenchmark(trials: argument("--trials", default: 5)).run()
     case "partition":
-        try await PartitionBenchmark(trials: argument("--trials", default: 5), cutSeconds: argument("--cut", default: 30)).run()
+        let name = CommandLine.arguments.firstIndex(of: "--fault").flatMap { $0 + 1 < CommandLine.arguments.count ? CommandLine.arguments[$0 + 1] : nil }
+        let faults = try name.map { name in
+            guard let fault = PartitionFault(rawValue: name) else {
+                throw BenchmarkError("unknown fault \(name); one of \(PartitionFault.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            return [fault]
+        } ?? PartitionFault.allCases
+        try await PartitionBenchmark(trials: argument("--trials", default: 5), cutSeconds: argument("--cut", default: 30), faults: faults).run()
     default:
         print(usage)
         exit(command == nil || command == "--help" ? 0 : 64)

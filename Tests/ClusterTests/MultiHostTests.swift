@@ -59,7 +59,7 @@ struct MultiHostTests: ClusterScenarios {
     func primaryHostCut() async throws {
         try await withNetworkLab(hostCount: 3) { lab in
             try await withPGCluster(lab: lab) { cluster in
-                let trial = try await cluster.partitionTrial(cut: .seconds(30), healthyWithin: .seconds(60))
+                let trial = try await cluster.partitionTrial(.primaryHost, duration: .seconds(30), healthyWithin: .seconds(60))
                 print("primary host cut for 30 s: \(trial.summary)")
                 #expect(trial.lost.isEmpty, "acknowledged rows lost: \(trial.lost.prefix(10))")
                 #expect(trial.newPrimary != nil && trial.newPrimary != trial.oldPrimary)
@@ -80,86 +80,32 @@ struct MultiHostTests: ClusterScenarios {
 
     @Test(
         "a standby's host cut off for 30 s, its witness the Raft leader or a follower: writes go on within 5 s, no failover, never two primaries; after the heal it streams again within 15 s; nothing acknowledged lost",
-        arguments: [true, false])
-    func standbyHostCut(witnessLeader: Bool) async throws {
+        arguments: [PartitionFault.witnessLeaderHost, .standbyHost])
+    func standbyHostCut(fault: PartitionFault) async throws {
         try await withNetworkLab(hostCount: 3) { lab in
             try await withPGCluster(lab: lab) { cluster in
-                let primary = try #require(try await cluster.waitForHealthyAndStreaming(timeout: .seconds(60)).primaryNode?.id)
-                // Witness N and node N share lab host N − 1.
-                var leader = try await cluster.witnesses.waitForLeader()
-                if witnessLeader && leader == NodeID(primary) {
-                    // The leader hands over on SIGTERM; started again, it follows.
-                    _ = await cluster.witnesses.stop(leader)
-                    leader = try await cluster.witnesses.waitForLeader(among: [1, 2, 3].filter { $0 != leader })
-                    try cluster.witnesses.start(NodeID(primary))
-                }
-                let target = witnessLeader ? PGNodeID(leader) : cluster.ids.first { $0 != primary && NodeID($0) != leader }!
-                #expect(target != primary)
-                let table = "standby_cut"
-                try await cluster.createTable(table)
-                let writer = RowWriter(uri: try await cluster.uri(), table: table)
-                try await waitUntil("the writer commits", timeout: .seconds(20)) { writer.count >= 100 }
-                let prober = WritableProber(cluster: cluster)
-                let cutAt = ContinuousClock.now
-                try lab.isolate(cluster.host(of: target)!)
-                try await Task.sleep(for: .seconds(30))
-                let during = try await cluster.clusterState()
-                try lab.heal()
-                let healedAt = ContinuousClock.now
-                let gap = writer.longestGap(from: cutAt, to: healedAt)
-                #expect(gap < .seconds(5), "writes stopped for \(gap) during the cut")
-                #expect(PGClusterFixture.primary(during) == primary, "a failover happened")
-                _ = try await cluster.waitForHealthyAndStreaming(timeout: .seconds(15))
-                print("standby host cut (its witness the \(witnessLeader ? "leader" : "follower")): longest write gap \(gap), healthy and streaming \(ContinuousClock.now - healedAt) after the heal")
-                let probes = try await onOwnThread { prober.stop() }
-                #expect(probes.twoWritable.isEmpty, "two nodes took writes in \(probes.twoWritable.count) probe rounds")
-                await writer.stop()
-                #expect(try await cluster.lostRows(writer, on: primary).isEmpty)
+                let trial = try await cluster.partitionTrial(fault, duration: .seconds(30), healthyWithin: .seconds(15))
+                print("\(fault): \(trial.summary)")
+                #expect(trial.faulted != trial.oldPrimary)
+                #expect(trial.longestWriteGap < .seconds(5), "writes stopped for \(trial.longestWriteGap)")
+                #expect(trial.newPrimary == trial.oldPrimary && trial.newPrimaryWritableAfter == nil, "a failover happened")
+                #expect(trial.roundsWithTwoWritable == 0, "\(trial.roundsWithTwoWritable) probe rounds saw two nodes take writes")
+                #expect(trial.lost.isEmpty, "acknowledged rows lost: \(trial.lost.prefix(10))")
             }
         }
     }
 
-    @Test("the primary cut off from its standbys only, every host still reaching the witnesses: in availability mode the primary stops waiting for them and writes resume within 5 s, no failover; after the heal synchronous replication comes back, nothing acknowledged lost")
+    @Test("the primary cut off from its standbys only, every host still reaching the witnesses: in availability mode the primary stops waiting for them and writes resume within 5 s, no failover; after the heal synchronous replication comes back within 15 s, nothing acknowledged lost")
     func primaryCutFromStandbys() async throws {
         try await withNetworkLab(hostCount: 3) { lab in
             try await withPGCluster(lab: lab) { cluster in
-                let primary = try #require(try await cluster.waitForHealthyAndStreaming(timeout: .seconds(60)).primaryNode?.id)
-                let table = "standbys_cut"
-                try await cluster.createTable(table)
-                let writer = RowWriter(uri: try await cluster.uri(), table: table)
-                try await waitUntil("the writer commits", timeout: .seconds(20)) { writer.count >= 100 }
-                let cutAt = ContinuousClock.now
-                for standby in cluster.ids where standby != primary {
-                    try lab.cutPort(cluster.host(of: primary)!, from: cluster.host(of: standby)!, port: cluster.port(of: primary))
-                }
-                _ = try await cluster.waitFor("the primary stops waiting for its standbys", timeout: .seconds(20)) {
-                    $0[primary]?.reached == .waitPrimary
-                }
-                let before = writer.count
-                try await waitUntil("writes resume", timeout: .seconds(10)) { writer.count >= before + 100 }
-                let gap = writer.longestGap(from: cutAt, to: ContinuousClock.now)
-                print("primary cut from its standbys: wait_primary after \(ContinuousClock.now - cutAt) at most, longest write gap \(gap)")
-                #expect(gap < .seconds(5), "writes stopped for \(gap)")
-                try await Task.sleep(for: .seconds(20))
-                let during = try await cluster.clusterState()
-                #expect(PGClusterFixture.primary(during) == primary, "a failover happened")
-                try lab.heal()
-                let healedAt = ContinuousClock.now
-                let healthy: ClusterState
-                do {
-                    healthy = try await cluster.waitForHealthyAndStreaming(timeout: .seconds(15))
-                } catch {
-                    let replication = try? cluster.sql(on: primary, "SELECT application_name || ' ' || state || ' ' || sync_state || ' ' || coalesce(reply_time::text, '-') FROM pg_stat_replication")
-                    let receivers = cluster.ids.filter { $0 != primary }.map { id in
-                        "\(id): " + ((try? cluster.sql(on: id, "SELECT status || ' ' || coalesce(sender_host, '-') FROM pg_stat_wal_receiver")) ?? []).map { $0 ?? "-" }.joined(separator: ",")
-                    }
-                    let standbyLog = tail((try? String(contentsOfFile: cluster.directory(of: cluster.ids.first { $0 != primary }!) + "/run/postgres.log", encoding: .utf8)) ?? "", lines: 25)
-                    throw TestSupportError("\(error)\nprimary's pg_stat_replication: \(replication ?? [])\nstandbys' WAL receivers: \(receivers)\n\(standbyLog)")
-                }
-                #expect(healthy[primary]?.reached == .primary)
-                print("primary cut from its standbys: healthy and streaming \(ContinuousClock.now - healedAt) after the heal")
-                await writer.stop()
-                #expect(try await cluster.lostRows(writer, on: primary).isEmpty)
+                let trial = try await cluster.partitionTrial(.replicationLinks, duration: .seconds(20), healthyWithin: .seconds(15))
+                print("\(PartitionFault.replicationLinks): \(trial.summary)")
+                #expect(trial.longestWriteGap < .seconds(5), "writes stopped for \(trial.longestWriteGap)")
+                #expect(trial.newPrimary == trial.oldPrimary && trial.newPrimaryWritableAfter == nil, "a failover happened")
+                #expect(trial.roundsWithTwoWritable == 0)
+                #expect(trial.lost.isEmpty, "acknowledged rows lost: \(trial.lost.prefix(10))")
+                #expect(try await cluster.clusterState()[trial.oldPrimary]?.reached == .primary, "synchronous replication did not come back")
             }
         }
     }

@@ -2,40 +2,77 @@ import EventLog
 import Foundation
 import Manager
 import NodeControl
+import Raft
 import Synchronization
 
-/// One cut of the primary's host, measured (issue 14): the lab cuts the host off from every
-/// other host and from the clients for `cut`, then heals. A writer inserts through the
+/// The faults of the partition scenarios (issue 15), each held for a while and then healed.
+public enum PartitionFault: String, Sendable, CaseIterable, CustomStringConvertible {
+    /// (a) The primary's host cut off from every other host and from the clients.
+    case primaryHost = "primary-host"
+    /// (b) A standby's host cut off, the witness there being the Raft leader.
+    case witnessLeaderHost = "leader-host"
+    /// (c) A standby's host cut off, the witness there a follower.
+    case standbyHost = "standby-host"
+    /// (d) The primary cut off from its standbys only (replication connections); every host
+    /// still reaches the witnesses.
+    case replicationLinks = "replication-links"
+    /// (e) The primary's manager stopped (SIGSTOP), continued (SIGCONT) at the heal.
+    case frozenPrimaryManager = "frozen-manager"
+
+    public var description: String {
+        switch self {
+        case .primaryHost: "the primary's host cut off"
+        case .witnessLeaderHost: "a standby's host cut off, the witness leader there"
+        case .standbyHost: "a standby's host cut off, a witness follower there"
+        case .replicationLinks: "the primary cut off from its standbys only"
+        case .frozenPrimaryManager: "the primary's manager frozen (SIGSTOP)"
+        }
+    }
+
+    /// Whether the fault takes the primary away (a failover is expected), or leaves it.
+    public var removesPrimary: Bool { self == .primaryHost || self == .frozenPrimaryManager }
+}
+
+/// One fault held and healed, measured (issues 14 and 15). A writer inserts through the
 /// multi-host URI from the client host all along; a prober asks every node, from its own
 /// host, whether it takes writes. Shared by the multi-host tests and `pgquorum-bench partition`.
 public struct PartitionTrial: Sendable {
+    public var fault: PartitionFault
     public var oldPrimary: PGNodeID
+    /// The node the fault hit (the primary, or a standby).
+    public var faulted: PGNodeID
     public var newPrimary: PGNodeID?
-    /// From the cut until the old primary stopped taking writes (asked on its own host); nil
+    /// From the fault until the old primary stopped taking writes (asked on its own host); nil
     /// when it still took them at the heal.
     public var oldPrimaryWritableFor: Duration?
-    /// From the cut until another node took writes.
+    /// From the fault until another node took writes.
     public var newPrimaryWritableAfter: Duration?
-    /// From the cut until the client host's writer had a write acknowledged again after the
-    /// first one that failed.
+    /// From the fault until the client host's writer had a write acknowledged again after the
+    /// first one that failed (zero when none failed).
     public var firstAckAfter: Duration?
-    /// From the heal until a report of the old primary's manager committed.
+    /// The longest time without an acknowledged write between the fault and the heal.
+    public var longestWriteGap: Duration = .zero
+    /// From the heal until a report of the faulted node's manager committed.
     public var heardAfterHeal: Duration?
     /// From the heal until one primary and every other node a converged secondary, each
     /// streaming from the primary.
     public var healthyAfterHeal: Duration?
     /// Probe rounds in which two nodes took writes.
     public var roundsWithTwoWritable: Int = 0
-    public var acknowledged: Int
-    public var lost: [Int]
+    public var acknowledged: Int = 0
+    public var lost: [Int] = []
 
     public var summary: String {
         func show(_ duration: Duration?, _ otherwise: String) -> String { duration.map { String(format: "%.1f s", Double(millis($0))! / 1000) } ?? otherwise }
-        return "old primary node \(oldPrimary) writable for \(show(oldPrimaryWritableFor, "the whole cut")), "
-            + "node \(newPrimary.map(String.init) ?? "-") writable after \(show(newPrimaryWritableAfter, "never")), "
-            + "first client write acknowledged after \(show(firstAckAfter, "never")); after the heal: old primary heard in "
-            + "\(show(heardAfterHeal, "never")), healthy and streaming in \(show(healthyAfterHeal, "never")); "
-            + "\(acknowledged) writes acknowledged, \(lost.count) lost; \(roundsWithTwoWritable) probe rounds saw two nodes take writes"
+        let during =
+            fault.removesPrimary
+            ? "old primary node \(oldPrimary) writable for \(show(oldPrimaryWritableFor, "the whole fault")), "
+                + "node \(newPrimary.map(String.init) ?? "-") writable after \(show(newPrimaryWritableAfter, "never")), "
+                + "first client write acknowledged after \(show(firstAckAfter, "never"))"
+            : "node \(faulted) hit, primary node \(oldPrimary) \(newPrimary == oldPrimary ? "kept" : "replaced by \(newPrimary.map(String.init) ?? "-")"), longest write gap \(show(longestWriteGap, "-"))"
+        return during + "; after the heal: node \(faulted) heard in \(show(heardAfterHeal, "never")), healthy and streaming in "
+            + "\(show(healthyAfterHeal, "never")); \(acknowledged) writes acknowledged, \(lost.count) lost; "
+            + "\(roundsWithTwoWritable) probe rounds saw two nodes take writes"
     }
 }
 
@@ -46,29 +83,39 @@ public func millis(_ duration: Duration) -> String {
 }
 
 extension PGClusterFixture {
-    /// Cuts the current primary's host off for `cut`, heals, and measures (see
-    /// `PartitionTrial`). Needs a lab cluster; the writer fills a table of its own. Returns
-    /// once the cluster is healthy again, or throws when it is not within `healthyWithin` of
-    /// the heal.
-    public func partitionTrial(cut: Duration = .seconds(30), healthyWithin: Duration = .seconds(90)) async throws -> PartitionTrial {
+    /// Holds `fault` for `duration`, heals, and measures (see `PartitionTrial`). Needs a lab
+    /// cluster; the writer fills a table of its own. Returns once the cluster is healthy
+    /// again, or throws when it is not within `healthyWithin` of the heal.
+    public func partitionTrial(
+        _ fault: PartitionFault = .primaryHost, duration: Duration = .seconds(30), healthyWithin: Duration = .seconds(90)
+    ) async throws -> PartitionTrial {
         guard let lab else { throw TestSupportError("a partition trial needs a lab cluster") }
-        let old = try await waitForHealthy(timeout: .seconds(120)).primaryNode!.id
+        let old = try await waitForHealthyAndStreaming(timeout: .seconds(120)).primaryNode!.id
+        let faulted = try await target(of: fault, primary: old)
         let table = "partition_\(UInt32.random(in: 0...UInt32.max))"
         try await createTable(table)
         let writer = RowWriter(uri: try await uri(), table: table)
         try await waitUntilAsync("the writer commits", timeout: .seconds(30)) { writer.count >= 50 }
         let prober = WritableProber(cluster: self)
         let cutAt = ContinuousClock.now
-        try lab.isolate(host(of: old)!)
-        try await Task.sleep(until: cutAt + cut)
-        let lastReport = try await clusterState()[old]?.lastReport?.sentAtNanos
-        try lab.heal()
+        switch fault {
+        case .primaryHost, .witnessLeaderHost, .standbyHost:
+            try lab.isolate(host(of: faulted)!)
+        case .replicationLinks:
+            for standby in ids where standby != old { try lab.cutPort(host(of: old)!, from: host(of: standby)!, port: port(of: old)) }
+        case .frozenPrimaryManager:
+            manager(of: old)?.send(SIGSTOP)
+        }
+        try await Task.sleep(until: cutAt + duration)
+        let lastReport = try await clusterState()[faulted]?.lastReport?.sentAtNanos
+        if fault == .frozenPrimaryManager { manager(of: old)?.send(SIGCONT) } else { try lab.heal() }
         let healedAt = ContinuousClock.now
-        var trial = PartitionTrial(oldPrimary: old, acknowledged: 0, lost: [])
+        var trial = PartitionTrial(fault: fault, oldPrimary: old, faulted: faulted)
+        trial.longestWriteGap = writer.longestGap(from: cutAt, to: healedAt)
         do {
-            // Heard: a report of the old primary's manager sent after the cut committed.
+            // Heard: a report of the faulted node's manager sent after the fault committed.
             while ContinuousClock.now - healedAt < healthyWithin {
-                if let state = try? await clusterState(), state[old]?.lastReport?.sentAtNanos != lastReport {
+                if let state = try? await clusterState(), state[faulted]?.lastReport?.sentAtNanos != lastReport {
                     trial.heardAfterHeal = ContinuousClock.now - healedAt
                     break
                 }
@@ -84,7 +131,6 @@ extension PGClusterFixture {
         }
         let healthyAt = ContinuousClock.now
         let probes = try await onOwnThread { prober.stop() }
-        // The last moment the old primary was seen writable, before the heal.
         trial.oldPrimaryWritableFor = probes.firstNotWritable(old, after: cutAt, before: healedAt).map { $0 - cutAt }
         trial.newPrimaryWritableAfter = probes.firstWritable(otherThan: old, after: cutAt).map { $0 - cutAt }
         trial.roundsWithTwoWritable = probes.twoWritable.count
@@ -96,6 +142,27 @@ extension PGClusterFixture {
         trial.acknowledged = writer.count
         if let primary = trial.newPrimary { trial.lost = try await lostRows(writer, on: primary) }
         return trial
+    }
+
+    /// The node `fault` hits. For a witness leader's host, the leader is first moved off the
+    /// primary's host if it runs there (witness N and node N share lab host N − 1).
+    private func target(of fault: PartitionFault, primary: PGNodeID) async throws -> PGNodeID {
+        switch fault {
+        case .primaryHost, .replicationLinks, .frozenPrimaryManager:
+            return primary
+        case .witnessLeaderHost:
+            var leader = try await witnesses.waitForLeader()
+            if leader == NodeID(primary) {
+                // The leader hands over on SIGTERM; started again, it follows.
+                _ = await witnesses.stop(leader)
+                leader = try await witnesses.waitForLeader(among: [1, 2, 3].filter { $0 != leader })
+                try witnesses.start(NodeID(primary))
+            }
+            return PGNodeID(leader)
+        case .standbyHost:
+            let leader = try await witnesses.waitForLeader()
+            return ids.first { $0 != primary && NodeID($0) != leader }!
+        }
     }
 
     /// One primary, every other node a converged secondary, and the primary's
