@@ -131,6 +131,13 @@ struct FailoverTests: ClusterScenarios {
         try await withPGCluster { cluster in
             let primary = try #require(primary(try await cluster.clusterState()))
             let (lagging, leaving) = (cluster.ids.filter { $0 != primary }[0], cluster.ids.filter { $0 != primary }[1])
+            // A standby whose WAL receiver is stopped stops replying too; the primary's view
+            // would call it out of sync after the unhealthy timeout (then the primary would
+            // drop to wait_primary instead). Here it must still count, lagging: a longer
+            // timeout gives the test its time.
+            let set = try await cli(cluster, ["settings", "set", "node_unhealthy_timeout", "20s"])
+            #expect(set.termination == .exited(code: 0), "\(set.output)")
+            _ = try await cluster.waitForHealthy(timeout: .seconds(30))
             try await createTable(cluster)
             let writer = RowWriter(uri: try await cluster.uri())
             try await waitUntil("the writer commits", timeout: .seconds(20)) { writer.count >= 100 }

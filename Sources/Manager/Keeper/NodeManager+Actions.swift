@@ -197,6 +197,7 @@ extension NodeManager {
         let target = try await blocking { try postgres.observe().currentLSN }
         let deadline = ContinuousClock.now + .seconds(30)
         var holding = 0
+        var round = 0
         while true {
             let peers = try await blocking { try postgres.replicationStatus().peers }
             holding = peers.filter { listed.contains($0.applicationName) && ($0.flushLSN ?? 0) >= target }.count
@@ -204,6 +205,13 @@ extension NodeManager {
             guard ContinuousClock.now < deadline, !isStopping else {
                 throw NodeManagerError(
                     "synchronous replication: \(holding) of the \(k) quorum standbys needed flushed past \(LSNFormat.format(target)) within 30 s")
+            }
+            // The log may have moved on meanwhile (the standbys stopped streaming: wait_primary).
+            round += 1
+            if round % 10 == 0 {
+                try await refresh()
+                let goal = shared.withLock { $0.state[node]?.goal }
+                if goal != .primary { throw NodeManagerError("the goal changed to \(goal?.rawValue ?? "none") while waiting for the standbys") }
             }
             try await Task.sleep(for: .milliseconds(50))
         }
