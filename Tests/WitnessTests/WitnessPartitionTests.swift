@@ -37,13 +37,15 @@ struct WitnessPartitionTests {
         _ = try await cluster.waitForLeader(among: [2, 3])
     }
 
-    @Test("a read that a cut-off witness would answer from its frozen log gets current data from another witness within 2 s")
+    @Test("a read that a cut-off witness would answer from its frozen log gets current data from another witness, without waiting out the attempt")
     func readsAreLinearizable() async throws {
         try await withNetworkLab(hostCount: 3) { lab in
             try await withWitnessCluster(lab: lab) { cluster in
                 try cluster.startAll()
                 _ = try await cluster.waitForLeader()
-                let client = cluster.client()  // witness 1 first
+                // Witness 1 first; an attempt may last 20 s, so only its noQuorum answer moves
+                // the client on quickly.
+                let client = cluster.client(timeout: .seconds(60))
                 defer { client.close() }
                 _ = try await client.append(settings(heartbeatMillis: 600))
                 try await waitApplied(cluster, 1, try await client.read(from: 1, maxEntries: 10_000).last!.index)
@@ -81,7 +83,8 @@ struct WitnessPartitionTests {
                 let elapsed = ContinuousClock.now - started
                 #expect(heartbeatSettings(in: entries) == [600, 700])
                 #expect(entries.contains { $0.index == changed })
-                #expect(elapsed < .seconds(2), "the read took \(elapsed)")
+                // About a second on an idle machine; CI runs whole clusters beside it.
+                #expect(elapsed < .seconds(8), "the read took \(elapsed)")
 
                 // The operator's view: `show settings` with the cut-off witness listed first
                 // shows the change; `--stale` on that witness alone shows its frozen copy.
