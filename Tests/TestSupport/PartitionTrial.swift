@@ -194,6 +194,8 @@ public final class WritableProber: Sendable {
         public var end: ContinuousClock.Instant
         /// Per node: the answer (nil: no answer in time).
         public var answers: [PGNodeID: Bool?]
+        /// Per node: when it was asked.
+        public var asked: [PGNodeID: ContinuousClock.Instant] = [:]
 
         public var writable: [PGNodeID] { answers.filter { $0.value == true }.map(\.key).sorted() }
     }
@@ -201,9 +203,9 @@ public final class WritableProber: Sendable {
     public struct Probes: Sendable {
         public var rounds: [Round] = []
 
-        /// The first round after `start` and before `end` in which `node` did not take writes.
+        /// When `node` was first asked after `start` and before `end` and did not take writes.
         public func firstNotWritable(_ node: PGNodeID, after start: ContinuousClock.Instant, before end: ContinuousClock.Instant) -> ContinuousClock.Instant? {
-            rounds.first { $0.start > start && $0.start < end && $0.answers[node] == .some(false) }?.start
+            rounds.compactMap { round in round.asked[node].flatMap { $0 > start && $0 < end && round.answers[node] == .some(false) ? $0 : nil } }.first
         }
 
         public func firstWritable(otherThan node: PGNodeID, after start: ContinuousClock.Instant) -> ContinuousClock.Instant? {
@@ -220,7 +222,10 @@ public final class WritableProber: Sendable {
         Thread.detachNewThread { [self] in
             while !probes.withLock({ $0.stop }) {
                 var round = Round(start: ContinuousClock.now, end: ContinuousClock.now, answers: [:])
-                for id in cluster.ids { round.answers[id] = cluster.isWritableSeenFromItsHost(id, timeout: 1) }
+                for id in cluster.ids {
+                    round.asked[id] = ContinuousClock.now
+                    round.answers[id] = cluster.isWritableSeenFromItsHost(id, timeout: 1)
+                }
                 round.end = ContinuousClock.now
                 probes.withLock { $0.0.rounds.append(round) }
                 Thread.sleep(forTimeInterval: 0.05)
