@@ -29,15 +29,8 @@ struct FailoverBenchmark {
 
     private func measure(_ cluster: PGClusterFixture) async throws {
         try await cluster.start()
-        let uri = try await cluster.uri()
-        try await onOwnThread {
-            var options = PostgresConnectionOptions(uri: uri, user: "postgres")
-            options.connectTimeoutSeconds = 3
-            let connection = try PostgresConnection(options)
-            defer { connection.close() }
-            _ = try connection.query("CREATE TABLE acked (id integer PRIMARY KEY)")
-        }
-        let writer = RowWriter(uri: uri)
+        try await cluster.createTable()
+        let writer = RowWriter(uri: try await cluster.uri())
         var results: [String: [Duration]] = [:]
         let scenarios = ["node crash", "postgres crash", "switchover"]
         for trial in 1...trials {
@@ -52,12 +45,7 @@ struct FailoverBenchmark {
                     if let pid = cluster.postgresPID(of: old) { kill(pid, SIGKILL) }
                 default:
                     let target = cluster.ids.first { $0 != old }!
-                    let executable = try BuiltProducts.path(of: "pgquorum")
-                    let arguments = [
-                        "switchover", "--to", "\(target)", "--witnesses", cluster.witnesses.endpoints.map(\.description).joined(separator: ","),
-                        "--credentials", cluster.witnesses.credentialsPath,
-                    ]
-                    let result = try await onOwnThread { try runCommand(executable, arguments, timeout: .seconds(120), check: false) }
+                    let result = try await cluster.cli(["switchover", "--to", "\(target)"])
                     guard result.termination == .exited(code: 0) else { throw BenchmarkError("switchover failed: \(result.output)") }
                 }
                 // Let things settle (a killed postmaster's backends notice late), then measure.
@@ -85,8 +73,7 @@ struct FailoverBenchmark {
         }
         await writer.stop()
         let current = try await primary(cluster)
-        let present = Set(try await onOwnThread { try cluster.sql(on: current, "SELECT id FROM acked").compactMap { $0.flatMap(Int.init) } })
-        let lost = writer.acknowledged.filter { !present.contains($0) }.count
+        let lost = try await cluster.lostRows(writer, on: current).count
         print("three witnesses and three PostgreSQL 15 nodes on loopback, \(trials) trials per fault, \(writer.count) writes acknowledged, \(lost) lost")
         for scenario in scenarios {
             let sorted = results[scenario]!.sorted()

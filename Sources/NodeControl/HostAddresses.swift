@@ -94,6 +94,21 @@ public final class PeerAddressBook: Sendable {
         self.resolver = resolver
     }
 
+    /// A name is resolved again a refresh after it resolved, a retry after it failed.
+    private func isDue(_ entry: Entry, now: ContinuousClock.Instant) -> Bool {
+        now - entry.resolvedAt >= (entry.failure == nil ? refresh : retry)
+    }
+
+    /// Whether `lookup(hosts)` answers from the cache alone, without asking the resolver.
+    public func isCurrent(_ hosts: [String]) -> Bool {
+        let now = ContinuousClock.now
+        return entries.withLock { entries in
+            hosts.allSatisfy { host in
+                HostAddresses.cidr(host) != nil || entries[host].map { !isDue($0, now: now) } ?? false
+            }
+        }
+    }
+
     /// The address fields for `hosts` (names, addresses or CIDRs).
     public func lookup(_ hosts: [String]) -> Lookup {
         var cidrs = Set<String>()
@@ -106,7 +121,7 @@ public final class PeerAddressBook: Sendable {
             }
             let cached = entries.withLock { $0[host] }
             var entry = cached
-            let due = cached.map { now - $0.resolvedAt >= ($0.failure == nil ? refresh : retry) } ?? true
+            let due = cached.map { isDue($0, now: now) } ?? true
             if due {
                 do throws(NodeControlError) {
                     entry = Entry(addresses: try resolver(host), failure: nil, resolvedAt: now)

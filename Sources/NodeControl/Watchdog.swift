@@ -57,6 +57,15 @@ public final class Watchdog: Sendable {
         _ = await process?.stop(signal: SIGTERM, grace: .seconds(2))
     }
 
+    /// Bytes written to the watchdog that it has not read yet (0 once it serves them all).
+    func unreadBytes() -> Int32 {
+        state.withLock { state in
+            var count: Int32 = 0
+            guard state.writeEnd >= 0, ioctl(state.writeEnd, UInt(FIONREAD), &count) == 0 else { return -1 }
+            return count
+        }
+    }
+
     /// Closes the pipe without disarming, as the death of the manager does.
     func abandon() {
         state.withLock { state in

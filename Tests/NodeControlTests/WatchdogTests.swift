@@ -34,6 +34,11 @@ struct WatchdogTests {
         let (process, children) = try target()
         let watchdog = try watchdog()
         defer { Task { await watchdog.close() } }
+        // The deadline counts from when the watchdog reads the command: first let it start
+        // (a loaded machine may take seconds to start a process) and read what it was sent.
+        try watchdog.arm(postmaster: process.pid, remaining: .seconds(60))
+        try watchdog.disarm()
+        try await waitUntil("the watchdog reads its commands", timeout: .seconds(30)) { watchdog.unreadBytes() == 0 }
         let armedAt = ContinuousClock.now
         try watchdog.arm(postmaster: process.pid, remaining: .seconds(2))
         try await Task.sleep(for: .milliseconds(500))

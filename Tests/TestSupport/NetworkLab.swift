@@ -114,7 +114,8 @@ public final class NetworkLab: Sendable {
     /// Starts `executable` inside `host` (it dies with the test process); the pid is the
     /// program's own (`ip netns exec` execs it).
     public func spawn(on host: Host, _ executable: String, _ arguments: [String], output: ChildOutput = .null) throws -> ChildProcess {
-        try ChildProcess.spawn(Self.ip, ["netns", "exec", host.namespace, executable] + arguments, output: output, parentDeathSignal: "KILL")
+        let (program, full) = command(on: host, executable, arguments)
+        return try ChildProcess.spawn(program, full, output: output, parentDeathSignal: "KILL")
     }
 
     /// The command line that runs `executable` inside `host` (for `runCommand`).

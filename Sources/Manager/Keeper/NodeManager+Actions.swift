@@ -20,16 +20,23 @@ extension NodeManager {
     }
 
     /// Rewrites pg_hba.conf when the registered nodes changed (a node joined, moved or was
-    /// dropped) and reloads a running postgres.
+    /// dropped) and reloads a running postgres. This runs before every control step: when the
+    /// peers' addresses are those last written, it touches no file (after an action, which
+    /// may have cloned or rewound the data directory, the file is checked again).
     func admitPeers(_ state: ClusterState) async throws {
         let postgres = self.postgres
-        guard FileManager.default.fileExists(atPath: configuration.dataDirectory + "/PG_VERSION") else { return }
-        let changed = try await blocking { [self] in
-            let peers = peerAddresses(state)
-            return (try postgres.writeHBA(peers: peers), peers)
+        guard FileManager.default.fileExists(atPath: configuration.dataDirectory + "/PG_VERSION") else {
+            shared.withLock { $0.admittedPeers = nil }
+            return
         }
-        guard changed.0 else { return }
-        logger.info("pg_hba.conf now admits the registered nodes", metadata: ["addresses": "\(changed.1.joined(separator: " "))"])
+        // Names resolve from the address book's cache; a lookup that is due runs off the pool.
+        let hosts = state.sortedNodes.map(\.registration.host) + [configuration.host]
+        let peers = addressBook.isCurrent(hosts) ? peerAddresses(state) : try await blocking { [self] in peerAddresses(state) }
+        guard shared.withLock({ $0.admittedPeers }) != peers else { return }
+        let changed = try await blocking { try postgres.writeHBA(peers: peers) }
+        shared.withLock { $0.admittedPeers = peers }
+        guard changed else { return }
+        logger.info("pg_hba.conf now admits the registered nodes", metadata: ["addresses": "\(peers.joined(separator: " "))"])
         if postgres.isRunning { try await blocking { try postgres.reload() } }
     }
 

@@ -37,6 +37,8 @@ public final class NodeManager: Sendable {
         var registered = false
         /// Node hosts that did not resolve at the last pg_hba.conf check (warned about once).
         var unresolvedHosts: Set<String> = []
+        /// The peer addresses pg_hba.conf was last checked against (nil: check it again).
+        var admittedPeers: [String]?
     }
 
     public init(configuration: NodeManagerConfiguration, logger: Logger) throws {
@@ -181,6 +183,7 @@ public final class NodeManager: Sendable {
         logger.info(
             "transition", metadata: ["from": "\(me.reached.rawValue)", "to": "\(me.goal.rawValue)", "action": "\(transition.action.rawValue)"])
         try await perform(transition.action, state: state)
+        shared.withLock { $0.admittedPeers = nil }
         // Reports of the state reached carry what postgres is after the action.
         await refreshObservation()
         let index = try await client.append(.stateReached(node: node, state: me.goal), formation: configuration.formation)
@@ -253,6 +256,7 @@ public final class NodeManager: Sendable {
             "the primary no longer has WAL this standby needs: cloning it afresh",
             metadata: ["segment": "\(segment)", "primary": "\(upstream.host):\(upstream.port)"])
         try await perform(.initStandby, state: state)
+        shared.withLock { $0.admittedPeers = nil }
         shared.withLock { $0.upstreamLacksWALSince = nil }
         return true
     }
