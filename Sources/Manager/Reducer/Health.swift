@@ -27,10 +27,15 @@ extension ClusterState {
     }
 
     /// Whether the primary sees `node` streaming to it: its reports have not shown it cut off
-    /// (not streaming, or silent for the lease) for longer than the unhealthy timeout.
+    /// (not streaming, or silent for the lease) for longer than the unhealthy timeout. Only
+    /// the primary's reports prove that, so the time counts up to its last report: the last
+    /// view of a primary that fell silent (frozen, cut off, dead) is not evidence that grows
+    /// with time, and must not narrow it to wait_primary, where no failover starts.
     public func streamsToPrimary(_ node: NodeRecord) -> Bool {
-        guard let since = node.unstreamedSinceNanos, nowNanos >= since else { return true }
-        return nowNanos - since <= UInt64(settings.nodeUnhealthyTimeoutMillis) * 1_000_000
+        guard let since = node.unstreamedSinceNanos else { return true }
+        let end = min(nowNanos, primaryNode?.lastHeardNanos ?? nowNanos)
+        guard end >= since else { return true }
+        return end - since <= UInt64(settings.nodeUnhealthyTimeoutMillis) * 1_000_000
     }
 
     /// One word for `pgquorum status`.
