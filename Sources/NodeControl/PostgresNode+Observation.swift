@@ -9,6 +9,19 @@ public struct ReplicationPeer: Sendable, Equatable {
     public var lagBytes: UInt64?
     /// Milliseconds since the peer's last reply, on this server's clock (nil before the first).
     public var replyAgeMillis: UInt64?
+
+    public init(
+        applicationName: String, state: String, syncState: String, flushLSN: UInt64? = nil, replayLSN: UInt64? = nil, lagBytes: UInt64? = nil,
+        replyAgeMillis: UInt64? = nil
+    ) {
+        self.applicationName = applicationName
+        self.state = state
+        self.syncState = syncState
+        self.flushLSN = flushLSN
+        self.replayLSN = replayLSN
+        self.lagBytes = lagBytes
+        self.replyAgeMillis = replyAgeMillis
+    }
 }
 
 /// `pg_stat_wal_receiver` on a standby.

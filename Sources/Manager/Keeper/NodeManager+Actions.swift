@@ -207,8 +207,9 @@ extension NodeManager {
         var round = 0
         while true {
             let peers = try await blocking { try postgres.replicationStatus().peers }
-            holding = peers.filter { listed.contains($0.applicationName) && ($0.flushLSN ?? 0) >= target }.count
-            if holding >= k { return }
+            let quorum = LeaseRules.quorumHolds(peers, listed: listed, k: k, target: target)
+            holding = quorum.holding
+            if quorum.holds { return }
             guard ContinuousClock.now < deadline, !isStopping else {
                 throw NodeManagerError(
                     "synchronous replication: \(holding) of the \(k) quorum standbys needed flushed past \(LSNFormat.format(target)) within 30 s")

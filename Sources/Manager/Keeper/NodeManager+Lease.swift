@@ -91,23 +91,9 @@ extension NodeManager {
         report.replayLSN = observation.inRecovery ? observation.replayLSN : observation.currentLSN
         if !observation.inRecovery {
             // The primary's view of its standbys: a link cut one way shows only here.
-            report.standbys = observation.replication.prefix(NodeReport.standbysMax).compactMap { peer in
-                guard let standby = ClusterState.node(ofApplicationName: peer.applicationName) else { return nil }
-                let syncState: SyncState =
-                    switch peer.syncState {
-                    case "async": .async
-                    case "potential": .potential
-                    case "sync": .sync
-                    case "quorum": .quorum
-                    default: .unknown
-                    }
-                let lag = peer.flushLSN.map { observation.currentLSN > $0 ? observation.currentLSN - $0 : 0 } ?? observation.currentLSN
-                // The reply age as of now: the observation may be a few hundred ms old.
-                let age = peer.replyAgeMillis.map { $0 + (sentAt > observedAt ? sentAt - observedAt : 0) / 1_000_000 }
-                return StandbyView(
-                    node: standby, streaming: peer.state == "streaming", syncState: syncState, flushLagBytes: lag,
-                    replyAgeMillis: age.map { UInt32(clamping: $0) } ?? UInt32.max)
-            }
+            // The reply ages as of now: the observation may be a few hundred ms old.
+            report.standbys = StandbyView.primaryView(
+                observation.replication, currentLSN: observation.currentLSN, observedMillisAgo: (sentAt > observedAt ? sentAt - observedAt : 0) / 1_000_000)
         }
         return report
     }
@@ -115,12 +101,8 @@ extension NodeManager {
     /// The lease is held on what postgres is, not on the state the log shows it reached (an
     /// action may have promoted it before its `stateReached` committed): while postgres may
     /// take writes, the lease runs from the send time of the last committed report. Once it
-    /// ran out, postgres is stopped — unless synchronous replication still holds it: with
-    /// `ANY k`, k ≥ 1, and k quorum standbys streaming from it whose last reply is younger
-    /// than the lease, no election can complete without them first stopping to follow it
-    /// (then their replies age, and the lease ends one lease later). A standby cut off
-    /// silently stays `streaming` in `pg_stat_replication` until `wal_sender_timeout`; its
-    /// reply time tells the truth.
+    /// ran out, postgres is stopped, unless fresh replies from enough synchronous standbys
+    /// still hold it (`LeaseRules`).
     ///
     /// The watchdog is armed at every check with the same deadline plus `watchdogGrace`, so a
     /// manager that stops checking (frozen, deadlocked) still fences postgres within that
@@ -135,10 +117,8 @@ extension NodeManager {
             disarmWatchdog()
             return
         }
-        let lease = UInt64(state.settings.primaryLeaseMillis) * 1_000_000
-        let now = nowNanos()
-        if now < acked + lease {
-            armWatchdog(pid, remainingNanos: acked + lease - now + Self.watchdogGraceNanos)
+        if let remaining = LeaseRules.remainingByReport(nowNanos: nowNanos(), lastAckedSentNanos: acked, leaseMillis: state.settings.primaryLeaseMillis) {
+            armWatchdog(pid, remainingNanos: remaining + Self.watchdogGraceNanos)
             return
         }
         // The lease ran out: ask postgres what it is now, and who replies to it.
@@ -150,17 +130,15 @@ extension NodeManager {
         }
         let k = Int(state.settings.numberSyncStandbys)
         let quorumNames = Set(state.quorumStandbys(excluding: node).map { ClusterState.applicationName(of: $0.id) })
-        let ages = (status?.peers ?? [])
-            .filter { $0.state == "streaming" && ["quorum", "sync"].contains($0.syncState) && quorumNames.contains($0.applicationName) }
-            .compactMap(\.replyAgeMillis).map { $0 * 1_000_000 }.filter { $0 < lease }.sorted()
-        if k >= 1 && ages.count >= k {
-            // Held until the k-th freshest reply is a lease old.
-            armWatchdog(pid, remainingNanos: lease - ages[k - 1] + Self.watchdogGraceNanos)
+        let hold = LeaseRules.remainingBySynchronousStandbys(
+            status?.peers ?? [], quorumNames: quorumNames, k: k, leaseMillis: state.settings.primaryLeaseMillis)
+        if let remaining = hold.remainingNanos {
+            armWatchdog(pid, remainingNanos: remaining + Self.watchdogGraceNanos)
             return
         }
         logger.error(
             "primary lease ran out without a committed report or fresh replies from enough synchronous standbys: fencing postgres",
-            metadata: ["fresh standbys": "\(ages.count)", "k": "\(k)", "status": status == nil ? "postgres did not answer" : "not in recovery"])
+            metadata: ["fresh standbys": "\(hold.freshStandbys)", "k": "\(k)", "status": status == nil ? "postgres did not answer" : "not in recovery"])
         shared.withLock { $0.fenced = true }
         // The watchdog stays armed a moment longer: if the shutdown hangs, it kills.
         armWatchdog(pid, remainingNanos: 1_000_000_000)

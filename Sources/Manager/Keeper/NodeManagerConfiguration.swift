@@ -60,10 +60,7 @@ public struct NodeManagerConfiguration: Sendable {
         configuration.clientNetworks = clientNetworks
         configuration.clientAuthMethod = clientAuthMethod
         configuration.peerConnectTimeoutSeconds = 2
-        // A replication link cut silently ends within a few leases; the lease check itself
-        // reads reply times and does not wait for it.
-        let lease = Duration.milliseconds(FormationSettings().primaryLeaseMillis)
-        configuration.replicationTimeout = max(.seconds(3), lease * 2)
+        configuration.replicationTimeout = LeaseRules.replicationTimeout(leaseMillis: FormationSettings().primaryLeaseMillis)
         return configuration
     }
 }
