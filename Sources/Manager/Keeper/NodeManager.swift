@@ -186,6 +186,10 @@ public final class NodeManager: Sendable {
         shared.withLock { $0.admittedPeers = nil }
         // Reports of the state reached carry what postgres is after the action.
         await refreshObservation()
+        // An action may have started or promoted postgres (a new postmaster pid): the watchdog
+        // is armed for it now, not at the next lease check — a freeze in between would leave
+        // a writable postgres with no watchdog (the simulation found it).
+        await enforceLease()
         let index = try await client.append(.stateReached(node: node, state: me.goal), formation: configuration.formation)
         shared.withLock { shared in
             shared.fenced = false
@@ -232,6 +236,8 @@ public final class NodeManager: Sendable {
             try await blocking { try self.postgres.setSynchronousStandbyNames(state.synchronousStandbyNames(for: self.node)) }
         }
         shared.withLock { $0.fenced = false }
+        await refreshObservation()
+        await enforceLease()
     }
 
     /// A standby whose primary recycled the WAL it still needs can never stream again (WAL is

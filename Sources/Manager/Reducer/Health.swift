@@ -38,6 +38,18 @@ extension ClusterState {
         return end - since <= UInt64(settings.nodeUnhealthyTimeoutMillis) * 1_000_000
     }
 
+    /// Whether the primary's latest report shows `node` streaming to it with a reply younger
+    /// than the lease. Decisions that lean on a standby holding the primary's writes (back to
+    /// primary from wait_primary, a switchover candidate) need this positive evidence;
+    /// `streamsToPrimary` gives a standby the benefit of the doubt for the unhealthy timeout
+    /// (and again at every new term), which only a decision to stop waiting for it may use.
+    public func seenStreamingByPrimary(_ node: NodeRecord) -> Bool {
+        guard let primary = primaryNode, primary.id != node.id, let report = primary.lastReport, report.standbysKnown else {
+            return streamsToPrimary(node)
+        }
+        return report.standbys.contains { $0.node == node.id && $0.streaming && $0.replyAgeMillis <= settings.primaryLeaseMillis }
+    }
+
     /// One word for `pgquorum status`.
     public func healthWord(_ node: NodeRecord) -> String {
         if node.lastReport == nil { return "unknown" }

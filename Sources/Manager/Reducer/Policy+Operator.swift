@@ -59,20 +59,23 @@ extension ClusterState {
             waitingReason = "switchover ignored: the primary must be in state primary (synchronous replication on)"
             return
         }
+        // A candidate streams from the primary (its latest view says so): the clean shutdown
+        // hands it the last WAL. A standby cut off from the primary may lack acknowledged
+        // writes held only by the primary and a standby since gone to maintenance.
         let candidates = sortedNodes.filter {
-            $0.id != primary.id && $0.goal == .secondary && $0.reached == .secondary && isHealthy($0)
+            $0.id != primary.id && $0.goal == .secondary && $0.reached == .secondary && isHealthy($0) && seenStreamingByPrimary($0)
                 && ($0.registration.candidatePriority > 0 || $0.id == target)
         }
         if let target {
             guard candidates.contains(where: { $0.id == target }) else {
-                waitingReason = "switchover ignored: node \(target) is not a healthy secondary"
+                waitingReason = "switchover ignored: node \(target) is not a healthy secondary streaming from the primary"
                 return
             }
             // As pg_auto_failover's perform_promotion: the target wins the election.
             nodes.update(target) { $0.priorityBoost = 101 }
         }
         guard !candidates.isEmpty else {
-            waitingReason = "switchover ignored: no healthy secondary can take over"
+            waitingReason = "switchover ignored: no healthy secondary streaming from the primary can take over"
             return
         }
         waitingReason = nil

@@ -19,6 +19,7 @@ struct PolicyInput: Equatable, Sendable {
     var priority: UInt8
     var replicationQuorum: Bool
     var streamsToPrimary: Bool
+    var seenStreaming: Bool
 }
 
 extension ClusterState {
@@ -31,13 +32,14 @@ extension ClusterState {
                 postgresRunning: node.lastReport?.postgresRunning ?? false, timeline: node.timeline, electionLSN: node.electionLSN,
                 caughtUp: primary.map { node.goal == .catchingUp && caughtUp(node, with: $0) } ?? false,
                 priorityBoost: node.priorityBoost, priority: node.registration.candidatePriority,
-                replicationQuorum: node.registration.replicationQuorum, streamsToPrimary: streamsToPrimary(node))
+                replicationQuorum: node.registration.replicationQuorum, streamsToPrimary: streamsToPrimary(node),
+                seenStreaming: seenStreamingByPrimary(node))
         }
         inputs.append(
             PolicyInput(
                 id: 0, reached: .initial, goal: .initial, healthy: false, leaseExpired: false, postgresRunning: false, timeline: 0,
                 electionLSN: nil, caughtUp: false, priorityBoost: Int(electionSyncStandbys), priority: settings.numberSyncStandbys,
-                replicationQuorum: settings.strictSyncMode, streamsToPrimary: true))
+                replicationQuorum: settings.strictSyncMode, streamsToPrimary: true, seenStreaming: true))
         return inputs
     }
 
@@ -89,9 +91,14 @@ extension ClusterState {
     /// Healthy standbys in sync with the primary that count in the quorum: reporting to the
     /// witnesses, and streaming to the primary as its own reports see it (a link cut between
     /// the two alone shows only there).
-    func healthyQuorumSecondaries(of primary: NodeRecord) -> [NodeRecord] {
+    /// The quorum secondaries the primary can count on: healthy, and streaming to it. With
+    /// `provenStreaming`, only those its latest report shows streaming (to go back to
+    /// synchronous replication); without, also those not yet shown cut off for the unhealthy
+    /// timeout (to decide whether to stop waiting for them).
+    func healthyQuorumSecondaries(of primary: NodeRecord, provenStreaming: Bool = false) -> [NodeRecord] {
         quorumStandbys(excluding: primary.id).filter {
-            $0.goal == .secondary && $0.reached == .secondary && isHealthy($0) && streamsToPrimary($0)
+            $0.goal == .secondary && $0.reached == .secondary && isHealthy($0)
+                && (provenStreaming ? seenStreamingByPrimary($0) : streamsToPrimary($0))
         }
     }
 
@@ -135,10 +142,11 @@ extension ClusterState {
         }
         let k = Int(settings.numberSyncStandbys)
         let inSync = healthyQuorumSecondaries(of: primary).count
-        let enough = inSync >= max(k, 1)
+        let streaming = healthyQuorumSecondaries(of: primary, provenStreaming: true).count
+        let enough = streaming >= max(k, 1)
         switch (primary.goal, primary.isConverged) {
         case (.waitPrimary, true) where enough:
-            assign(primary.id, .primary, "\(inSync) quorum standby(s) caught up: synchronous replication on", &changes)
+            assign(primary.id, .primary, "\(streaming) quorum standby(s) caught up: synchronous replication on", &changes)
         case (.applySettings, true):
             assign(primary.id, enough ? .primary : .waitPrimary, "new replication settings applied", &changes)
         case (.primary, _) where inSync < k:

@@ -52,6 +52,7 @@ extension ClusterState {
             nodes.updateAll { node in
                 node.lastHeardNanos = leaderClockNanos
                 if node.postgresDownSinceNanos != nil { node.postgresDownSinceNanos = leaderClockNanos }
+                if node.unstreamedSinceNanos != nil { node.unstreamedSinceNanos = leaderClockNanos }
             }
         } else {
             nowNanos = max(nowNanos, leaderClockNanos)

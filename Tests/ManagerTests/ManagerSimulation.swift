@@ -1,0 +1,639 @@
+import EventLog
+import Foundation
+import NodeControl
+import Raft
+
+@testable import Manager
+
+/// A simulated PostgreSQL server: what the manager's actions change and what clients see.
+struct SimulatedPostgres: Equatable {
+    var running = false
+    /// `standby.signal`: a start begins in recovery.
+    var standbySignal = false
+    var inRecovery = false
+    /// `default_transaction_read_only`.
+    var readOnly = false
+    /// The end of its WAL in MB, along one history (a rewind cuts back to the shared part).
+    var position: UInt64 = 0
+    var timeline: UInt32 = 1
+    /// `primary_conninfo`: the node it streams from.
+    var upstream: PGNodeID?
+    /// `synchronous_standby_names` as applied: `ANY k (listed)`.
+    var k = 0
+    var listed: Set<PGNodeID> = []
+
+    /// Whether a client's write commits here (it may still wait for synchronous standbys).
+    var writable: Bool { running && !inRecovery && !readOnly }
+
+    mutating func start() {
+        guard !running else { return }
+        running = true
+        inRecovery = standbySignal
+    }
+
+    mutating func promote() {
+        guard running, inRecovery else { return }
+        inRecovery = false
+        standbySignal = false
+        timeline += 1
+    }
+
+    /// Applies `synchronous_standby_names` as the manager derives it from the log.
+    mutating func apply(synchronousStandbyNames names: String) {
+        guard names.hasPrefix("ANY "), let open = names.firstIndex(of: "("), let close = names.lastIndex(of: ")") else {
+            (k, listed) = (0, [])
+            return
+        }
+        k = Int(names.dropFirst(4).prefix { $0 != " " }) ?? 0
+        listed = Set(names[names.index(after: open)..<close].split(separator: ",").compactMap {
+            ClusterState.node(ofApplicationName: $0.trimmingCharacters(in: .whitespaces))
+        })
+    }
+}
+
+/// A simulated node manager, as `NodeManager` is: it reports every heartbeat, checks its lease
+/// every 100 ms and arms a watchdog, runs the transition table's action towards its goal and
+/// supervises postgres when there. It can be cut off from the witnesses (it runs, nothing of
+/// it commits) or frozen (nothing of it runs; its watchdog still fires).
+struct SimulatedManager {
+    enum Mode: String {
+        case up
+        case cutOff = "cut off from the witnesses"
+        case frozen
+    }
+
+    var mode = Mode.up
+    /// Send time of the last report the witnesses committed (the lease runs from it).
+    var lastAckedSentNanos: UInt64?
+    /// Postgres stopped by the lease; started again only with a renewed lease.
+    var fenced = false
+    /// When the watchdog kills postgres unless renewed.
+    var watchdogDeadline: UInt64?
+    /// An unfinished quorum wait: the goal it serves and the position it waits for.
+    var quorumWait: (goal: NodeState, targetMB: UInt64)?
+    /// The log as the manager last read it: a cut-off manager decides on an old one.
+    var state = ClusterState()
+}
+
+/// One direction of a replication connection: `standby` streams from `upstream`.
+struct ReplicationLink: Hashable, Comparable {
+    var upstream: PGNodeID
+    var standby: PGNodeID
+
+    static func < (a: Self, b: Self) -> Bool { (a.upstream, a.standby) < (b.upstream, b.standby) }
+}
+
+/// A walsender on the upstream's side: it outlives a silently cut link until
+/// `wal_sender_timeout`, and its reply time ages meanwhile.
+struct WALSender {
+    var lastReplyNanos: UInt64
+}
+
+/// Seeded random runs of a formation: the real reducer over a simulated log, simulated node
+/// managers that decide through the manager's own rules (`KeeperTransitions`, `LeaseRules`,
+/// `StandbyView.primaryView`) on simulated postgres servers that stream WAL over links that
+/// can be cut, and a client writing to whichever postgres takes writes, acknowledged by the
+/// standbys that postgres actually lists. Time moves in 100 ms ticks.
+struct ReducerSimulation {
+    struct Failure: Error, CustomStringConvertible {
+        var seed: UInt64
+        var tick: Int
+        var message: String
+        var description: String { "seed \(seed), tick \(tick): \(message)" }
+    }
+
+    static let tickNanos: UInt64 = 100_000_000
+    static let heartbeatTicks = 5
+    static let graceNanos = UInt64(FormationSettings.watchdogGraceMillis) * 1_000_000
+    /// `wal_sender_timeout`, as the manager writes it at start.
+    static let walSenderTimeoutNanos = UInt64(
+        LeaseRules.replicationTimeout(leaseMillis: FormationSettings().primaryLeaseMillis).components.seconds) * 1_000_000_000
+
+    let seed: UInt64
+    var rng: SeededGenerator
+    var runner = StoryRunner()
+    var tick = 0
+    /// True time (every manager's monotonic clock); the log's clock restarts at each term.
+    var now: UInt64 = 0
+    var postgres: [PGNodeID: SimulatedPostgres] = [:]
+    var managers: [PGNodeID: SimulatedManager] = [:]
+    var senders: [ReplicationLink: WALSender] = [:]
+    /// What each standby flushed of its upstream's WAL, in MB: a commit is acknowledged once
+    /// k of the standbys the primary lists hold it.
+    var flushed: [ReplicationLink: UInt64] = [:]
+    /// Host pairs whose network link is down (both directions), as (lower id, higher id).
+    var cutLinks: Set<ReplicationLink> = []
+    /// The highest position a client was told is committed under synchronous replication.
+    var acknowledgedMB: UInt64 = 0
+    var nextNode: PGNodeID = 1
+    var statistics: [String: Int] = [:]
+    var recent: [String] = []
+    /// Nodes whose lease a promotion found over; they stay so until a writable goal.
+    var leaseOver: Set<PGNodeID> = []
+    var writableLastTick: Set<PGNodeID> = []
+
+    init(seed: UInt64) {
+        self.seed = seed
+        rng = SeededGenerator(seed: seed)
+    }
+
+    mutating func roll(_ perMille: UInt64) -> Bool { rng.next() % 1000 < perMille }
+
+    mutating func pick<T>(_ items: [T]) -> T? { items.isEmpty ? nil : items[Int(rng.next() % UInt64(items.count))] }
+
+    func failure(_ message: String) -> Failure {
+        let status = runner.statusLines().joined(separator: "\n")
+        let servers = postgres.keys.sorted().map { id -> String in
+            let p = postgres[id]!
+            let m = managers[id]!
+            return "  pg \(id): \(p.running ? (p.writable ? "writable" : p.inRecovery ? "standby" : "read-only") : "stopped") at \(p.position) MB tl \(p.timeline)"
+                + " upstream \(p.upstream.map(String.init) ?? "-") ANY \(p.k) \(p.listed.sorted()); manager \(m.mode.rawValue)\(m.fenced ? ", fenced" : "")"
+        }.joined(separator: "\n")
+        let settings = runner.state.settings
+        return Failure(
+            seed: seed, tick: tick,
+            message: "\(message)\n\(status)\n\(servers)\nacknowledged \(acknowledgedMB) MB; k=\(settings.numberSyncStandbys) strict=\(settings.strictSyncMode) "
+                + "lease=\(settings.primaryLeaseMillis)ms unhealthy=\(settings.nodeUnhealthyTimeoutMillis)ms; cut links \(cutLinks.sorted().map { "\($0.upstream)-\($0.standby)" })"
+                + "\nrecent:\n\(recent.suffix(Int(ProcessInfo.processInfo.environment["REDUCER_SIMULATION_HISTORY"] ?? "60") ?? 60).joined(separator: "\n"))")
+    }
+
+    mutating func note(_ line: String) { recent.append("tick \(tick): \(line)") }
+
+    mutating func run(ticks: Int) throws {
+        for _ in 0..<(2 + Int(rng.next() % 3)) { try register() }
+        for _ in 0..<ticks {
+            tick += 1
+            now += Self.tickNanos
+            runner.clockNanos += Self.tickNanos
+            try perturb()
+            replicate()
+            write()
+            checkLeases()
+            fireWatchdogs()
+            if tick % Self.heartbeatTicks == 0 { try heartbeat() }
+            try act()
+            try checkWritable()
+        }
+        try checkSnapshotReplay()
+    }
+
+    // MARK: The network and replication
+
+    func connected(_ a: PGNodeID, _ b: PGNodeID) -> Bool {
+        !cutLinks.contains(ReplicationLink(upstream: min(a, b), standby: max(a, b)))
+    }
+
+    /// Standbys stream from their upstream over a working link; a walsender ends at once when
+    /// its standby closes the connection over a working link, and only after
+    /// `wal_sender_timeout` when the link is silently cut.
+    mutating func replicate() {
+        for id in postgres.keys.sorted() {
+            let standby = postgres[id]!
+            guard standby.running, standby.inRecovery, let upstream = standby.upstream, upstream != id,
+                let source = postgres[upstream], source.running, connected(id, upstream)
+            else { continue }
+            let link = ReplicationLink(upstream: upstream, standby: id)
+            if roll(700) {
+                postgres[id]!.position = max(standby.position, source.position)
+                postgres[id]!.timeline = source.timeline
+            }
+            flushed[link] = min(postgres[id]!.position, source.position)
+            senders[link] = WALSender(lastReplyNanos: now)
+        }
+        for link in senders.keys.sorted() {
+            let standby = postgres[link.standby]
+            let following = standby.map { $0.running && $0.inRecovery && $0.upstream == link.upstream } ?? false
+            if !(postgres[link.upstream]?.running ?? false) || (connected(link.upstream, link.standby) && !following)
+                || now - senders[link]!.lastReplyNanos >= Self.walSenderTimeoutNanos
+            {
+                senders[link] = nil
+            }
+        }
+    }
+
+    /// `pg_stat_replication` on `node`.
+    func peers(of node: PGNodeID) -> [ReplicationPeer] {
+        let server = postgres[node]!
+        return senders.keys.sorted().filter { $0.upstream == node }.map { link in
+            ReplicationPeer(
+                applicationName: ClusterState.applicationName(of: link.standby), state: "streaming",
+                syncState: server.k >= 1 && server.listed.contains(link.standby) ? "quorum" : "async",
+                flushLSN: (flushed[link] ?? 0) << 20, replyAgeMillis: (now - senders[link]!.lastReplyNanos) / 1_000_000)
+        }
+    }
+
+    /// A client writes to every postgres that takes writes; a commit on one with `ANY k` is
+    /// acknowledged once k of the standbys it lists flushed it. Without synchronous
+    /// replication (k = 0, wait_primary, single) a commit is acknowledged alone: asynchronous by
+    /// the operator's choice, outside DESIGN §5 rule 3.
+    mutating func write() {
+        for id in postgres.keys.sorted() where postgres[id]!.writable {
+            postgres[id]!.position += 1 + rng.next() % 3
+            let server = postgres[id]!
+            guard server.k >= 1 else { continue }
+            let holds = server.listed.map { flushed[ReplicationLink(upstream: id, standby: $0)] ?? 0 }.sorted(by: >)
+            if holds.count >= server.k { acknowledgedMB = max(acknowledgedMB, holds[server.k - 1]) }
+        }
+    }
+
+    /// A new history starts at `node` (promoted, or cloned/rewound): what standbys flushed of
+    /// its old one no longer acknowledges anything.
+    mutating func forgetFlushed(upstream node: PGNodeID) {
+        for link in flushed.keys where link.upstream == node { flushed[link] = nil }
+    }
+
+    mutating func forgetFlushed(standby node: PGNodeID) {
+        for link in flushed.keys where link.standby == node { flushed[link] = nil }
+    }
+
+    // MARK: Managers
+
+    private mutating func register() throws {
+        let id = nextNode
+        nextNode += 1
+        postgres[id] = SimulatedPostgres()
+        managers[id] = SimulatedManager()
+        let registration = NodeRegistration(
+            node: id, name: "node\(id)", host: "10.0.0.\(id)", port: 5432, systemIdentifier: 7,
+            candidatePriority: rng.next() % 5 == 0 ? 0 : 50, replicationQuorum: rng.next() % 6 != 0)
+        try append(.nodeRegistered(registration))
+    }
+
+    mutating func append(_ event: ClusterEvent) throws {
+        let changes = runner.append(event)
+        try check(changes)
+        for id in managers.keys.sorted() where managers[id]!.mode == .up { managers[id]!.state = runner.state }
+    }
+
+    /// Every manager that runs checks its lease.
+    mutating func checkLeases() {
+        for id in managers.keys.sorted() where managers[id]!.mode != .frozen { checkLease(id) }
+    }
+
+    /// `NodeManager.enforceLease`: renew the watchdog, or fence.
+    mutating func checkLease(_ id: PGNodeID) {
+        let manager = managers[id]!
+        let server = postgres[id]!
+        let settings = manager.state.settings
+        let loggedWritable = manager.state[id].map { NodeManager.writableStates.contains($0.reached) } ?? false
+        guard server.running, loggedWritable || !server.inRecovery, !manager.fenced, let acked = manager.lastAckedSentNanos else {
+            managers[id]!.watchdogDeadline = nil
+            return
+        }
+        if let remaining = LeaseRules.remainingByReport(nowNanos: now, lastAckedSentNanos: acked, leaseMillis: settings.primaryLeaseMillis) {
+            managers[id]!.watchdogDeadline = now + remaining + Self.graceNanos
+            return
+        }
+        if server.inRecovery {
+            managers[id]!.watchdogDeadline = nil
+            return
+        }
+        let quorumNames = Set(manager.state.quorumStandbys(excluding: id).map { ClusterState.applicationName(of: $0.id) })
+        let hold = LeaseRules.remainingBySynchronousStandbys(
+            peers(of: id), quorumNames: quorumNames, k: Int(settings.numberSyncStandbys), leaseMillis: settings.primaryLeaseMillis)
+        if let remaining = hold.remainingNanos {
+            managers[id]!.watchdogDeadline = now + remaining + Self.graceNanos
+            statistics["lease held by synchronous standbys", default: 0] += 1
+            return
+        }
+        note("node \(id): lease ran out, postgres fenced (\(hold.freshStandbys) fresh standbys)")
+        postgres[id]!.running = false
+        managers[id]!.fenced = true
+        managers[id]!.watchdogDeadline = nil
+        statistics["fenced by the lease", default: 0] += 1
+    }
+
+    /// A watchdog not renewed in time kills postgres.
+    mutating func fireWatchdogs() {
+        for id in managers.keys.sorted() {
+            guard let deadline = managers[id]!.watchdogDeadline, now >= deadline else { continue }
+            managers[id]!.watchdogDeadline = nil
+            if postgres[id]!.running {
+                postgres[id]!.running = false
+                note("node \(id): watchdog killed postgres")
+                statistics["killed by the watchdog", default: 0] += 1
+            }
+        }
+    }
+
+    /// What a manager reports: its postgres as it is; a primary adds its view of the standbys.
+    func report(_ id: PGNodeID) -> NodeReport {
+        let server = postgres[id]!
+        var report = NodeReport(
+            node: id, reachedState: runner.state[id]?.reached ?? .initial, postgresRunning: server.running, timeline: server.timeline,
+            flushLSN: server.position << 20, replayLSN: server.position << 20, sentAtNanos: now)
+        if server.running && !server.inRecovery {
+            report.standbys = StandbyView.primaryView(peers(of: id), currentLSN: server.position << 20, observedMillisAgo: 0)
+        }
+        return report
+    }
+
+    /// One heartbeat entry: reports of the managers that reach the witnesses.
+    mutating func heartbeat() throws {
+        let reporting = runner.state.sortedNodes.map(\.id).filter { managers[$0]?.mode == .up }
+        try append(reporting.isEmpty ? .tick : .nodeReports(reporting.map { report($0) }))
+        for id in reporting { managers[id]!.lastAckedSentNanos = now }
+    }
+
+    /// Each manager that reaches the witnesses acts now and then: the action of its
+    /// transition (done, or still waiting), or supervision once there.
+    mutating func act() throws {
+        for id in runner.state.sortedNodes.map(\.id) {
+            guard managers[id]?.mode == .up, managers[id]!.lastAckedSentNanos != nil, roll(300), let node = runner.state[id] else { continue }
+            if node.isConverged {
+                supervise(node)
+                continue
+            }
+            let transition: KeeperTransition
+            do {
+                transition = try KeeperTransitions.transition(from: node.reached, to: node.goal)
+            } catch {
+                throw failure("node \(id) has goal \(node.goal.rawValue) but the table has no way from \(node.reached.rawValue)")
+            }
+            guard perform(transition.action, on: id, towards: node.goal) else { continue }
+            managers[id]!.fenced = false
+            managers[id]!.quorumWait = nil
+            note("node \(id): \(transition.action.rawValue) done, reached \(node.goal.rawValue)")
+            try append(.stateReached(node: id, state: node.goal))
+            try append(.nodeReports([report(id)]))
+            managers[id]!.lastAckedSentNanos = now
+            // As `NodeManager.step`: the lease is checked (the watchdog armed) at once after an
+            // action, not at the next check: a freeze in between would leave it unarmed.
+            checkLease(id)
+            statistics["states reached", default: 0] += 1
+        }
+    }
+
+    /// `NodeManager.supervise`: the primary's standby names follow the log; a postgres that died
+    /// in a running state starts again, a writable (or fenced) one only with a valid lease.
+    mutating func supervise(_ node: NodeRecord) {
+        let id = node.id
+        let manager = managers[id]!
+        if [.primary, .applySettings].contains(node.reached), postgres[id]!.running {
+            postgres[id]!.apply(synchronousStandbyNames: manager.state.synchronousStandbyNames(for: id))
+        }
+        guard NodeManager.runningStates.contains(node.reached), !postgres[id]!.running else { return }
+        if NodeManager.writableStates.contains(node.reached) || manager.fenced {
+            guard let acked = manager.lastAckedSentNanos,
+                LeaseRules.remainingByReport(nowNanos: now, lastAckedSentNanos: acked, leaseMillis: manager.state.settings.primaryLeaseMillis) != nil
+            else { return }
+        }
+        postgres[id]!.start()
+        if NodeManager.writableStates.contains(node.reached) {
+            postgres[id]!.apply(synchronousStandbyNames: manager.state.synchronousStandbyNames(for: id))
+        }
+        managers[id]!.fenced = false
+        checkLease(id)
+        note("node \(id): postgres started again in \(node.reached.rawValue)")
+    }
+
+    /// `NodeManager.perform` on the simulated postgres; false while the action cannot finish
+    /// yet (its source is unreachable, or it waits for standbys or WAL).
+    mutating func perform(_ action: KeeperAction, on id: PGNodeID, towards goal: NodeState) -> Bool {
+        let state = managers[id]!.state
+        var server = postgres[id]!
+        defer { postgres[id] = server }
+        func reachable(_ source: PGNodeID?) -> PGNodeID? {
+            guard let source, source != id, postgres[source]?.running == true, connected(id, source) else { return nil }
+            return source
+        }
+        switch action {
+        case .none, .startMaintenance, .prepareForSecondary:
+            break
+        case .initPrimary:
+            server.standbySignal = false
+            server.start()
+            server.apply(synchronousStandbyNames: "")
+            server.readOnly = false
+        case .initStandby, .initFromStandby:
+            let upstream = action == .initStandby ? state.upstream(of: id)?.node : state.fastForwardSource?.id
+            guard let from = reachable(upstream ?? state.primaryNode?.id) else { return false }
+            let source = postgres[from]!
+            server = SimulatedPostgres(
+                running: true, standbySignal: true, inRecovery: true, position: source.position, timeline: source.timeline,
+                upstream: action == .initStandby ? from : nil)
+            forgetFlushed(standby: id)
+        case .followNewPrimary:
+            guard let from = state.upstream(of: id)?.node ?? state.primaryNode?.id else { return false }
+            server.standbySignal = true
+            server.upstream = from
+            server.start()
+        case .disableSyncReplication, .disableReplication:
+            server.start()
+            server.apply(synchronousStandbyNames: "")
+        case .enableSyncReplication:
+            server.start()
+            server.apply(synchronousStandbyNames: state.synchronousStandbyNames(for: id))
+            let wait: (goal: NodeState, targetMB: UInt64) = managers[id]!.quorumWait.flatMap { $0.goal == goal ? $0 : nil } ?? (goal, server.position)
+            let listed = Set(state.quorumStandbys(excluding: id).map { ClusterState.applicationName(of: $0.id) })
+            postgres[id] = server
+            guard LeaseRules.quorumHolds(peers(of: id), listed: listed, k: Int(state.settings.numberSyncStandbys), target: wait.targetMB << 20).holds else {
+                managers[id]!.quorumWait = wait
+                statistics["quorum waits unfinished", default: 0] += 1
+                return false
+            }
+        case .stopPostgres, .dropNode:
+            server.running = false
+        case .startPostgres:
+            server.start()
+            server.apply(synchronousStandbyNames: state.synchronousStandbyNames(for: id))
+        case .resumeAsPrimary:
+            server.standbySignal = false
+            server.upstream = nil
+            server.start()
+            server.apply(synchronousStandbyNames: "")
+            server.readOnly = false
+        case .rewindOrReinitialize, .restartStandby:
+            guard let from = reachable(state.upstream(of: id)?.node ?? state.primaryNode?.id) else { return false }
+            let source = postgres[from]!
+            server.running = false
+            server.position = min(server.position, source.position)
+            server.timeline = source.timeline
+            server.standbySignal = true
+            server.upstream = from
+            server.start()
+            forgetFlushed(standby: id)
+        case .reportLSN, .reportLSNAndDropSlots, .cleanupAsPrimary:
+            server.standbySignal = true
+            server.upstream = nil
+            server.start()
+        case .fastForward:
+            guard let source = state.fastForwardSource else { return false }
+            server.standbySignal = true
+            server.upstream = source.id
+            server.start()
+            guard server.position << 20 >= source.lsn else { return false }
+            server.upstream = nil
+        case .stopReplicationAndPromote:
+            server.start()
+            server.readOnly = true
+            server.promote()
+            server.upstream = nil
+            server.standbySignal = false
+            server.apply(synchronousStandbyNames: "")
+            forgetFlushed(upstream: id)
+        case .openForWrites:
+            server.start()
+            server.readOnly = false
+        case .promoteStandby:
+            server.start()
+            server.promote()
+            server.upstream = nil
+            server.standbySignal = false
+            server.apply(synchronousStandbyNames: "")
+            server.readOnly = false
+            forgetFlushed(upstream: id)
+        case .checkpointAndStop, .stopForPrimaryMaintenance:
+            server.running = false
+            if action == .checkpointAndStop {
+                server.standbySignal = true
+                server.upstream = nil
+            }
+        case .stopAndSetUpStandby:
+            server.running = false
+            server.standbySignal = true
+            server.upstream = nil
+        }
+        return true
+    }
+
+    // MARK: Faults and operator requests
+
+    private mutating func perturb() throws {
+        let ids = runner.state.sortedNodes.map(\.id)
+        guard let id = pick(ids) else { return }
+        if roll(6) {
+            let mode = managers[id]!.mode
+            let next: SimulatedManager.Mode = mode != .up ? .up : rng.next() % 2 == 0 ? .cutOff : .frozen
+            managers[id]!.mode = next
+            if next == .up { managers[id]!.state = runner.state }
+            note("node \(id): manager \(next.rawValue)")
+            statistics["managers cut off, frozen or back", default: 0] += 1
+        }
+        if roll(3) {
+            // The whole host: its manager and every replication link.
+            let isolated = managers[id]!.mode == .cutOff && ids.allSatisfy { $0 == id || !connected(id, $0) }
+            for other in ids where other != id {
+                let pair = ReplicationLink(upstream: min(id, other), standby: max(id, other))
+                if isolated { cutLinks.remove(pair) } else { cutLinks.insert(pair) }
+            }
+            managers[id]!.mode = isolated ? .up : .cutOff
+            if isolated { managers[id]!.state = runner.state }
+            note("node \(id): host \(isolated ? "reconnected" : "cut off")")
+            statistics["hosts cut off or back", default: 0] += 1
+        }
+        if roll(8), let other = pick(ids.filter { $0 != id }) {
+            let pair = ReplicationLink(upstream: min(id, other), standby: max(id, other))
+            if cutLinks.contains(pair) { cutLinks.remove(pair) } else { cutLinks.insert(pair) }
+            note("link \(pair.upstream)-\(pair.standby) \(cutLinks.contains(pair) ? "cut" : "healed")")
+            statistics["links cut or healed", default: 0] += 1
+        }
+        if roll(4), postgres[id]!.running {
+            postgres[id]!.running = false
+            note("node \(id): postgres crashed")
+            statistics["postgres crashes", default: 0] += 1
+        }
+        if roll(3) {
+            try check(runner.newTerm())
+            for id in managers.keys.sorted() where managers[id]!.mode == .up { managers[id]!.state = runner.state }
+            statistics["term changes", default: 0] += 1
+        }
+        if roll(5) {
+            let target: PGNodeID? = rng.next() % 2 == 0 ? id : nil
+            note("switchover asked\(target.map { " to node \($0)" } ?? "")")
+            try append(.operatorRequest(.switchover(target: target)))
+            statistics["switchovers asked", default: 0] += 1
+        }
+        if roll(3) {
+            let enabled = rng.next() % 2 == 0
+            note("maintenance \(enabled ? "on" : "off") for node \(id) asked")
+            try append(.operatorRequest(.maintenance(node: id, enabled: enabled)))
+        }
+        if roll(2) {
+            var settings = runner.state.settings
+            settings.numberSyncStandbys = UInt8(rng.next() % 3)
+            settings.strictSyncMode = rng.next() % 4 == 0
+            settings.primaryLeaseMillis = 600 + UInt32(rng.next() % 10) * 100
+            settings.nodeUnhealthyTimeoutMillis = max(settings.primaryLeaseMillis * 5 / 4, settings.primaryLeaseMillis + 500) + UInt32(rng.next() % 3) * 500
+            note("settings: k=\(settings.numberSyncStandbys) strict=\(settings.strictSyncMode) lease=\(settings.primaryLeaseMillis)ms unhealthy=\(settings.nodeUnhealthyTimeoutMillis)ms")
+            try append(.settingsChanged(settings))
+        }
+        if roll(1), ids.count > 2 {
+            let asynchronousPrimary = runner.state.primaryNode.map { $0.id == id && $0.reached != .primary } ?? false
+            try append(.operatorRequest(.dropNode(node: id)))
+            if runner.state[id]?.goal == .dropped {
+                statistics["drops", default: 0] += 1
+                // Writes only the dropped node held are gone by the operator's choice, and so
+                // are copies on nodes no election counts on: an old primary being failed over
+                // (its extra WAL is rewound away) and nodes the operator holds in maintenance.
+                let kept = runner.state.sortedNodes.filter {
+                    ![.dropped, .demoted, .draining, .demoteTimeout, .maintenance, .prepareMaintenance, .waitMaintenance].contains($0.goal)
+                }.map { postgres[$0.id]!.position }.max() ?? 0
+                acknowledgedMB = min(acknowledgedMB, kept)
+                // A primary dropped outside state primary (wait_primary: no standby known to
+                // hold its writes) is replaced by the election among the healthy standbys:
+                // what only unhealthy ones hold is given up by the operator too.
+                if asynchronousPrimary {
+                    let reachable = runner.state.sortedNodes.filter { $0.id != id && runner.state.isHealthy($0) }.map { postgres[$0.id]!.position }
+                    acknowledgedMB = min(acknowledgedMB, reachable.max() ?? 0)
+                }
+            }
+        }
+        if roll(1), nextNode < 7 { try register() }
+    }
+
+    // MARK: Invariants
+
+    private mutating func check(_ changes: [GoalChange]) throws {
+        recent += changes.map { "tick \(tick): \($0)" }
+        for change in changes where ClusterState.writableGoals.contains(change.to) { leaseOver.remove(change.node) }
+        let state = runner.state
+        let writable = state.sortedNodes.filter { ClusterState.writableGoals.contains($0.goal) }
+        if writable.count > 1 {
+            throw failure("writable goals for nodes \(writable.map(\.id)): \(changes)")
+        }
+        for change in changes where ClusterState.writableGoals.contains(change.to) && change.from == .stopReplication {
+            statistics["promotions", default: 0] += 1
+            // The old primary may no longer write: fenced, or its lease provably over.
+            for other in state.sortedNodes
+            where other.id != change.node && ClusterState.writableGoals.contains(other.reached) && !leaseOver.contains(other.id) {
+                let silentNanos = state.nowNanos - min(state.nowNanos, other.lastHeardNanos)
+                guard silentNanos > UInt64(state.settings.primaryLeaseMillis) * 1_000_000 else {
+                    throw failure("node \(change.node) may take writes while node \(other.id) (\(other.reached.rawValue)) holds its lease")
+                }
+                leaseOver.insert(other.id)
+            }
+        }
+    }
+
+    /// Never two postgres servers taking writes at once; one that starts taking writes holds
+    /// every acknowledged write.
+    private mutating func checkWritable() throws {
+        let writable = Set(postgres.keys.filter { postgres[$0]!.writable })
+        if writable.count > 1 {
+            throw failure("nodes \(writable.sorted()) take writes at once")
+        }
+        for id in writable.subtracting(writableLastTick) {
+            statistics["postgres opened for writes", default: 0] += 1
+            if postgres[id]!.position < acknowledgedMB {
+                throw failure("node \(id) takes writes at \(postgres[id]!.position) MB but \(acknowledgedMB) MB were acknowledged")
+            }
+        }
+        writableLastTick = writable
+    }
+
+    /// A reader restarting from a snapshot taken anywhere reaches the same state.
+    private mutating func checkSnapshotReplay() throws {
+        let log = runner.log
+        let cut = Int(rng.next() % UInt64(log.count + 1))
+        var prefix = ClusterState()
+        prefix.replay(Array(log[..<cut]))
+        var restored = try ClusterState(snapshot: prefix.snapshotData())
+        restored.replay(Array(log[cut...]))
+        var full = ClusterState()
+        full.replay(log)
+        guard restored == full, full == runner.state else {
+            throw failure("replay from a snapshot at \(cut) of \(log.count) differs from full replay")
+        }
+    }
+}
