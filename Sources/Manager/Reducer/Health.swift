@@ -39,7 +39,7 @@ extension ClusterState {
     }
 
     /// Whether the primary's latest report shows `node` streaming to it with a reply younger
-    /// than the lease. Decisions that lean on a standby holding the primary's writes (back to
+    /// than the unhealthy timeout. Decisions that lean on a standby holding the primary's writes (back to
     /// primary from wait_primary, a switchover candidate) need this positive evidence;
     /// `streamsToPrimary` gives a standby the benefit of the doubt for the unhealthy timeout
     /// (and again at every new term), which only a decision to stop waiting for it may use.
@@ -47,7 +47,9 @@ extension ClusterState {
         guard let primary = primaryNode, primary.id != node.id, let report = primary.lastReport, report.standbysKnown else {
             return streamsToPrimary(node)
         }
-        return report.standbys.contains { $0.node == node.id && $0.streaming && $0.replyAgeMillis <= settings.primaryLeaseMillis }
+        // Within the unhealthy timeout, not the lease: an idle standby replies once a second
+        // (`wal_receiver_status_interval`), and the view itself is up to a heartbeat old.
+        return report.standbys.contains { $0.node == node.id && $0.streaming && $0.replyAgeMillis <= settings.nodeUnhealthyTimeoutMillis }
     }
 
     /// One word for `pgquorum status`.
