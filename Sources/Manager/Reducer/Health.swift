@@ -39,8 +39,8 @@ extension ClusterState {
     }
 
     /// Whether the primary's latest report shows `node` streaming to it with a reply younger
-    /// than the unhealthy timeout. Decisions that lean on a standby holding the primary's writes (back to
-    /// primary from wait_primary, a switchover candidate) need this positive evidence;
+    /// than the unhealthy timeout. Decisions that lean on a standby holding the primary's
+    /// writes (back to primary from wait_primary, a switchover candidate) need this evidence;
     /// `streamsToPrimary` gives a standby the benefit of the doubt for the unhealthy timeout
     /// (and again at every new term), which only a decision to stop waiting for it may use.
     public func seenStreamingByPrimary(_ node: NodeRecord) -> Bool {
