@@ -6,10 +6,11 @@ import TestSupport
 
 @testable import Manager
 
-@Suite("reducer under random event sequences")
+@Suite("reducer and managers under random faults")
 struct ReducerSimulationTests {
-    /// `REDUCER_SIMULATION_SEEDS` seeds (1,000 by default) from `REDUCER_SIMULATION_FIRST_SEED`.
-    @Test("one writable goal, promotions only after the lease, no acknowledged write lost, snapshots replay exactly")
+    /// `REDUCER_SIMULATION_SEEDS` seeds (1,000 by default) from `REDUCER_SIMULATION_FIRST_SEED`;
+    /// `REDUCER_SIMULATION_HISTORY` lines of history printed with a failure (60).
+    @Test("never two postgres taking writes, no acknowledged write lost, one writable goal, promotions only after the lease, snapshots replay exactly")
     func manySeeds() async throws {
         let environment = ProcessInfo.processInfo.environment
         let count = environment["REDUCER_SIMULATION_SEEDS"].flatMap(UInt64.init) ?? 1000
@@ -38,5 +39,10 @@ struct ReducerSimulationTests {
         print("reducer simulation: \(totals.sorted { $0.key < $1.key })")
         #expect(totals["promotions", default: 0] > Int(count) / 2)
         #expect(totals["switchovers asked", default: 0] > 0)
+        // The faults the safety rules answer happen: fencing by the lease, the watchdog, the
+        // hold of fresh standbys and the quorum wait all run.
+        for key in ["fenced by the lease", "killed by the watchdog", "lease held by synchronous standbys", "quorum waits unfinished"] {
+            #expect(totals[key, default: 0] > 0, "\(key) never happened")
+        }
     }
 }
