@@ -11,15 +11,7 @@ struct FailoverBenchmark {
     var trials: Int
 
     func run() async throws {
-        let cluster = try PGClusterFixture()
-        do {
-            try await measure(cluster)
-        } catch {
-            print(cluster.logs())
-            await cluster.destroy()
-            throw error
-        }
-        await cluster.destroy()
+        try await withPGCluster { try await measure($0) }
     }
 
     private func primary(_ cluster: PGClusterFixture) async throws -> PGNodeID {
@@ -28,7 +20,6 @@ struct FailoverBenchmark {
     }
 
     private func measure(_ cluster: PGClusterFixture) async throws {
-        try await cluster.start()
         try await cluster.createTable()
         let writer = RowWriter(uri: try await cluster.uri())
         var results: [String: [Duration]] = [:]

@@ -15,20 +15,11 @@ struct PartitionBenchmark {
     func run() async throws {
         if let reason = NetworkLab.unavailableReason { throw BenchmarkError(reason) }
         try await withNetworkLab(hostCount: 3) { lab in
-            let cluster = try PGClusterFixture(lab: lab)
-            do {
-                try await measure(cluster)
-            } catch {
-                print(cluster.logs())
-                await cluster.destroy()
-                throw error
-            }
-            await cluster.destroy()
+            try await withPGCluster(lab: lab) { try await measure($0) }
         }
     }
 
     private func measure(_ cluster: PGClusterFixture) async throws {
-        try await cluster.start()
         print("partition: three lab hosts, each a witness and a PostgreSQL 15 node; each fault held for \(cutSeconds) s, \(trials) trials")
         for fault in faults {
             print("\(fault.rawValue): \(fault)")
