@@ -199,7 +199,7 @@ public final class PGClusterFixture: Sendable {
 
     public func logs() -> String {
         witnesses.logs() + "\n"
-            + ids.map { "--- node \($0)\n" + tail((try? String(contentsOfFile: logPath(of: $0), encoding: .utf8)) ?? "", lines: 40) }
+            + ids.map { "--- node \($0)\n" + logTail((try? String(contentsOfFile: logPath(of: $0), encoding: .utf8)) ?? "", lines: 40) }
             .joined(separator: "\n")
     }
 }

@@ -159,7 +159,7 @@ public final class WitnessClusterFixture: Sendable {
 
     /// The logs of every witness, for a failing test's message.
     public func logs() -> String {
-        state.withLock { Array($0.ports.keys) }.sorted().map { "--- witness \($0)\n" + tail(log(of: $0), lines: 30) }.joined(separator: "\n")
+        state.withLock { Array($0.ports.keys) }.sorted().map { "--- witness \($0)\n" + logTail(log(of: $0), lines: 30) }.joined(separator: "\n")
     }
 }
 
@@ -188,4 +188,16 @@ public func withWitnessCluster(
         throw TestSupportError("\(error)\nwitness logs:\n\(logs)")
     }
     await cluster.destroy()
+}
+
+/// The last `lines` lines of a process's log; when the process crashed, the crash's first
+/// lines (the reason and the innermost frames) come first, since a backtrace is longer than
+/// any tail.
+public func logTail(_ text: String, lines: Int) -> String {
+    let all = text.split(separator: "\n", omittingEmptySubsequences: true)
+    guard let crash = all.firstIndex(where: { $0.contains("Fatal error") || $0.contains("Program crashed") }), crash < all.count - lines else {
+        return all.suffix(lines).joined(separator: "\n")
+    }
+    let start = max(all.startIndex, crash - 3)
+    return (all[start..<min(crash + 24, all.count)] + ["…"] + all.suffix(lines)).joined(separator: "\n")
 }
