@@ -105,6 +105,7 @@ struct ReducerSimulation {
     static let tickNanos: UInt64 = 100_000_000
     static let heartbeatTicks = 5
     static let graceNanos = UInt64(FormationSettings.watchdogGraceMillis) * 1_000_000
+    static let statusIntervalNanos: UInt64 = 1_000_000_000
     /// `wal_sender_timeout`, as the manager writes it at start.
     static let walSenderTimeoutNanos = UInt64(
         LeaseRules.replicationTimeout(leaseMillis: FormationSettings().primaryLeaseMillis).components.seconds) * 1_000_000_000
@@ -193,12 +194,18 @@ struct ReducerSimulation {
                 let source = postgres[upstream], source.running, connected(id, upstream)
             else { continue }
             let link = ReplicationLink(upstream: upstream, standby: id)
+            var received = false
             if roll(700) {
+                received = postgres[id]!.position < source.position
                 postgres[id]!.position = max(standby.position, source.position)
                 postgres[id]!.timeline = source.timeline
             }
             flushed[link] = min(postgres[id]!.position, source.position)
-            senders[link] = WALSender(lastReplyNanos: now)
+            // A standby replies when WAL arrives, and otherwise every
+            // `wal_receiver_status_interval` (1 s).
+            if received || senders[link].map({ now - $0.lastReplyNanos >= Self.statusIntervalNanos }) ?? true {
+                senders[link] = WALSender(lastReplyNanos: now)
+            }
         }
         for link in senders.keys.sorted() {
             let standby = postgres[link.standby]
@@ -316,14 +323,16 @@ struct ReducerSimulation {
         }
     }
 
-    /// What a manager reports: its postgres as it is; a primary adds its view of the standbys.
-    func report(_ id: PGNodeID) -> NodeReport {
+    /// What a manager reports: its postgres as it is; a primary adds its view of the standbys,
+    /// from an observation up to a second old (the observation loop runs beside the heartbeat,
+    /// and a busy postgres answers late).
+    mutating func report(_ id: PGNodeID) -> NodeReport {
         let server = postgres[id]!
         var report = NodeReport(
             node: id, reachedState: runner.state[id]?.reached ?? .initial, postgresRunning: server.running, timeline: server.timeline,
             flushLSN: server.position << 20, replayLSN: server.position << 20, sentAtNanos: now)
         if server.running && !server.inRecovery {
-            report.standbys = StandbyView.primaryView(peers(of: id), currentLSN: server.position << 20, observedMillisAgo: 0)
+            report.standbys = StandbyView.primaryView(peers(of: id), currentLSN: server.position << 20, observedMillisAgo: rng.next() % 1000)
         }
         return report
     }
@@ -331,7 +340,9 @@ struct ReducerSimulation {
     /// One heartbeat entry: reports of the managers that reach the witnesses.
     mutating func heartbeat() throws {
         let reporting = runner.state.sortedNodes.map(\.id).filter { managers[$0]?.mode == .up }
-        try append(reporting.isEmpty ? .tick : .nodeReports(reporting.map { report($0) }))
+        var reports: [NodeReport] = []
+        for id in reporting { reports.append(report(id)) }
+        try append(reports.isEmpty ? .tick : .nodeReports(reports))
         for id in reporting { managers[id]!.lastAckedSentNanos = now }
     }
 
@@ -355,7 +366,8 @@ struct ReducerSimulation {
             managers[id]!.quorumWait = nil
             note("node \(id): \(transition.action.rawValue) done, reached \(node.goal.rawValue)")
             try append(.stateReached(node: id, state: node.goal))
-            try append(.nodeReports([report(id)]))
+            let reached = report(id)
+            try append(.nodeReports([reached]))
             managers[id]!.lastAckedSentNanos = now
             // As `NodeManager.step`: the lease is checked (the watchdog armed) at once after an
             // action, not at the next check: a freeze in between would leave it unarmed.
@@ -427,7 +439,7 @@ struct ReducerSimulation {
             let wait: (goal: NodeState, targetMB: UInt64) = managers[id]!.quorumWait.flatMap { $0.goal == goal ? $0 : nil } ?? (goal, server.position)
             let listed = Set(state.quorumStandbys(excluding: id).map { ClusterState.applicationName(of: $0.id) })
             postgres[id] = server
-            guard LeaseRules.quorumHolds(peers(of: id), listed: listed, k: Int(state.settings.numberSyncStandbys), target: wait.targetMB << 20).holds else {
+            guard LeaseRules.quorumHolds(peers(of: id), listed: listed, k: state.standbysToHoldWrites, target: wait.targetMB << 20).holds else {
                 managers[id]!.quorumWait = wait
                 statistics["quorum waits unfinished", default: 0] += 1
                 return false
@@ -588,6 +600,9 @@ struct ReducerSimulation {
         recent += changes.map { "tick \(tick): \($0)" }
         for change in changes where ClusterState.writableGoals.contains(change.to) { leaseOver.remove(change.node) }
         let state = runner.state
+        if let reason = state.waitingReason, reason.hasPrefix(ClusterState.policyUnsettled) {
+            throw failure(reason)
+        }
         let writable = state.sortedNodes.filter { ClusterState.writableGoals.contains($0.goal) }
         if writable.count > 1 {
             throw failure("writable goals for nodes \(writable.map(\.id)): \(changes)")
@@ -618,6 +633,12 @@ struct ReducerSimulation {
             if postgres[id]!.position < acknowledgedMB {
                 throw failure("node \(id) takes writes at \(postgres[id]!.position) MB but \(acknowledgedMB) MB were acknowledged")
             }
+            // Writes acknowledged under an earlier k stay protected for the elections of the
+            // primary that acknowledged them (`electionSyncStandbys`); a primary opened while
+            // the operator has turned synchronous replication off (k = 0) ends that: from
+            // then on, elections count every healthy standby alike (DESIGN §5 rule 3 covers
+            // synchronous replication only).
+            if runner.state.settings.numberSyncStandbys == 0 { acknowledgedMB = 0 }
         }
         writableLastTick = writable
     }

@@ -197,7 +197,7 @@ extension NodeManager {
     /// failover starts (pg_auto_failover's fsm_enable_sync_rep does the same). Gives up after
     /// 30 s (the step runs again, with the position then).
     func waitForQuorumStandbys(_ state: ClusterState) async throws {
-        let k = Int(state.settings.numberSyncStandbys)
+        let k = state.standbysToHoldWrites
         let listed = Set(state.quorumStandbys(excluding: node).map { ClusterState.applicationName(of: $0.id) })
         guard k > 0, !listed.isEmpty else { return }
         let postgres = self.postgres

@@ -7,8 +7,9 @@ extension ClusterState {
     /// node's registration and goal indexes (older snapshots: their nodes count as registered
     /// at index 0, so a waiting node is admitted by the primary's next goal), version 5 the
     /// primary's view of its standbys in reports and since when each standby has not streamed
-    /// in that view; older snapshots still load.
-    public static let snapshotVersion: UInt8 = 5
+    /// in that view, version 6 the primary narrowing its quorum and when a standby last stopped following;
+    /// older snapshots still load.
+    public static let snapshotVersion: UInt8 = 6
     /// The most nodes a formation holds.
     public static let nodesMax = 256
 
@@ -44,6 +45,9 @@ extension ClusterState {
             writer.write(node.unstreamedSinceNanos != nil)
             writer.write(node.unstreamedSinceNanos ?? 0)
         }
+        writer.write(narrowingPrimary ?? 0)
+        writer.write(lastStoppedFollowingNanos != nil)
+        writer.write(lastStoppedFollowingNanos ?? 0)
         writer.appendChecksum()
         return writer.bytes
     }
@@ -90,6 +94,13 @@ extension ClusterState {
             nodes[node.id] = node
         }
         highestNodeID = max(highestNodeID, nodes.records.last?.id ?? 0)
+        if version >= 6 {
+            let narrowing = try reader.readUInt32("narrowing primary")
+            narrowingPrimary = narrowing == 0 ? nil : narrowing
+            let stopped = try reader.readBool("a standby stopped following")
+            let stoppedAt = try reader.readUInt64("stopped following at")
+            lastStoppedFollowingNanos = stopped ? stoppedAt : nil
+        }
         try reader.finish()
     }
 }

@@ -72,6 +72,14 @@ public struct ClusterState: Sendable, Equatable {
     /// The requests applied lately per client (Raft thesis §6.3): a retried request whose
     /// first attempt committed too is recognised and applied once.
     public internal(set) var requests = RequestSessions()
+    /// The primary narrowing its quorum after a quorum standby left (apply_settings), until it
+    /// reports that k of the remaining standbys hold its writes: meanwhile the departed
+    /// standby may be the only one that does, and no automatic failover starts.
+    public internal(set) var narrowingPrimary: PGNodeID?
+    /// When a standby last stopped following a primary to report its LSN (log time): until a
+    /// lease and the watchdog's grace later, an old primary may still be held by that
+    /// standby's last replies (DESIGN §5 rule 1).
+    public internal(set) var lastStoppedFollowingNanos: UInt64?
 
     /// The policy's inputs when it last settled (see `policyInputs`). Not part of the state:
     /// a state without it runs the policy once more and reaches the same fixpoint.
@@ -85,7 +93,8 @@ public struct ClusterState: Sendable, Equatable {
         lhs.formation == rhs.formation && lhs.settings == rhs.settings && lhs.nodes == rhs.nodes
             && lhs.appliedIndex == rhs.appliedIndex && lhs.term == rhs.term && lhs.nowNanos == rhs.nowNanos
             && lhs.waitingReason == rhs.waitingReason && lhs.electionSyncStandbys == rhs.electionSyncStandbys
-            && lhs.highestNodeID == rhs.highestNodeID && lhs.requests == rhs.requests
+            && lhs.highestNodeID == rhs.highestNodeID && lhs.requests == rhs.requests && lhs.narrowingPrimary == rhs.narrowingPrimary
+            && lhs.lastStoppedFollowingNanos == rhs.lastStoppedFollowingNanos
     }
 
     /// The node registered for postgres at `host:port`, if any: one address is one node.

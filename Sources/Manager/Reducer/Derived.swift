@@ -20,6 +20,13 @@ extension ClusterState {
         return "ANY \(settings.numberSyncStandbys) (\(names.joined(separator: ", ")))"
     }
 
+    /// How many quorum standbys must hold the primary's writes before it reports synchronous
+    /// replication on (the wait of `enableSyncReplication`): the k in force, or, if larger, the
+    /// k under which writes were acknowledged since the primary was promoted
+    /// (`electionSyncStandbys`). Turning k down to 0 while a narrower quorum waits does not
+    /// end the wait: the writes the departed standby held still need a holder.
+    public var standbysToHoldWrites: Int { Int(max(settings.numberSyncStandbys, electionSyncStandbys)) }
+
     /// Where a standby streams from: the most advanced standby while it fast-forwards, the
     /// primary otherwise; nil when it should follow nobody (report_lsn, no primary).
     public func upstream(of node: PGNodeID) -> NodeRegistration? {

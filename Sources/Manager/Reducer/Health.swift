@@ -27,7 +27,7 @@ extension ClusterState {
     }
 
     /// Whether the primary sees `node` streaming to it: its reports have not shown it cut off
-    /// (not streaming, or silent for the lease) for longer than the unhealthy timeout. Only
+    /// (`streamsInView` false) for longer than the unhealthy timeout. Only
     /// the primary's reports prove that, so the time counts up to its last report: the last
     /// view of a primary that fell silent (frozen, cut off, dead) is not evidence that grows
     /// with time, and must not narrow it to wait_primary, where no failover starts.
@@ -44,12 +44,18 @@ extension ClusterState {
     /// `streamsToPrimary` gives a standby the benefit of the doubt for the unhealthy timeout
     /// (and again at every new term), which only a decision to stop waiting for it may use.
     public func seenStreamingByPrimary(_ node: NodeRecord) -> Bool {
-        guard let primary = primaryNode, primary.id != node.id, let report = primary.lastReport, report.standbysKnown else {
-            return streamsToPrimary(node)
-        }
-        // Within the unhealthy timeout, not the lease: an idle standby replies once a second
-        // (`wal_receiver_status_interval`), and the view itself is up to a heartbeat old.
-        return report.standbys.contains { $0.node == node.id && $0.streaming && $0.replyAgeMillis <= settings.nodeUnhealthyTimeoutMillis }
+        // Never true where `streamsToPrimary` is false: rules that widen on this and narrow on
+        // that would undo each other (primary, wait_primary, primary…) within one entry.
+        guard streamsToPrimary(node) else { return false }
+        guard let primary = primaryNode, primary.id != node.id, let report = primary.lastReport, report.standbysKnown else { return true }
+        return report.standbys.contains { $0.node == node.id && streamsInView($0) }
+    }
+
+    /// Whether one standby view shows the standby streaming: a WAL sender streaming, and a
+    /// reply within the unhealthy timeout (not the lease: an idle standby replies once a
+    /// second, `wal_receiver_status_interval`, and the view itself is up to a heartbeat old).
+    func streamsInView(_ view: StandbyView) -> Bool {
+        view.streaming && view.replyAgeMillis <= settings.nodeUnhealthyTimeoutMillis
     }
 
     /// One word for `pgquorum status`.

@@ -38,6 +38,11 @@ extension ClusterState {
             waitingReason = "primary node \(primary.id) is unhealthy but no healthy standby with priority > 0 can take over"
             return
         }
+        guard narrowingPrimary != primary.id else {
+            waitingReason = "primary node \(primary.id) is unhealthy while its quorum narrows: a standby that left may hold writes the others lack; "
+                + "no automatic failover (bring the primary back, or drop it with --force to accept the loss)"
+            return
+        }
         assign(primary.id, .draining, "the primary is unhealthy: fence it and elect a new one", &changes)
         askForLSNReports(excluding: primary.id, &changes)
     }
@@ -62,7 +67,11 @@ extension ClusterState {
         {
             askForLSNReports(excluding: old.id, &changes)
         }
-        guard promotedNode == nil, sortedNodes.contains(where: { $0.goal == .reportLSN }) else { return }
+        // No election while a node holds a writable goal: it is the primary (a node left in
+        // report_lsn from an election that is over follows it again, see rejoinRules).
+        guard promotedNode == nil, sortedNodes.contains(where: { $0.goal == .reportLSN }),
+            !sortedNodes.contains(where: { Self.writableGoals.contains($0.goal) })
+        else { return }
         let oldPrimary = fencedPrimary ?? primaryNode
         // Standbys that come back while the election waits are asked for their LSN too.
         if let oldPrimary { askForLSNReports(excluding: oldPrimary.id, &changes) }
@@ -106,6 +115,14 @@ extension ClusterState {
             .max { ($0.timeline, $0.lsn, -Int($0.id)) < ($1.timeline, $1.lsn, -Int($1.id)) }
     }
 
+    /// Whether the last replies of a standby that stopped following a primary for an election
+    /// may still hold that primary (`LeaseRules.remainingBySynchronousStandbys`): a lease and
+    /// the watchdog's grace after it stopped, if synchronous replication was on.
+    var standbyRepliesMayHoldOldPrimary: Bool {
+        guard electionSyncStandbys > 0, let stopped = lastStoppedFollowingNanos else { return false }
+        return nowNanos < stopped + (UInt64(settings.primaryLeaseMillis) + UInt64(FormationSettings.watchdogGraceMillis)) * 1_000_000
+    }
+
     /// Drives the elected node to primary: fast-forward, then read-only promotion, then writes
     /// once the old primary is fenced or its lease has provably run out (DESIGN §5 rule 1).
     mutating func promotionRules(_ changes: inout [GoalChange]) {
@@ -134,6 +151,13 @@ extension ClusterState {
                     || (old.goal == .prepareMaintenance && old.reached == .prepareMaintenance)
                 guard fenced || leaseExpired(old) else {
                     waitingReason = "node \(winner.id) stays read-only until node \(old.id) is fenced or its lease runs out"
+                    return
+                }
+                // With synchronous replication, fresh replies of the standbys that reported
+                // for this election may still hold the old primary: until a lease (and the
+                // watchdog's grace) after the last of them stopped following it.
+                if !fenced, standbyRepliesMayHoldOldPrimary {
+                    waitingReason = "node \(winner.id) stays read-only until the standbys' last replies can no longer hold node \(old.id)"
                     return
                 }
                 if old.goal == .prepareMaintenance {

@@ -29,8 +29,11 @@ extension ClusterState {
             waitingReason = "\(forced ? "forced drop" : "drop request") ignored: node \(id) is not registered"
             return
         }
-        if electionInProgress && [.reportLSN, .fastForward, .preparePromotion, .stopReplication].contains(node.goal) {
-            // Its WAL may be the only copy of acknowledged writes the election must find.
+        let inElection = [.reportLSN, .fastForward, .preparePromotion, .stopReplication].contains(node.goal)
+            || quorumStandbys(excluding: fencedPrimary?.id).contains { $0.id == id }
+        if electionInProgress && inElection {
+            // Its WAL may be the only copy of acknowledged writes the election must find (a
+            // quorum standby not asked yet will be, once the old primary stopped).
             waitingReason = "\(forced ? "forced drop" : "drop") of node \(id) refused: it takes part in the election in progress"
             return
         }
@@ -125,6 +128,7 @@ extension ClusterState {
     private mutating func resynchronize(after departed: PGNodeID, _ changes: inout [GoalChange]) {
         guard let primary = primaryNode, primary.goal == .primary, settings.numberSyncStandbys > 0 else { return }
         assign(primary.id, .applySettings, "quorum standby node \(departed) left: wait until the others hold every acknowledged write", &changes)
+        narrowingPrimary = primary.id
     }
 
     private mutating func stopMaintenance(_ id: PGNodeID, _ changes: inout [GoalChange]) {

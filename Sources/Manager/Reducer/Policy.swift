@@ -20,10 +20,12 @@ struct PolicyInput: Equatable, Sendable {
     var replicationQuorum: Bool
     var streamsToPrimary: Bool
     var seenStreaming: Bool
+    var repliesMayHold = false
 }
 
 extension ClusterState {
-    /// Everything the rules read, node by node, plus the election's k (as a last pseudo-node).
+    /// Everything the rules read, node by node, plus the election's k and whether standbys'
+    /// replies may still hold an old primary (as a last pseudo-node).
     func policyInputs() -> [PolicyInput] {
         let primary = primaryNode
         var inputs = sortedNodes.map { node in
@@ -39,12 +41,15 @@ extension ClusterState {
             PolicyInput(
                 id: 0, reached: .initial, goal: .initial, healthy: false, leaseExpired: false, postgresRunning: false, timeline: 0,
                 electionLSN: nil, caughtUp: false, priorityBoost: Int(electionSyncStandbys), priority: settings.numberSyncStandbys,
-                replicationQuorum: settings.strictSyncMode, streamsToPrimary: true, seenStreaming: true))
+                replicationQuorum: settings.strictSyncMode, streamsToPrimary: true, seenStreaming: true,
+                repliesMayHold: standbyRepliesMayHoldOldPrimary))
         return inputs
     }
 
     /// Rules run at most this many rounds per entry; each round changes at least one goal.
     static let policyRoundsMax = 32
+    /// How `waitingReason` begins when the rules did not settle within `policyRoundsMax`.
+    static let policyUnsettled = "the policy did not settle"
 
     static let writableGoals: Set<NodeState> = [.single, .waitPrimary, .primary, .applySettings]
     static let primaryOwnedGoals: Set<NodeState> = [.draining, .demoteTimeout, .prepareMaintenance]
@@ -64,7 +69,11 @@ extension ClusterState {
             rejoinRules(&changes)
             if changes.count == before { return }
         }
-        preconditionFailure("policy did not settle in \(Self.policyRoundsMax) rounds at index \(appliedIndex): \(changes.suffix(8))")
+        // Rules that keep undoing each other are a bug. Every witness applies this same entry,
+        // and a crash here would crash them all, again at every restart: the policy stops
+        // instead (deterministically, so every reader agrees) and the status says so.
+        waitingReason = "\(Self.policyUnsettled) in \(Self.policyRoundsMax) rounds at index \(appliedIndex) (a bug; please report it): "
+            + changes.suffix(4).map(\.description).joined(separator: "; ")
     }
 
     /// The node that is, or just was, the primary: a writable goal first, else a primary-owned one.
@@ -207,7 +216,7 @@ extension ClusterState {
                 assign(node.id, .catchingUp, "a new primary runs: rewind and follow it", &changes)
             case .joinSecondary:
                 assign(node.id, .secondary, "follow the new primary", &changes)
-            case .reportLSN where !electionInProgress:
+            case .reportLSN where promotedNode == nil:
                 assign(node.id, .secondary, "the primary is healthy: follow it again", &changes)
             default:
                 break

@@ -49,6 +49,7 @@ extension ClusterState {
         if entryTerm != term {
             term = entryTerm
             nowNanos = leaderClockNanos
+            if lastStoppedFollowingNanos != nil { lastStoppedFollowingNanos = leaderClockNanos }
             nodes.updateAll { node in
                 node.lastHeardNanos = leaderClockNanos
                 if node.postgresDownSinceNanos != nil { node.postgresDownSinceNanos = leaderClockNanos }
@@ -97,6 +98,8 @@ extension ClusterState {
             guard var node = nodes[id] else { return }
             node.reached = state
             node.lastHeardNanos = nowNanos
+            if id == narrowingPrimary && state == .applySettings { narrowingPrimary = nil }
+            if state == .reportLSN { lastStoppedFollowingNanos = nowNanos }
             if state != .reportLSN { node.electionLSN = nil }
             nodes[id] = node
         case .operatorRequest(let request):
@@ -122,16 +125,15 @@ extension ClusterState {
     }
 
     /// The primary's report says which standbys stream to it: each quorum standby that does
-    /// not (no WAL sender streaming, or no reply within the lease) is marked since when.
+    /// not (`streamsInView`) is marked since its last reply (or now, without a WAL sender).
     mutating func noteStandbyViews(_ report: NodeReport) {
         guard report.standbysKnown, report.postgresRunning, let primary = primaryNode, primary.id == report.node,
             Self.writableGoals.contains(primary.reached)
         else { return }
         let now = nowNanos
-        let lease = settings.primaryLeaseMillis
         for standby in sortedNodes where standby.id != primary.id {
             let view = report.standbys.first { $0.node == standby.id }
-            let streams = view.map { $0.streaming && $0.replyAgeMillis <= lease } ?? false
+            let streams = view.map(streamsInView) ?? false
             // Silent since its last reply; without a WAL sender, since now.
             let since = view.map { $0.streaming && $0.replyAgeMillis != UInt32.max ? now - min(now, UInt64($0.replyAgeMillis) * 1_000_000) : now } ?? now
             nodes.update(standby.id) { node in
@@ -145,6 +147,7 @@ extension ClusterState {
         guard let current = nodes[id]?.goal, current != goal else { return }
         changes.append(GoalChange(node: id, from: current, to: goal, reason: reason))
         let index = appliedIndex
+        if id == narrowingPrimary && goal != .applySettings { narrowingPrimary = nil }
         nodes.update(id) { node in
             node.goal = goal
             node.goalReason = reason
