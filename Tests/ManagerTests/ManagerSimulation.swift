@@ -578,15 +578,15 @@ struct ReducerSimulation {
                 // Writes only the dropped node held are gone by the operator's choice, and so
                 // are copies on nodes no election counts on: an old primary being failed over
                 // (its extra WAL is rewound away) and nodes the operator holds in maintenance.
-                let kept = runner.state.sortedNodes.filter {
+                let counted = runner.state.sortedNodes.filter {
                     ![.dropped, .demoted, .draining, .demoteTimeout, .maintenance, .prepareMaintenance, .waitMaintenance].contains($0.goal)
-                }.map { postgres[$0.id]!.position }.max() ?? 0
-                acknowledgedMB = min(acknowledgedMB, kept)
+                }
+                acknowledgedMB = min(acknowledgedMB, counted.map { postgres[$0.id]!.position }.max() ?? 0)
                 // A primary dropped outside state primary (wait_primary: no standby known to
                 // hold its writes) is replaced by the election among the healthy standbys:
                 // what only unhealthy ones hold is given up by the operator too.
                 if asynchronousPrimary {
-                    let reachable = runner.state.sortedNodes.filter { $0.id != id && runner.state.isHealthy($0) }.map { postgres[$0.id]!.position }
+                    let reachable = counted.filter { runner.state.isHealthy($0) }.map { postgres[$0.id]!.position }
                     acknowledgedMB = min(acknowledgedMB, reachable.max() ?? 0)
                 }
             }

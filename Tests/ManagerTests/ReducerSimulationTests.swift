@@ -43,6 +43,8 @@ struct ReducerSimulationTests {
             return
         }
         print("reducer simulation: \(totals.sorted { $0.key < $1.key })")
+        // A replay of a few seeds checks the invariants only; a run of many checks its reach.
+        guard count >= 100 else { return }
         #expect(totals["promotions", default: 0] > Int(count) / 2)
         #expect(totals["switchovers asked", default: 0] > 0)
         // The faults the safety rules answer happen: fencing by the lease, the watchdog, the
