@@ -197,16 +197,18 @@ struct WitnessClusterTests {
             #expect(status.id == 43)
             guard case .status = status.response else { throw TestSupportError("expected a status, got \(status.response)") }
             // A client that authenticates, sends requests and never reads the answers. Each
-            // answer holds the whole log: with at least 1,000 entries (~100 kB an answer), 600
-            // of them (60 MB) are more than the socket buffers can hold (tcp_rmem and tcp_wmem
+            // answer holds the whole log: with at least 2,000 entries (~200 kB an answer), 3,000
+            // of them (600 MB) are more than the socket buffers can hold (tcp_rmem and tcp_wmem
             // top out at 32 and 4 MB here, and a receiver that never reads does not grow its
-            // buffer). 3,000 kept the leader so busy on a loaded CI that it lost leadership
-            // before it noticed the stall.
-            try await waitUntil("the log holds 1,000 entries", timeout: .seconds(60)) { acks.count >= 1_000 }
+            // buffer). The leader computes each read in a loop turn of its own and no more once
+            // the answers back up, so it keeps its leadership throughout (computed in one go, the
+            // reads held its loop past the election timeout and a follower took over).
+            try await waitUntil("the log holds 2,000 entries", timeout: .seconds(60)) { acks.count >= 2_000 }
+            let termBefore = try await cluster.status(of: leader).term
             let stalled = try RawSocket(port: port)
             try authenticate(stalled, credentials: cluster.credentials)
             var requests: [UInt8] = []
-            for id in 1...600 {
+            for id in 1...3_000 {
                 requests += Frame(kind: WitnessFrameKind.request.rawValue, payload: WitnessRequest.read(from: 1, maxEntries: 10_000).encoded(id: UInt64(id)))
                     .encoded()
             }
@@ -215,6 +217,8 @@ struct WitnessClusterTests {
                 cluster.log(of: leader).contains("stopped reading")
             }
             try stalled.expectClosed(within: .seconds(20))
+            let leaderAfter = try await cluster.status(of: leader)
+            #expect(leaderAfter.role == "leader" && leaderAfter.term == termBefore, "the stalled client cost witness \(leader) its leadership: \(leaderAfter.role), term \(termBefore) → \(leaderAfter.term)")
 
             let afterwards = acks.count
             try await waitUntil("appends still commit", timeout: .seconds(10)) { acks.count >= afterwards + 50 }

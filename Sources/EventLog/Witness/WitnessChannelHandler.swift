@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import NIOCore
 import Raft
@@ -6,12 +9,43 @@ import Synchronization
 /// Bounds the requests of one connection that wait on the Raft loop: at the limit the
 /// connection stops decoding and reading until answers went out, so one client flooding
 /// requests cannot starve the replica's heartbeats (or everyone else).
+///
+/// It also counts the bytes of answers written but not yet taken by the kernel, so that the
+/// witness stops computing answers (reads can be the whole log) for a client that does not
+/// read them: at `unsentHigh` answers are backlogged until the bytes fall to `unsentLow`.
 final class RequestLimiter: Sendable {
     let limit: Int
+    let unsentHigh: Int
+    let unsentLow: Int
     private let state = Mutex<(inFlight: Int, paused: Bool, onResume: (@Sendable () -> Void)?)>((0, false, nil))
+    private let unsent = Mutex<(bytes: Int, backlogged: Bool)>((0, false))
 
-    init(limit: Int = 256) {
+    init(limit: Int = 256, unsentHigh: Int = 8 << 20, unsentLow: Int = 1 << 20) {
         self.limit = limit
+        self.unsentHigh = unsentHigh
+        self.unsentLow = unsentLow
+    }
+
+    /// True from when the unsent bytes reach `unsentHigh` until they fall to `unsentLow`.
+    var answersBacklogged: Bool { unsent.withLock { $0.backlogged } }
+
+    /// An answer of `bytes` was handed to the channel.
+    func sending(_ bytes: Int) {
+        unsent.withLock { unsent in
+            unsent.bytes += bytes
+            if unsent.bytes >= unsentHigh { unsent.backlogged = true }
+        }
+    }
+
+    /// An answer of `bytes` left the channel (or the channel failed); true when that ended a
+    /// backlog, so that parked answers can be computed.
+    func sent(_ bytes: Int) -> Bool {
+        unsent.withLock { unsent in
+            unsent.bytes -= bytes
+            guard unsent.backlogged, unsent.bytes <= unsentLow else { return false }
+            unsent.backlogged = false
+            return true
+        }
     }
 
     var isSaturated: Bool { state.withLock { $0.inFlight >= limit } }
@@ -178,6 +212,12 @@ final class WitnessChannelHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // The kernel's TCP user timeout (LinkTimeouts) ended the connection: what was sent
+        // stayed unacknowledged (the link is cut) or the other side's window stayed shut (it
+        // stopped reading), whichever came before the stall timer. Name that, not only errno.
+        if let error = error as? IOError, error.errnoCode == ETIMEDOUT {
+            return fail(context, "the other side stopped reading or cannot be reached: the TCP user timeout passed (\(error))")
+        }
         fail(context, "\(error)")
     }
 

@@ -33,6 +33,11 @@ public final class WitnessServer: @unchecked Sendable {
     /// Inbound connections of peers, by the witness id each proved in its handshake, with the
     /// chunks of a large message being reassembled.
     private var inboundPeers: [ObjectIdentifier: (id: NodeID, chunks: MessageChunks.Assembler)] = [:]
+    /// Confirmed reads waiting to be computed, per connection, in order. Each is computed in a
+    /// loop turn of its own, so reads (each can be the whole log) never hold the Raft loop from
+    /// its ticks and peers for long; and a connection whose answers back up (its client does
+    /// not read them) has no more computed until they drain.
+    private var pendingReads: [ObjectIdentifier: (reads: CircularBuffer<() -> Void>, scheduled: Bool)] = [:]
 
     public init(
         configuration: WitnessConfiguration, application: (any WitnessApplication)? = nil, logger: Logger,
@@ -165,6 +170,7 @@ public final class WitnessServer: @unchecked Sendable {
         let key = ObjectIdentifier(channel)
         clients.removeValue(forKey: key)
         inboundPeers.removeValue(forKey: key)
+        pendingReads.removeValue(forKey: key)
         streams.remove(channel)
         peers.closed(channel)
     }
@@ -226,10 +232,17 @@ public final class WitnessServer: @unchecked Sendable {
 
     /// Sends the one response to request `id`, and frees its place in the connection's budget.
     private func replier(id: UInt64, channel: any Channel, limiter: RequestLimiter) -> @Sendable (WitnessResponse) -> Void {
-        { response in
+        { [loop] response in
             limiter.finished()
             let frame = Frame(kind: WitnessFrameKind.response.rawValue, payload: response.encoded(id: id))
-            channel.writeAndFlush(WitnessChannelHandler.buffer(frame, allocator: channel.allocator), promise: nil)
+            let buffer = WitnessChannelHandler.buffer(frame, allocator: channel.allocator)
+            let bytes = buffer.readableBytes
+            limiter.sending(bytes)
+            let written = channel.eventLoop.makePromise(of: Void.self)
+            written.futureResult.whenComplete { _ in
+                if limiter.sent(bytes) { loop.execute { [weak self] in self?.schedulePendingReads(of: channel, limiter: limiter) } }
+            }
+            channel.writeAndFlush(buffer, promise: written)
         }
     }
 
@@ -242,9 +255,11 @@ public final class WitnessServer: @unchecked Sendable {
             replica.report(report, formation: formation, reply: reply)
         case .read(let from, let maxEntries, let stale):
             let maxEntries = min(maxEntries, WitnessRequest.readEntriesMax)
-            if stale { return reply(replica.entries(from: from, maxEntries: maxEntries)) }
+            let answer = { [unowned self] in reply(self.replica.entries(from: from, maxEntries: maxEntries)) }
+            if stale { return whenDrained(channel, limiter: limiter, answer) }
             replica.linearizableRead { [unowned self] confirmed in
-                reply(confirmed ? self.replica.entries(from: from, maxEntries: maxEntries) : .failure(self.noQuorum()))
+                // Entries read later than confirmed are newer, so still a linearizable answer.
+                if confirmed { self.whenDrained(channel, limiter: limiter, answer) } else { reply(.failure(self.noQuorum())) }
             }
         case .subscribe(let from):
             limiter.finished()
@@ -259,6 +274,30 @@ public final class WitnessServer: @unchecked Sendable {
         scheduleReady()
     }
 
+    /// Queues a confirmed read of a client connection (see `pendingReads`).
+    private func whenDrained(_ channel: any Channel, limiter: RequestLimiter, _ read: @escaping () -> Void) {
+        let key = ObjectIdentifier(channel)
+        guard clients[key] != nil else { return }
+        pendingReads[key, default: (CircularBuffer(), false)].reads.append(read)
+        schedulePendingReads(of: channel, limiter: limiter)
+    }
+
+    private func schedulePendingReads(of channel: any Channel, limiter: RequestLimiter) {
+        let key = ObjectIdentifier(channel)
+        guard let pending = pendingReads[key], !pending.scheduled, !pending.reads.isEmpty, !limiter.answersBacklogged else { return }
+        pendingReads[key]!.scheduled = true
+        loop.execute { [weak self] in self?.serveOnePendingRead(of: channel, limiter: limiter) }
+    }
+
+    private func serveOnePendingRead(of channel: any Channel, limiter: RequestLimiter) {
+        let key = ObjectIdentifier(channel)
+        guard pendingReads[key] != nil else { return }
+        pendingReads[key]!.scheduled = false
+        guard !stopped, !limiter.answersBacklogged, let read = pendingReads[key]!.reads.popFirst() else { return }
+        read()
+        schedulePendingReads(of: channel, limiter: limiter)
+    }
+
     private func noQuorum() -> WitnessFailure {
         WitnessFailure(
             .noQuorum,
@@ -266,3 +305,4 @@ public final class WitnessServer: @unchecked Sendable {
             leaderAddress: replica.address(of: replica.node.leader))
     }
 }
+
