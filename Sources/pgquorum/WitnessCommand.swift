@@ -211,6 +211,8 @@ final class ClusterStateApplication: WitnessApplication {
     func restore(from data: [UInt8]) throws {
         state = data.isEmpty ? ClusterState() : try ClusterState(snapshot: data)
     }
+
+    func nextDeadlineNanos() -> UInt64? { state.nextDeadlineNanos }
 }
 
 func configureLogging(label: String, level: String) throws -> Logger {

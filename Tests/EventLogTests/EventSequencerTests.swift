@@ -39,6 +39,11 @@ struct EventSequencerTests {
         let record = try sequencer.stamp(.operatorRequest(.switchover(target: nil)), formation: "default", nowNanos: 5_000 + 900_000_000, wallTimeMillis: 8)
         #expect(record.stamp.leaderClockNanos == 900_000_000)
         #expect(sequencer.tick(nowNanos: 5_000 + 1_000_000_000, wallTimeMillis: 9).isEmpty)
+        // At a deadline of the cluster state a tick goes out at once.
+        #expect(
+            sequencer.tick(nowNanos: 5_000 + 1_000_000_000, wallTimeMillis: 9, deadline: true)
+                == [EventSequencer.Proposal(record: EventRecord(stamp: LogStamp(leaderClockNanos: 1_000_000_000, wallTimeMillis: 9), event: .tick), tokens: [])])
+        #expect(sequencer.leaderClockNanos(at: 5_000 + 1_200_000_000) == 1_200_000_000)
     }
 
     @Test("a new term restarts log time; a follower refuses and a step-down returns pending tokens")

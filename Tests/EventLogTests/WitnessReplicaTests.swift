@@ -10,15 +10,19 @@ import TestSupport
 @Suite("witness replica")
 struct WitnessReplicaTests {
     /// A lone witness (its own quorum) that snapshots every 10 entries and keeps 1 after.
-    func lone(_ folder: TemporaryDirectory, fatal: FatalRecorder) throws -> WitnessReplica {
+    func lone(
+        _ folder: TemporaryDirectory, fatal: FatalRecorder, application: (any WitnessApplication)? = nil,
+        configure: (inout WitnessConfiguration) -> Void = { _ in }
+    ) throws -> WitnessReplica {
         var configuration = WitnessConfiguration(
             id: 1, dataDirectory: folder.appending("witness"), listen: WitnessEndpoint(host: "127.0.0.1", port: 1),
             peers: [1: WitnessEndpoint(host: "127.0.0.1", port: 1)], credentials: WitnessCredentials.generate())
         try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
         configuration.snapshotEntries = 10
         configuration.keepEntries = 1
+        configure(&configuration)
         let replica = WitnessReplica(
-            configuration: configuration, application: nil, logger: Logger(label: "test"),
+            configuration: configuration, application: application, logger: Logger(label: "test"),
             transport: WitnessReplica.Transport(send: { _ in }, onApplied: {}, onFatal: { reason in fatal.reason = reason }))
         try replica.open()
         for _ in 0..<(4 * configuration.electionTicks) where !replica.isLeader {
@@ -80,6 +84,51 @@ extension WitnessReplicaTests {
         #expect(replica.stopped)
         replica.stop()
     }
+}
+
+extension WitnessReplicaTests {
+    @Test("the leader appends a tick as soon as a deadline of the applied state passes, once per deadline, between its tick intervals")
+    func deadlineTicks() throws {
+        let folder = try TemporaryDirectory(prefix: "pgquorum-replica")
+        defer { folder.remove() }
+        let fatal = FatalRecorder()
+        let application = DeadlineApplication()
+        // Tick intervals of a minute: every tick record below comes from a deadline.
+        let replica = try lone(folder, fatal: fatal, application: application) { $0.sequencerTickMillis = 60_000 }
+        func run(ticks: Int) {
+            for _ in 0..<ticks {
+                replica.tick()
+                replica.processReady()
+            }
+        }
+        run(ticks: 5)
+        #expect(application.ticks == 0)
+        application.deadline = 1  // passed: log time runs from the term's start
+        run(ticks: 5)
+        #expect(application.ticks == 1, "one tick for one deadline")
+        application.deadline = UInt64.max
+        run(ticks: 5)
+        #expect(application.ticks == 1, "a deadline still ahead")
+        application.deadline = 2
+        run(ticks: 1)
+        #expect(application.ticks == 2, "a new deadline that passed")
+        #expect(fatal.reason == nil)
+        replica.stop()
+    }
+}
+
+/// An application whose next deadline the test sets; it counts the tick records applied.
+final class DeadlineApplication: WitnessApplication, @unchecked Sendable {
+    var deadline: UInt64?
+    var ticks = 0
+
+    func apply(_ entry: LogEntry) {
+        if case .tick = entry.record.event { ticks += 1 }
+    }
+
+    func snapshotData() -> [UInt8] { [] }
+    func restore(from data: [UInt8]) throws {}
+    func nextDeadlineNanos() -> UInt64? { deadline }
 }
 
 /// Why the replica gave up, if it did (it is driven on one thread here).

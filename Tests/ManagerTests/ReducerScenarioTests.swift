@@ -119,6 +119,15 @@ extension StoryRunner {
             if let k = options["k"].flatMap(UInt8.init) { settings.numberSyncStandbys = k }
             if let strict = options["strict"] { settings.strictSyncMode = strict == "true" }
             changes = append(.settingsChanged(settings))
+        case "deadline":
+            // The next time the witness leader would tick for (`nextDeadlineNanos`).
+            guard let deadline = state.nextDeadlineNanos else { return ["no deadline"] }
+            return ["next deadline in \((deadline - state.nowNanos) / 1_000_000) ms"]
+        case "tick-at-deadline":
+            // The witness leader's tick at the next deadline, with nothing else in between.
+            guard let deadline = state.nextDeadlineNanos else { throw StoryError(description: "no deadline to tick at") }
+            clockNanos = deadline
+            changes = append(.tick)
         case "status":
             return statusLines()
         case "derived":

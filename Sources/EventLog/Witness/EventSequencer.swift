@@ -95,8 +95,9 @@ public struct EventSequencer: Sendable {
 
     /// The records to propose at a tick: one coalesced report record per formation with
     /// pending reports (formations and nodes in sorted order), or a `tick` record when nothing
-    /// was proposed for a whole tick interval.
-    public mutating func tick(nowNanos: UInt64, wallTimeMillis: Int64) -> [Proposal] {
+    /// was proposed for a whole tick interval, or at once when `deadline` (a time at which the
+    /// passage of time changes a decision, see `WitnessApplication.nextDeadlineNanos`).
+    public mutating func tick(nowNanos: UInt64, wallTimeMillis: Int64, deadline: Bool = false) -> [Proposal] {
         guard leadingTerm != nil else { return [] }
         var proposals: [Proposal] = []
         for formation in pending.keys.sorted() {
@@ -110,11 +111,16 @@ public struct EventSequencer: Sendable {
                     tokens: nodes.flatMap { reports[$0]!.tokens }))
         }
         pending = [:]
-        if proposals.isEmpty && nowNanos >= lastProposalNanos + configuration.tickIntervalNanos {
+        if proposals.isEmpty && (deadline || nowNanos >= lastProposalNanos + configuration.tickIntervalNanos) {
             proposals.append(Proposal(record: EventRecord(stamp: stamp(nowNanos, wallTimeMillis), event: .tick), tokens: []))
         }
         if !proposals.isEmpty { lastProposalNanos = max(lastProposalNanos, nowNanos) }
         return proposals
+    }
+
+    /// The log time (`LogStamp.leaderClockNanos`) an entry stamped at `nowNanos` would carry.
+    public func leaderClockNanos(at nowNanos: UInt64) -> UInt64 {
+        stamp(nowNanos, 0).leaderClockNanos
     }
 
     private func stamp(_ nowNanos: UInt64, _ wallTimeMillis: Int64) -> LogStamp {

@@ -9,6 +9,16 @@ public protocol WitnessApplication: AnyObject {
     func snapshotData() -> [UInt8]
     /// Replaces the state with a snapshot's (on start and when the leader sends one).
     func restore(from data: [UInt8]) throws
+    /// The log time (`LogStamp.leaderClockNanos`) after the last applied entry at which the
+    /// passage of time alone changes a decision (a node becoming unhealthy, say), if any: the
+    /// leader then appends a tick at once instead of at its next tick interval. A tick decides
+    /// nothing by itself, so a deadline that is wrong (from an earlier term's clock) costs one
+    /// entry, never a decision.
+    func nextDeadlineNanos() -> UInt64?
+}
+
+extension WitnessApplication {
+    public func nextDeadlineNanos() -> UInt64? { nil }
 }
 
 /// A `host:port` address of a witness.

@@ -30,6 +30,8 @@ final class WitnessReplica: @unchecked Sendable {
     let configuration: WitnessConfiguration
     private let logger: Logger
     private let application: (any WitnessApplication)?
+    /// The application's deadline the leader last ticked for (`tick`).
+    private var lastDeadlineTicked: UInt64?
     private let transport: Transport
 
     private(set) var storage: LMDBRaftStorage!
@@ -156,9 +158,19 @@ final class WitnessReplica: @unchecked Sendable {
         guard !stopped else { return }
         do { try node.tick() } catch { return fatal("Raft tick failed: \(error)") }
         ticks += 1
-        if ticks % max(1, configuration.sequencerTickMillis / configuration.tickMillis) == 0, isLeader {
-            for proposal in sequencer.tick(nowNanos: nowNanos(), wallTimeMillis: wallTimeMillis()) {
-                propose(proposal.record, tokens: proposal.tokens)
+        if isLeader {
+            let now = nowNanos()
+            // A deadline of the applied state passed: tick now (once per deadline), so that a
+            // failover or a promotion waiting on time is decided then, not up to a tick later.
+            var deadline = false
+            if let next = application?.nextDeadlineNanos(), next != lastDeadlineTicked, sequencer.leaderClockNanos(at: now) >= next {
+                lastDeadlineTicked = next
+                deadline = true
+            }
+            if deadline || ticks % max(1, configuration.sequencerTickMillis / configuration.tickMillis) == 0 {
+                for proposal in sequencer.tick(nowNanos: now, wallTimeMillis: wallTimeMillis(), deadline: deadline) {
+                    propose(proposal.record, tokens: proposal.tokens)
+                }
             }
         }
         for read in reads.expired(nowNanos: nowNanos()) { read(false) }
