@@ -45,8 +45,15 @@ struct PartitionBenchmark {
             median("faulted node heard after the heal", results.map(\.heardAfterHeal))
             median("healthy, every standby streaming, after the heal", results.map(\.healthyAfterHeal))
             print(
-                "  writes acknowledged \(results.map(\.acknowledged).reduce(0, +)), lost \(results.map(\.lost.count).reduce(0, +)); "
-                    + "probe rounds with two nodes taking writes: \(results.map(\.roundsWithTwoWritable).reduce(0, +))")
+                "  client host: writes acknowledged \(results.map(\.acknowledged).reduce(0, +)), lost \(results.map(\.lost.count).reduce(0, +)); "
+                    + "times two nodes may have taken writes at once: \(results.map(\.twoWritable).reduce(0, +))")
+            for writer in PartitionTrial.InHostWriter.allCases {
+                let outcomes = results.compactMap { $0.inHost[writer] }
+                let lost = outcomes.map(\.lost.count).sorted()
+                print(
+                    "  in the primary's host, \(writer.rawValue): acknowledged \(outcomes.map(\.acknowledged).reduce(0, +)), "
+                        + "lost \(lost.reduce(0, +)) (per trial: median \(lost.isEmpty ? 0 : lost[lost.count / 2]), max \(lost.last ?? 0))")
+            }
         }
     }
 }

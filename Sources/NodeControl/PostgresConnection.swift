@@ -59,6 +59,11 @@ public final class PostgresConnection {
         handle = nil
     }
 
+    /// A handle that cancels what this connection is running, from any thread; nil when closed.
+    public func canceller() -> PostgresCanceller? {
+        handle.flatMap(PostgresCanceller.init)
+    }
+
     /// True while the connection is open and libpq has not seen it break.
     public var isOpen: Bool {
         guard let handle else { return false }
@@ -126,5 +131,28 @@ public final class PostgresConnection {
         guard let pointer else { return "unknown libpq error" }
         let text = String(cString: pointer)
         return text.split(whereSeparator: \.isNewline).joined(separator: " ")
+    }
+}
+
+/// Cancels the statement a connection is running (libpq's `PQcancel`), from any thread: it
+/// opens a connection of its own to the server, from the calling thread. A commit cancelled
+/// while it waits for synchronous standbys stays committed locally and is acknowledged with a
+/// WARNING (PostgreSQL's cancel hazard).
+public final class PostgresCanceller: @unchecked Sendable {
+    private let cancelObject: OpaquePointer
+
+    init?(_ connection: OpaquePointer) {
+        guard let object = PQgetCancel(connection) else { return nil }
+        cancelObject = object
+    }
+
+    deinit { PQfreeCancel(cancelObject) }
+
+    /// Sends the cancel request; true when the server received it (it may still have had
+    /// nothing to cancel).
+    @discardableResult
+    public func cancel() -> Bool {
+        var message = [CChar](repeating: 0, count: 256)
+        return PQcancel(cancelObject, &message, Int32(message.count)) == 1
     }
 }

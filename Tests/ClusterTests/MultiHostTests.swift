@@ -55,19 +55,19 @@ struct MultiHostTests: ClusterScenarios {
         }
     }
 
-    @Test("the primary's host cut off for 30 s: it stops taking writes within lease + 1 s, another node takes writes after it, never two at once; after the heal the old primary is heard within 2 s and rejoins as a standby, every standby streaming within 15 s; nothing acknowledged lost")
+    @Test("the primary's host cut off for 60 s: it stops taking writes within lease + 1 s, another node takes writes within 5 s, never two at once; after the heal the old primary is heard within 2 s and rejoins as a standby, every standby streaming within 15 s; nothing acknowledged lost but what a writer in its host cancelled (at most 3)")
     func primaryHostCut() async throws {
         try await withNetworkLab(hostCount: 3) { lab in
             try await withPGCluster(lab: lab) { cluster in
-                let trial = try await cluster.partitionTrial(.primaryHost, duration: .seconds(30), healthyWithin: .seconds(60))
-                print("primary host cut for 30 s: \(trial.summary)")
-                #expect(trial.lost.isEmpty, "acknowledged rows lost: \(trial.lost.prefix(10))")
+                let trial = try await cluster.partitionTrial(.primaryHost, duration: .seconds(60), healthyWithin: .seconds(60))
+                print("primary host cut for 60 s: \(trial.summary)")
+                expectNothingLostButCancelled(trial)
                 #expect(trial.newPrimary != nil && trial.newPrimary != trial.oldPrimary)
-                #expect(trial.newPrimaryWritableAfter != nil)
+                let resumed = try #require(trial.newPrimaryWritableAfter, "no other node took writes")
+                #expect(resumed <= .seconds(5), "another node took writes \(resumed) after the cut")
                 // Fencing (issue 15): the lease is 1.5 s.
                 let writableFor = try #require(trial.oldPrimaryWritableFor, "the old primary took writes for the whole cut")
                 #expect(writableFor <= .milliseconds(2_500), "the old primary took writes for \(writableFor)")
-                #expect(trial.roundsWithTwoWritable == 0, "\(trial.roundsWithTwoWritable) probe rounds saw two nodes take writes")
                 let heard = try #require(trial.heardAfterHeal)
                 #expect(heard <= .seconds(2), "the old primary was heard \(heard) after the heal")
                 let healthy = try #require(trial.healthyAfterHeal)
@@ -76,6 +76,35 @@ struct MultiHostTests: ClusterScenarios {
                 #expect(inRecovery == ["t"], "the old primary is not a standby")
             }
         }
+    }
+
+    @Test("the primary's manager frozen (SIGSTOP) for 30 s on its lab host: its watchdog stops postgres within lease + 1 s, another node takes writes, never two at once; after SIGCONT it rejoins, every standby streaming within 15 s; nothing acknowledged lost but what a writer in its host cancelled (at most 3)")
+    func frozenPrimaryManager() async throws {
+        try await withNetworkLab(hostCount: 3) { lab in
+            try await withPGCluster(lab: lab) { cluster in
+                let trial = try await cluster.partitionTrial(.frozenPrimaryManager, duration: .seconds(30), healthyWithin: .seconds(60))
+                print("\(PartitionFault.frozenPrimaryManager): \(trial.summary)")
+                expectNothingLostButCancelled(trial)
+                #expect(trial.newPrimary != nil && trial.newPrimary != trial.oldPrimary)
+                let writableFor = try #require(trial.oldPrimaryWritableFor, "the old primary took writes for the whole freeze")
+                #expect(writableFor <= .milliseconds(2_500), "the old primary took writes for \(writableFor)")
+                let healthy = try #require(trial.healthyAfterHeal)
+                #expect(healthy <= .seconds(15), "healthy and streaming \(healthy) after SIGCONT")
+            }
+        }
+    }
+
+    /// A fault that takes the primary away loses nothing the client host's writer or the plain
+    /// writer in the primary's host had acknowledged, and never leaves two nodes taking writes.
+    /// The cancelling writer loses what it cancelled while the old primary was still writable
+    /// (at most one commit a second: its timeout), and the `synchronous_commit = local` one
+    /// what it wrote then; both are printed, only the first is bounded.
+    private func expectNothingLostButCancelled(_ trial: PartitionTrial) {
+        #expect(trial.lost.isEmpty, "acknowledged rows lost on the client host: \(trial.lost.prefix(10))")
+        #expect(trial.inHost[.plain]?.lost.isEmpty == true, "acknowledged rows lost in the primary's host: \(trial.inHost[.plain]?.lost.prefix(10) ?? [])")
+        let cancelled = trial.inHost[.cancelling]?.lost.count
+        #expect(cancelled.map { $0 <= 3 } == true, "rows the cancelling writer had acknowledged lost: \(cancelled.map(String.init) ?? "not measured")")
+        #expect(trial.twoWritable == 0, "\(trial.twoWritable) times two nodes may have taken writes at once")
     }
 
     @Test(
@@ -89,8 +118,8 @@ struct MultiHostTests: ClusterScenarios {
                 #expect(trial.faulted != trial.oldPrimary)
                 #expect(trial.longestWriteGap < .seconds(5), "writes stopped for \(trial.longestWriteGap)")
                 #expect(trial.newPrimary == trial.oldPrimary && trial.newPrimaryWritableAfter == nil, "a failover happened")
-                #expect(trial.roundsWithTwoWritable == 0, "\(trial.roundsWithTwoWritable) probe rounds saw two nodes take writes")
-                #expect(trial.lost.isEmpty, "acknowledged rows lost: \(trial.lost.prefix(10))")
+                #expect(trial.twoWritable == 0, "\(trial.twoWritable) times two nodes may have taken writes at once")
+                expectNothingLost(trial)
             }
         }
     }
@@ -103,10 +132,19 @@ struct MultiHostTests: ClusterScenarios {
                 print("\(PartitionFault.replicationLinks): \(trial.summary)")
                 #expect(trial.longestWriteGap < .seconds(5), "writes stopped for \(trial.longestWriteGap)")
                 #expect(trial.newPrimary == trial.oldPrimary && trial.newPrimaryWritableAfter == nil, "a failover happened")
-                #expect(trial.roundsWithTwoWritable == 0)
-                #expect(trial.lost.isEmpty, "acknowledged rows lost: \(trial.lost.prefix(10))")
+                #expect(trial.twoWritable == 0, "\(trial.twoWritable) times two nodes may have taken writes at once")
+                expectNothingLost(trial)
                 #expect(try await cluster.clusterState()[trial.oldPrimary]?.reached == .primary, "synchronous replication did not come back")
             }
+        }
+    }
+
+    /// Without a failover no writer loses anything, not even one that cancels or commits locally.
+    private func expectNothingLost(_ trial: PartitionTrial) {
+        #expect(trial.lost.isEmpty, "acknowledged rows lost on the client host: \(trial.lost.prefix(10))")
+        for writer in PartitionTrial.InHostWriter.allCases {
+            let lost = trial.inHost[writer]?.lost
+            #expect(lost?.isEmpty == true, "acknowledged rows of the \(writer.rawValue) writer in the primary's host lost: \(lost.map { "\($0.prefix(10))" } ?? "not measured")")
         }
     }
 }

@@ -123,6 +123,23 @@ public final class NetworkLab: Sendable {
         (Self.ip, ["netns", "exec", host.namespace, executable] + arguments)
     }
 
+    /// Moves the calling thread into `host`'s network: the sockets it opens from now on are
+    /// that host's (the network namespace is per thread). For a thread of its own.
+    public static func enterNetwork(of namespace: String) throws {
+        let fd = open("/var/run/netns/\(namespace)", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw TestSupportError("opening the network namespace \(namespace): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        // setns(2) is a GNU extension the Glibc module does not export; CLONE_NEWNET is 0x40000000.
+        typealias SetNS = @convention(c) (Int32, Int32) -> Int32
+        guard let symbol = dlsym(nil, "setns") else {  // nil: RTLD_DEFAULT
+            throw TestSupportError("setns is not available")
+        }
+        let setns = unsafeBitCast(symbol, to: SetNS.self)
+        guard setns(fd, 0x4000_0000) == 0 else {
+            throw TestSupportError("entering the network namespace \(namespace): \(String(cString: strerror(errno)))")
+        }
+    }
+
     /// The lab's network as a CIDR (for pg_hba.conf client lines).
     public var network: String { clientAddress.split(separator: ".").dropLast().joined(separator: ".") + ".0/24" }
 

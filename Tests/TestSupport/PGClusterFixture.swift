@@ -227,15 +227,50 @@ public func withPGCluster(
 
 /// A client that inserts rows 1, 2, 3… through the multi-host URI on a thread of its own,
 /// reconnecting after errors; a row counts as acknowledged only when its COMMIT returned.
+///
+/// `cancelAfter` makes a writer that cancels a statement still running after that long, as
+/// impatient clients and poolers do: a commit cancelled while it waits for the synchronous
+/// standbys is acknowledged, committed locally only, with a WARNING (PostgreSQL's cancel
+/// hazard; `statement_timeout` would not do it, it ends before the commit). `settings` are
+/// sent at connection start (`synchronous_commit = local`: never wait for a standby).
+/// `namespace` runs it inside a lab host (its sockets are that host's).
 public final class RowWriter: Sendable {
     private let state = Mutex<(acknowledged: [Int], errors: [ContinuousClock.Instant], stop: Bool, times: [ContinuousClock.Instant])>(([], [], false, []))
     private let done = Mutex<Bool>(false)
+    private let setupFailure = Mutex<String?>(nil)
     /// The table it inserts into.
     public let table: String
+    /// Why the writer could not start (it then writes nothing).
+    public var failure: String? { setupFailure.withLock { $0 } }
 
-    public init(uri: String, table: String = "acked") {
+    public init(
+        uri: String, table: String = "acked", settings: [String: String] = [:], cancelAfter: Duration? = nil, namespace: String? = nil
+    ) {
         self.table = table
+        // The statement running now: its canceller and when it started.
+        let running = Mutex<(canceller: PostgresCanceller?, since: ContinuousClock.Instant?)>((nil, nil))
+        if let cancelAfter {
+            Thread.detachNewThread { [self] in
+                if let namespace { try? NetworkLab.enterNetwork(of: namespace) }
+                while !done.withLock({ $0 }) {
+                    let overdue = running.withLock { running -> PostgresCanceller? in
+                        guard let since = running.since, ContinuousClock.now - since >= cancelAfter else { return nil }
+                        running.since = nil
+                        return running.canceller
+                    }
+                    overdue?.cancel()
+                    Thread.sleep(forTimeInterval: 0.02)
+                }
+            }
+        }
         Thread.detachNewThread { [self] in
+            if let namespace {
+                do { try NetworkLab.enterNetwork(of: namespace) } catch {
+                    setupFailure.withLock { $0 = "\(error)" }
+                    done.withLock { $0 = true }
+                    return
+                }
+            }
             var next = 1
             var connection: PostgresConnection?
             while !state.withLock({ $0.stop }) {
@@ -243,8 +278,13 @@ public final class RowWriter: Sendable {
                     if connection == nil {
                         var options = PostgresConnectionOptions(uri: uri, user: "postgres")
                         options.connectTimeoutSeconds = 2
+                        options.settings = settings
                         connection = try PostgresConnection(options)
+                        let canceller = connection!.canceller()
+                        running.withLock { $0.canceller = canceller }
                     }
+                    running.withLock { $0.since = ContinuousClock.now }
+                    defer { running.withLock { $0.since = nil } }
                     _ = try connection!.query("INSERT INTO \(table) (id) VALUES ($1)", [String(next)])
                     let id = next
                     state.withLock { state in

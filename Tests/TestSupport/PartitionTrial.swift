@@ -34,9 +34,35 @@ public enum PartitionFault: String, Sendable, CaseIterable, CustomStringConverti
 }
 
 /// One fault held and healed, measured (issues 14 and 15). A writer inserts through the
-/// multi-host URI from the client host all along; a prober asks every node, from its own
-/// host, whether it takes writes. Shared by the multi-host tests and `pgquorum-bench partition`.
+/// multi-host URI from the client host all along, and three more from inside the primary's
+/// host (`InHostWriter`); a prober asks every node, from its own host, whether it takes
+/// writes, every 100 ms. Shared by the multi-host tests and `pgquorum-bench partition`.
 public struct PartitionTrial: Sendable {
+    /// The writers inside the primary's host, through the multi-host URI: during a cut they
+    /// reach only the old primary.
+    public enum InHostWriter: String, Sendable, CaseIterable {
+        /// Commits wait for the synchronous standbys, as configured.
+        case plain
+        /// Cancels a statement still running after 1 s: a commit waiting for the standbys is
+        /// then acknowledged, committed locally only, with a WARNING (the cancel hazard).
+        case cancelling = "cancelling after 1 s"
+        /// `synchronous_commit = local`: never waits for a standby.
+        case localCommit = "synchronous_commit=local"
+
+        var settings: [String: String] {
+            switch self {
+            case .plain: [:]
+            case .cancelling: [:]
+            case .localCommit: ["synchronous_commit": "local"]
+            }
+        }
+    }
+
+    public struct WriterOutcome: Sendable {
+        public var acknowledged: Int = 0
+        public var lost: [Int] = []
+    }
+
     public var fault: PartitionFault
     public var oldPrimary: PGNodeID
     /// The node the fault hit (the primary, or a standby).
@@ -57,10 +83,14 @@ public struct PartitionTrial: Sendable {
     /// From the heal until one primary and every other node a converged secondary, each
     /// streaming from the primary.
     public var healthyAfterHeal: Duration?
-    /// Probe rounds in which two nodes took writes.
-    public var roundsWithTwoWritable: Int = 0
+    /// Moments two nodes may both have taken writes (overlapping windows of the prober's
+    /// samples, see `WritableProber.Probes.twoWritable`).
+    public var twoWritable: Int = 0
+    /// The client host's writer.
     public var acknowledged: Int = 0
     public var lost: [Int] = []
+    /// The writers inside the old primary's host.
+    public var inHost: [InHostWriter: WriterOutcome] = [:]
 
     public var summary: String {
         func show(_ duration: Duration?, _ otherwise: String) -> String { duration.map { String(format: "%.1f s", Double(millis($0))! / 1000) } ?? otherwise }
@@ -70,9 +100,13 @@ public struct PartitionTrial: Sendable {
                 + "node \(newPrimary.map(String.init) ?? "-") writable after \(show(newPrimaryWritableAfter, "never")), "
                 + "first client write acknowledged after \(show(firstAckAfter, "never"))"
             : "node \(faulted) hit, primary node \(oldPrimary) \(newPrimary == oldPrimary ? "kept" : "replaced by \(newPrimary.map(String.init) ?? "-")"), longest write gap \(show(longestWriteGap, "-"))"
+        let inside = InHostWriter.allCases.compactMap { writer in
+            inHost[writer].map { "\(writer.rawValue) \($0.acknowledged) / \($0.lost.count)" }
+        }
         return during + "; after the heal: node \(faulted) heard in \(show(heardAfterHeal, "never")), healthy and streaming in "
-            + "\(show(healthyAfterHeal, "never")); \(acknowledged) writes acknowledged, \(lost.count) lost; "
-            + "\(roundsWithTwoWritable) probe rounds saw two nodes take writes"
+            + "\(show(healthyAfterHeal, "never")); client host: \(acknowledged) writes acknowledged, \(lost.count) lost; "
+            + "in the primary's host (acknowledged / lost): \(inside.joined(separator: ", ")); "
+            + "\(twoWritable) times two nodes may have taken writes at once"
     }
 }
 
@@ -95,7 +129,27 @@ extension PGClusterFixture {
         let table = "partition_\(UInt32.random(in: 0...UInt32.max))"
         try await createTable(table)
         let writer = RowWriter(uri: try await uri(), table: table)
-        try await waitUntilAsync("the writer commits", timeout: .seconds(30)) { writer.count >= 50 }
+        var inHostWriters: [PartitionTrial.InHostWriter: RowWriter] = [:]
+        for kind in PartitionTrial.InHostWriter.allCases {
+            let name = "\(table)_\(kind)"
+            try await createTable(name)
+            inHostWriters[kind] = RowWriter(
+                uri: try await uri(), table: name, settings: kind.settings, cancelAfter: kind == .cancelling ? .seconds(1) : nil,
+                namespace: host(of: old)!.namespace)
+        }
+        func stopWriters() async {
+            await writer.stop()
+            for writer in inHostWriters.values { await writer.stop() }
+        }
+        do {
+            try await waitUntilAsync("the writers commit", timeout: .seconds(30)) {
+                writer.count >= 50 && inHostWriters.values.allSatisfy { $0.count >= 20 }
+            }
+        } catch {
+            await stopWriters()
+            let failures = inHostWriters.compactMap { kind, writer in writer.failure.map { "\(kind): \($0)" } }
+            throw failures.isEmpty ? error : TestSupportError("\(error); \(failures.joined(separator: "; "))")
+        }
         let prober = WritableProber(cluster: self)
         let cutAt = ContinuousClock.now
         switch fault {
@@ -126,21 +180,31 @@ extension PGClusterFixture {
             trial.newPrimary = healthy.primaryNode?.id
         } catch {
             _ = try? await onOwnThread { prober.stop() }
-            await writer.stop()
+            await stopWriters()
             throw error
         }
         let healthyAt = ContinuousClock.now
         let probes = try await onOwnThread { prober.stop() }
         trial.oldPrimaryWritableFor = probes.firstNotWritable(old, after: cutAt, before: healedAt).map { $0 - cutAt }
         trial.newPrimaryWritableAfter = probes.firstWritable(otherThan: old, after: cutAt).map { $0 - cutAt }
-        trial.roundsWithTwoWritable = probes.twoWritable.count
-        try await waitUntilAsync("the writer commits once the cluster is healthy again", timeout: .seconds(30)) {
-            writer.firstAck(after: healthyAt) != nil
+        trial.twoWritable = probes.twoWritable.count
+        do {
+            try await waitUntilAsync("the writer commits once the cluster is healthy again", timeout: .seconds(30)) {
+                writer.firstAck(after: healthyAt) != nil
+            }
+        } catch {
+            await stopWriters()
+            throw error
         }
-        await writer.stop()
+        await stopWriters()
         trial.firstAckAfter = writer.outage(after: cutAt)
         trial.acknowledged = writer.count
-        if let primary = trial.newPrimary { trial.lost = try await lostRows(writer, on: primary) }
+        if let primary = trial.newPrimary {
+            trial.lost = try await lostRows(writer, on: primary)
+            for (kind, inside) in inHostWriters {
+                trial.inHost[kind] = PartitionTrial.WriterOutcome(acknowledged: inside.count, lost: try await lostRows(inside, on: primary))
+            }
+        }
         return trial
     }
 
@@ -185,60 +249,114 @@ extension PGClusterFixture {
     }
 }
 
-/// Asks every node of a cluster, from its own host, whether it takes writes, round after
-/// round (a round asks each node once, about every 0.1–0.3 s), on a thread of its own, until
-/// `stop()`.
+/// Asks every node of a cluster, from its own host, whether it takes writes, every 100 ms,
+/// each node on a thread of its own (in that node's lab host), with a new connection each
+/// time, as a `target_session_attrs=read-write` client would; until `stop()`.
 public final class WritableProber: Sendable {
-    public struct Round: Sendable {
-        public var start: ContinuousClock.Instant
-        public var end: ContinuousClock.Instant
-        /// Per node: the answer (nil: no answer in time).
-        public var answers: [PGNodeID: Bool?]
-        /// Per node: when it was asked.
-        public var asked: [PGNodeID: ContinuousClock.Instant] = [:]
-
-        public var writable: [PGNodeID] { answers.filter { $0.value == true }.map(\.key).sorted() }
+    public struct Sample: Sendable {
+        public var asked: ContinuousClock.Instant
+        public var answered: ContinuousClock.Instant
+        /// nil: no answer in time.
+        public var writable: Bool?
     }
 
     public struct Probes: Sendable {
-        public var rounds: [Round] = []
+        public var samples: [PGNodeID: [Sample]] = [:]
 
-        /// When `node` was first asked after `start` and before `end` and did not take writes.
+        /// When `node` was first seen not taking writes after `start` and before `end`.
         public func firstNotWritable(_ node: PGNodeID, after start: ContinuousClock.Instant, before end: ContinuousClock.Instant) -> ContinuousClock.Instant? {
-            rounds.compactMap { round in round.asked[node].flatMap { $0 > start && $0 < end && round.answers[node] == .some(false) ? $0 : nil } }.first
+            samples[node]?.first { $0.asked > start && $0.answered < end && $0.writable == false }?.answered
         }
 
+        /// When a node other than `node` was first seen taking writes after `start`.
         public func firstWritable(otherThan node: PGNodeID, after start: ContinuousClock.Instant) -> ContinuousClock.Instant? {
-            rounds.first { $0.start > start && $0.writable.contains { $0 != node } }?.start
+            samples.filter { $0.key != node }.values.compactMap { $0.first { $0.asked > start && $0.writable == true }?.answered }.min()
         }
 
-        /// Rounds in which more than one node took writes.
-        public var twoWritable: [Round] { rounds.filter { $0.writable.count > 1 } }
-    }
-
-    private let probes = Mutex((Probes(), stop: false, done: false))
-
-    public init(cluster: PGClusterFixture) {
-        Thread.detachNewThread { [self] in
-            while !probes.withLock({ $0.stop }) {
-                var round = Round(start: ContinuousClock.now, end: ContinuousClock.now, answers: [:])
-                for id in cluster.ids {
-                    round.asked[id] = ContinuousClock.now
-                    round.answers[id] = cluster.isWritableSeenFromItsHost(id, timeout: 1)
+        /// The windows in which `node` may have taken writes: from the last sample before a
+        /// writable one that said no (when it was asked) to the next one that says no (when it
+        /// answered); unanswered samples in between widen the window.
+        public func mayBeWritable(_ node: PGNodeID) -> [Range<ContinuousClock.Instant>] {
+            var windows: [Range<ContinuousClock.Instant>] = []
+            var lastNo: ContinuousClock.Instant?
+            var open: ContinuousClock.Instant?
+            for sample in samples[node] ?? [] {
+                switch sample.writable {
+                case true?:
+                    if open == nil { open = lastNo ?? sample.asked }
+                case false?:
+                    if let start = open { windows.append(start..<sample.answered) }
+                    open = nil
+                    lastNo = sample.asked
+                case nil:
+                    break
                 }
-                round.end = ContinuousClock.now
-                probes.withLock { $0.0.rounds.append(round) }
-                Thread.sleep(forTimeInterval: 0.05)
             }
-            probes.withLock { $0.done = true }
+            if let start = open, let last = samples[node]?.last { windows.append(start..<max(last.answered, start)) }
+            return windows
+        }
+
+        /// Pairs of windows of two nodes that overlap: moments two nodes may both have taken
+        /// writes. Each window reaches a sample (about 100 ms) beyond what was seen, so two
+        /// writable nodes a few hundred milliseconds apart count too.
+        public var twoWritable: [(PGNodeID, PGNodeID, ContinuousClock.Instant)] {
+            let nodes = samples.keys.sorted()
+            var overlaps: [(PGNodeID, PGNodeID, ContinuousClock.Instant)] = []
+            for (index, a) in nodes.enumerated() {
+                for b in nodes[(index + 1)...] {
+                    for x in mayBeWritable(a) {
+                        for y in mayBeWritable(b) where x.overlaps(y) { overlaps.append((a, b, max(x.lowerBound, y.lowerBound))) }
+                    }
+                }
+            }
+            return overlaps
         }
     }
 
-    /// Stops probing (waits for the current round) and returns the answers.
+    private let probes = Mutex((Probes(), stop: false, running: 0))
+
+    public init(cluster: PGClusterFixture, every interval: Duration = .milliseconds(100)) {
+        for id in cluster.ids {
+            let namespace = cluster.host(of: id)?.namespace
+            let (address, port) = (cluster.address(of: id), cluster.port(of: id))
+            probes.withLock { $0.running += 1 }
+            Thread.detachNewThread { [self] in
+                defer { probes.withLock { $0.running -= 1 } }
+                if let namespace { try? NetworkLab.enterNetwork(of: namespace) }
+                while !probes.withLock({ $0.stop }) {
+                    let asked = ContinuousClock.now
+                    let writable = Self.isWritable(address: address, port: port)
+                    let sample = Sample(asked: asked, answered: ContinuousClock.now, writable: writable)
+                    probes.withLock { $0.0.samples[id, default: []].append(sample) }
+                    let rest = asked + interval - ContinuousClock.now
+                    if rest > .zero { Thread.sleep(forTimeInterval: Double(rest.components.attoseconds) / 1e18 + Double(rest.components.seconds)) }
+                }
+            }
+        }
+    }
+
+    /// Whether the postgres at `address:port` accepts a connection, is not in recovery and is
+    /// not read-only; nil when it did not answer within 2 s.
+    private static func isWritable(address: String, port: Int) -> Bool? {
+        var options = PostgresConnectionOptions(host: address, port: port, user: "postgres", database: "postgres")
+        options.connectTimeoutSeconds = 2
+        options.settings = ["statement_timeout": "2000"]
+        do {
+            let connection = try PostgresConnection(options)
+            defer { connection.close() }
+            let rows = try connection.query("SELECT NOT pg_is_in_recovery() AND current_setting('default_transaction_read_only') = 'off'").rows
+            return (rows.first?.first ?? nil) == "t"
+        } catch {
+            // Refused, or reset: postgres is down or on its way down.
+            return "\(error)".contains("timeout") ? nil : false
+        }
+    }
+
+    /// Stops probing (waits for the current samples) and returns the answers.
     @discardableResult
     public func stop() -> Probes {
         probes.withLock { $0.stop = true }
-        while !probes.withLock({ $0.done }) { Thread.sleep(forTimeInterval: 0.02) }
+        while probes.withLock({ $0.running }) > 0 { Thread.sleep(forTimeInterval: 0.02) }
         return probes.withLock { $0.0 }
     }
 }
