@@ -43,7 +43,10 @@ let usage = """
              multi-host URI; per trial a node crash (SIGKILL of the primary's manager),
              a postgres crash and a switchover: write unavailability and writes lost.
       partition the same cluster across three network-namespace hosts (run as root), a
-             writer on the client host; per trial one fault is held for SECONDS (30) and
+             writer on the client host and three inside the primary's host (plain, one
+             that cancels a statement after 1 s, one with synchronous_commit=local,
+             counted apart), a probe of every node every 100 ms from its own host; per
+             trial one fault is held for SECONDS (30) and
              healed: primary-host (cut off), leader-host and standby-host (a standby's
              host cut off, the witness there the Raft leader or a follower),
              replication-links (the primary cut off from its standbys only),

@@ -22,6 +22,13 @@ public struct PostgresResult: Sendable, Equatable {
 public final class PostgresConnection {
     private var handle: OpaquePointer?
     public let options: PostgresConnectionOptions
+    /// Lives as long as the connection: libpq's notice processor writes into it.
+    private let noticeBox = NoticeBox()
+
+    private final class NoticeBox {
+        static let kept = 100
+        var notices: [String] = []
+    }
 
     /// Connects, waiting at most `options.connectTimeoutSeconds`.
     public init(_ options: PostgresConnectionOptions) throws(PostgresError) {
@@ -47,6 +54,21 @@ public final class PostgresConnection {
             throw .connectionFailed(target: options.description, message: message)
         }
         self.handle = connection
+        // Notices (WARNINGs such as the cancel hazard's) are kept for `takeNotices`, not
+        // printed on stderr as libpq does by default.
+        PQsetNoticeProcessor(
+            connection,
+            { context, message in
+                guard let context, let message else { return }
+                let box = Unmanaged<NoticeBox>.fromOpaque(context).takeUnretainedValue()
+                if box.notices.count < NoticeBox.kept { box.notices.append(String(cString: message)) }
+            }, Unmanaged.passUnretained(noticeBox).toOpaque())
+    }
+
+    /// The notices the server sent since the last call (at most 100), and forgets them.
+    public func takeNotices() -> [String] {
+        defer { noticeBox.notices = [] }
+        return noticeBox.notices
     }
 
     deinit {

@@ -16,7 +16,8 @@ struct LogCommand: AsyncParsableCommand {
     )
 
     static let kinds = [
-        "node-registered", "node-reports", "state-reached", "operator-request", "settings-changed", "tick", "membership-changed",
+        "node-registered", "node-reports", "state-reached", "operator-request", "settings-changed", "tick", "term-started",
+        "membership-changed",
     ]
 
     @OptionGroup var options: FormationOptions
@@ -176,6 +177,8 @@ func describe(_ event: ClusterEvent) -> String {
         return "settings: " + ClusterView.settingsLines(settings).map { "\($0.key)=\($0.value)" }.joined(separator: " ")
     case .tick:
         return "tick"
+    case .termStarted(let carried):
+        return "a new witness leader: log time carries on, at most \(carried / 1_000_000) ms since the last entry it holds"
     case .membershipChanged(let members):
         return "witnesses: " + members.map { "\($0.id)=\($0.address)" }.joined(separator: " ")
     }
@@ -191,7 +194,7 @@ extension ClusterEvent {
         case .operatorRequest(.switchover(let target)): return target.map { [$0] } ?? []
         case .operatorRequest(.maintenance(let node, _)), .operatorRequest(.dropNode(let node)), .operatorRequest(.forceDrop(let node)):
             return [node]
-        case .settingsChanged, .tick, .membershipChanged: return []
+        case .settingsChanged, .tick, .termStarted, .membershipChanged: return []
         }
     }
 
@@ -203,7 +206,7 @@ extension ClusterEvent {
     /// Events that belong to no formation in particular.
     var isGlobal: Bool {
         switch self {
-        case .tick, .membershipChanged: return true
+        case .tick, .termStarted, .membershipChanged: return true
         default: return false
         }
     }

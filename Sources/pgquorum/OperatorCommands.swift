@@ -34,7 +34,7 @@ struct OperatorRequestRunner {
         LogEntry(
             index: state.appliedIndex + 1, term: state.term,
             record: EventRecord(
-                formation: options.formation, stamp: LogStamp(leaderClockNanos: state.nowNanos, wallTimeMillis: 0),
+                formation: options.formation, stamp: LogStamp(leaderClockNanos: state.lastStampNanos, wallTimeMillis: 0),
                 event: .operatorRequest(request)))
     }
 

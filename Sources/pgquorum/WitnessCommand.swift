@@ -212,7 +212,7 @@ final class ClusterStateApplication: WitnessApplication {
         state = data.isEmpty ? ClusterState() : try ClusterState(snapshot: data)
     }
 
-    func nextDeadlineNanos() -> UInt64? { state.nextDeadlineNanos }
+    func nextDeadlineNanos() -> UInt64? { state.nextDeadlineStampNanos }
 }
 
 func configureLogging(label: String, level: String) throws -> Logger {

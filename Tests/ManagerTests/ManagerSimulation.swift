@@ -546,7 +546,15 @@ struct ReducerSimulation {
             statistics["postgres crashes", default: 0] += 1
         }
         if roll(3) {
-            try check(runner.newTerm())
+            // Half the new leaders carry log time over, by at most what really passed since the
+            // last entry (often all of it); the others restart every timer.
+            let carried: UInt64? =
+                switch rng.next() % 4 {
+                case 0: runner.carried(fraction: 1)
+                case 1: runner.carried(fraction: Double(rng.next() % 1000) / 1000)
+                default: nil
+                }
+            try check(runner.newTerm(carriedNanos: carried))
             for id in managers.keys.sorted() where managers[id]!.mode == .up { managers[id]!.state = runner.state }
             statistics["term changes", default: 0] += 1
         }

@@ -109,7 +109,10 @@ extension StoryRunner {
         case "postgres":
             postgresRunning[try node()] = positional.count > 1 && positional[1] == "up"
             changes = []
-        case "new-term": changes = newTerm()
+        case "new-term":
+            // `new-term carried=MS`: the new leader's first entry carries log time over.
+            let carried = options["carried"].map { text in (UInt64(text.hasSuffix("ms") ? text.dropLast(2) : Substring(text)) ?? 0) * 1_000_000 }
+            changes = newTerm(carriedNanos: carried)
         case "switchover": changes = append(.operatorRequest(.switchover(target: positional.first.flatMap { PGNodeID($0) })))
         case "maintenance": changes = append(.operatorRequest(.maintenance(node: try node(), enabled: positional.count > 1 && positional[1] == "on")))
         case "drop": changes = append(.operatorRequest(.dropNode(node: try node())))
@@ -125,7 +128,7 @@ extension StoryRunner {
             return ["next deadline in \((deadline - state.nowNanos) / 1_000_000) ms"]
         case "tick-at-deadline":
             // The witness leader's tick at the next deadline, with nothing else in between.
-            guard let deadline = state.nextDeadlineNanos else { throw StoryError(description: "no deadline to tick at") }
+            guard let deadline = state.nextDeadlineStampNanos else { throw StoryError(description: "no deadline to tick at") }
             clockNanos = deadline
             changes = append(.tick)
         case "status":

@@ -90,11 +90,20 @@ struct StoryRunner {
         return changes
     }
 
-    /// A Raft leader change: a new term whose clock starts at zero.
-    mutating func newTerm() -> [GoalChange] {
+    /// A Raft leader change: a new term whose clock starts at zero. With `carriedNanos`, its
+    /// first entry says at most how long ago the last entry was stamped (`termStarted`), at
+    /// most what really passed since (`carried(fraction:)`).
+    mutating func newTerm(carriedNanos: UInt64? = nil) -> [GoalChange] {
         term += 1
         clockNanos = 0
-        return append(.tick)
+        return append(carriedNanos.map { .termStarted(carriedNanos: $0) } ?? .tick)
+    }
+
+    /// Log time since the last entry was stamped, times `fraction` (a new leader knows a
+    /// bound no larger than that).
+    func carried(fraction: Double) -> UInt64 {
+        guard let last = log.last, last.term == term, clockNanos >= last.record.stamp.leaderClockNanos else { return 0 }
+        return UInt64(Double(clockNanos - last.record.stamp.leaderClockNanos) * min(max(fraction, 0), 1))
     }
 
     func statusLines() -> [String] {

@@ -238,10 +238,14 @@ public final class RowWriter: Sendable {
     private let state = Mutex<(acknowledged: [Int], errors: [ContinuousClock.Instant], stop: Bool, times: [ContinuousClock.Instant])>(([], [], false, []))
     private let done = Mutex<Bool>(false)
     private let setupFailure = Mutex<String?>(nil)
+    private let warnedCount = Mutex(0)
     /// The table it inserts into.
     public let table: String
     /// Why the writer could not start (it then writes nothing).
     public var failure: String? { setupFailure.withLock { $0 } }
+    /// Acknowledged rows that came with the WARNING that the commit was cancelled while it
+    /// waited for the standbys ("committed locally, but might not have been replicated").
+    public var acknowledgedWithWarning: Int { warnedCount.withLock { $0 } }
 
     public init(
         uri: String, table: String = "acked", settings: [String: String] = [:], cancelAfter: Duration? = nil, namespace: String? = nil
@@ -286,6 +290,7 @@ public final class RowWriter: Sendable {
                     running.withLock { $0.since = ContinuousClock.now }
                     defer { running.withLock { $0.since = nil } }
                     _ = try connection!.query("INSERT INTO \(table) (id) VALUES ($1)", [String(next)])
+                    if connection!.takeNotices().contains(where: { $0.contains("committed locally") }) { warnedCount.withLock { $0 += 1 } }
                     let id = next
                     state.withLock { state in
                         state.acknowledged.append(id)

@@ -61,6 +61,8 @@ public struct PartitionTrial: Sendable {
     public struct WriterOutcome: Sendable {
         public var acknowledged: Int = 0
         public var lost: [Int] = []
+        /// Acknowledged with the cancel hazard's WARNING.
+        public var warned: Int = 0
     }
 
     public var fault: PartitionFault
@@ -101,7 +103,7 @@ public struct PartitionTrial: Sendable {
                 + "first client write acknowledged after \(show(firstAckAfter, "never"))"
             : "node \(faulted) hit, primary node \(oldPrimary) \(newPrimary == oldPrimary ? "kept" : "replaced by \(newPrimary.map(String.init) ?? "-")"), longest write gap \(show(longestWriteGap, "-"))"
         let inside = InHostWriter.allCases.compactMap { writer in
-            inHost[writer].map { "\(writer.rawValue) \($0.acknowledged) / \($0.lost.count)" }
+            inHost[writer].map { "\(writer.rawValue) \($0.acknowledged) / \($0.lost.count)" + ($0.warned > 0 ? " (\($0.warned) with the cancel WARNING)" : "") }
         }
         return during + "; after the heal: node \(faulted) heard in \(show(heardAfterHeal, "never")), healthy and streaming in "
             + "\(show(healthyAfterHeal, "never")); client host: \(acknowledged) writes acknowledged, \(lost.count) lost; "
@@ -202,7 +204,8 @@ extension PGClusterFixture {
         if let primary = trial.newPrimary {
             trial.lost = try await lostRows(writer, on: primary)
             for (kind, inside) in inHostWriters {
-                trial.inHost[kind] = PartitionTrial.WriterOutcome(acknowledged: inside.count, lost: try await lostRows(inside, on: primary))
+                trial.inHost[kind] = PartitionTrial.WriterOutcome(
+                    acknowledged: inside.count, lost: try await lostRows(inside, on: primary), warned: inside.acknowledgedWithWarning)
             }
         }
         return trial

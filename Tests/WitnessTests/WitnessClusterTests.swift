@@ -58,6 +58,15 @@ struct WitnessClusterTests {
             expectAcknowledged(acks.acks, in: logs[oldLeader == 1 ? 1 : 0])
             expectAcknowledged(acks.acks, in: logs[Int(oldLeader - 1)])
             #expect(cluster.log(of: oldLeader).contains("witness replica opened"))
+            // The new leader's first event carries log time over: at most the time since it
+            // stored its last entry, here under the few seconds a leader change takes.
+            let lastTerm = logs[0].map(\.term).max()!
+            let newTerm = try #require(logs[0].first { $0.term == lastTerm && { if case .event = $0.payload { true } else { false } }($0) })
+            guard case .event(let record) = newTerm.payload, case .termStarted(let carried) = record.event else {
+                Issue.record("the new leader's first event is \(newTerm.payload), not term-started")
+                return
+            }
+            #expect(carried > 0 && carried < 5_000_000_000, "carried \(carried) ns")
         }
     }
 

@@ -89,6 +89,8 @@ extension ClusterEvent {
             writer.write(settings)
         case .tick:
             break
+        case .termStarted(let carried):
+            writer.write(carried)
         case .membershipChanged(let members):
             precondition(members.count <= EventRecord.witnessesMax, "\(members.count) witnesses in one event")
             writer.write(members)
@@ -114,6 +116,8 @@ extension ClusterEvent {
             return .settingsChanged(try reader.readSettings())
         case 6:
             return .tick
+        case 9:
+            return .termStarted(carriedNanos: try reader.readUInt64("carried time"))
         case 7:
             return .membershipChanged(try reader.readWitnessMembers())
         default:

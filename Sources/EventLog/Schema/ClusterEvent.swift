@@ -20,6 +20,11 @@ public enum ClusterEvent: Sendable, Equatable {
     case settingsChanged(FormationSettings)
     /// Nothing happened for a tick; the entry only advances log time.
     case tick
+    /// A new witness leader's first entry: at most how long ago the last entry of an earlier
+    /// term that it holds was stamped (measured on its own monotonic clock from when it stored
+    /// that entry, which is later), so that log time carries on across the leader change
+    /// instead of restarting (DESIGN §4).
+    case termStarted(carriedNanos: UInt64)
     /// The set of witnesses changed (mirrors a Raft membership change, for display).
     case membershipChanged([WitnessMember])
 
@@ -32,6 +37,7 @@ public enum ClusterEvent: Sendable, Equatable {
         case .operatorRequest: return 4
         case .settingsChanged: return 5
         case .tick: return 6
+        case .termStarted: return 9
         case .membershipChanged: return 7
         }
     }
@@ -45,6 +51,7 @@ public enum ClusterEvent: Sendable, Equatable {
         case .operatorRequest: return "operator-request"
         case .settingsChanged: return "settings-changed"
         case .tick: return "tick"
+        case .termStarted: return "term-started"
         case .membershipChanged: return "membership-changed"
         }
     }

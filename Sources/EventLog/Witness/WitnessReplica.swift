@@ -32,6 +32,9 @@ final class WitnessReplica: @unchecked Sendable {
     private let application: (any WitnessApplication)?
     /// The application's deadline the leader last ticked for (`tick`).
     private var lastDeadlineTicked: UInt64?
+    /// When this witness last stored entries or a snapshot (its monotonic clock), for the
+    /// `termStarted` entry it writes first when it becomes leader.
+    private var lastStoredNanos: UInt64?
     private let transport: Transport
 
     private(set) var storage: LMDBRaftStorage!
@@ -222,6 +225,7 @@ final class WitnessReplica: @unchecked Sendable {
                 transport.send(ready.messages.filter { $0.kind.isFromLeader })
                 if let plan = persistence.plan(ready) {
                     try storage.persist(hardState: plan.hardState, entries: plan.entries, snapshot: plan.snapshot)
+                    if !plan.entries.isEmpty || plan.snapshot != nil { lastStoredNanos = nowNanos() }
                 }
                 transport.send(ready.messages.filter { !$0.kind.isFromLeader })
                 if let snapshot = ready.snapshot { try installSnapshot(snapshot) }
@@ -239,7 +243,15 @@ final class WitnessReplica: @unchecked Sendable {
 
     private func leadershipChanged(_ soft: SoftState) {
         if soft.role == .leader {
-            sequencer.becameLeader(term: node.term, nowNanos: nowNanos())
+            let now = nowNanos()
+            sequencer.becameLeader(term: node.term, nowNanos: now)
+            // Log time carries on across the change: every entry this witness holds was
+            // stamped before it stored its last one (DESIGN §4).
+            if let stored = lastStoredNanos, now >= stored,
+                let record = try? sequencer.stamp(.termStarted(carriedNanos: now - stored), formation: EventRecord.defaultFormation, nowNanos: now, wallTimeMillis: wallTimeMillis())
+            {
+                proposalQueue.insert((record.encoded(), []), at: 0)
+            }
             logger.info("became leader", metadata: ["term": "\(node.term)"])
         } else {
             if isLeader {

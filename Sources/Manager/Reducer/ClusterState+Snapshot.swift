@@ -9,7 +9,7 @@ extension ClusterState {
     /// primary's view of its standbys in reports and since when each standby has not streamed
     /// in that view, version 6 the primary narrowing its quorum and when a standby last stopped following;
     /// older snapshots still load.
-    public static let snapshotVersion: UInt8 = 6
+    public static let snapshotVersion: UInt8 = 7
     /// The most nodes a formation holds.
     public static let nodesMax = 256
 
@@ -48,6 +48,7 @@ extension ClusterState {
         writer.write(narrowingPrimary ?? 0)
         writer.write(lastStoppedFollowingNanos != nil)
         writer.write(lastStoppedFollowingNanos ?? 0)
+        writer.write(clockOffsetNanos)
         writer.appendChecksum()
         return writer.bytes
     }
@@ -101,6 +102,7 @@ extension ClusterState {
             let stoppedAt = try reader.readUInt64("stopped following at")
             lastStoppedFollowingNanos = stopped ? stoppedAt : nil
         }
+        if version >= 7 { clockOffsetNanos = try reader.readUInt64("clock offset") }
         try reader.finish()
     }
 }

@@ -10,8 +10,9 @@ public struct NodeRecord: Sendable, Equatable {
     public var goalReason: String = "registered"
     /// The last report committed for it (LSNs, timeline, postgres running).
     public var lastReport: NodeReport?
-    /// When a report from it was last committed, on the current term's clock (nanoseconds).
-    /// After a Raft leader change this restarts at the new term's first entry (DESIGN §4).
+    /// When a report from it was last committed, in log time (nanoseconds).
+    /// After a Raft leader change it keeps running when the new leader carried log time over,
+    /// and restarts at the new term's first entry otherwise (DESIGN §4).
     public var lastHeardNanos: UInt64 = 0
     /// Since when its reports say postgres is down (nil while it runs).
     public var postgresDownSinceNanos: UInt64?
@@ -58,8 +59,12 @@ public struct ClusterState: Sendable, Equatable {
     public var appliedIndex: UInt64 = 0
     /// The Raft term of the last applied entry; log time is measured within it.
     public var term: UInt64 = 0
-    /// The leader clock of the last applied entry, in nanoseconds since its term began.
+    /// Log time of the last applied entry, in nanoseconds: its leader clock (since its term
+    /// began) plus `clockOffsetNanos`.
     public var nowNanos: UInt64 = 0
+    /// What the current term adds to its leader's clock: the log time carried over from the
+    /// terms before (`termStarted`), or 0 when timers restarted at the term.
+    public internal(set) var clockOffsetNanos: UInt64 = 0
     /// Why the formation is waiting, when it waits (an election short of reports, …).
     public var waitingReason: String?
     /// The smallest non-zero number of synchronous standbys in force since the current primary
@@ -94,8 +99,11 @@ public struct ClusterState: Sendable, Equatable {
             && lhs.appliedIndex == rhs.appliedIndex && lhs.term == rhs.term && lhs.nowNanos == rhs.nowNanos
             && lhs.waitingReason == rhs.waitingReason && lhs.electionSyncStandbys == rhs.electionSyncStandbys
             && lhs.highestNodeID == rhs.highestNodeID && lhs.requests == rhs.requests && lhs.narrowingPrimary == rhs.narrowingPrimary
-            && lhs.lastStoppedFollowingNanos == rhs.lastStoppedFollowingNanos
+            && lhs.lastStoppedFollowingNanos == rhs.lastStoppedFollowingNanos && lhs.clockOffsetNanos == rhs.clockOffsetNanos
     }
+
+    /// The leader clock (`LogStamp.leaderClockNanos`) of the last applied entry.
+    public var lastStampNanos: UInt64 { nowNanos >= clockOffsetNanos ? nowNanos - clockOffsetNanos : 0 }
 
     /// The node registered for postgres at `host:port`, if any: one address is one node.
     public func node(host: String, port: UInt16) -> NodeRecord? {

@@ -21,4 +21,10 @@ extension ClusterState {
         }
         return deadlines.filter { $0 > nowNanos }.min()
     }
+
+    /// `nextDeadlineNanos` on the current term's leader clock (`LogStamp.leaderClockNanos`),
+    /// which the witness leader compares with its own.
+    public var nextDeadlineStampNanos: UInt64? {
+        nextDeadlineNanos.map { $0 >= clockOffsetNanos ? $0 - clockOffsetNanos : 0 }
+    }
 }

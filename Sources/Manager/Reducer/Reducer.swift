@@ -15,7 +15,9 @@ extension ClusterState {
     /// but the entry's stamp, no randomness, iteration in node-id order.
     @discardableResult
     public mutating func apply(_ entry: LogEntry) -> [GoalChange] {
-        advanceTime(term: entry.term, leaderClockNanos: entry.record.stamp.leaderClockNanos)
+        var carried: UInt64?
+        if case .termStarted(let nanos) = entry.record.event { carried = nanos }
+        advanceTime(term: entry.term, leaderClockNanos: entry.record.stamp.leaderClockNanos, carriedNanos: carried)
         appliedIndex = entry.index
         // Every formation's entries advance log time; only ours change our nodes.
         guard entry.record.formation == formation else { return [] }
@@ -42,12 +44,25 @@ extension ClusterState {
         return changes
     }
 
-    /// Log time: within a term, the leader's clock; at a new term every timer restarts from
-    /// the new term's first entry, so a witness with a wrong clock can delay a failover by one
-    /// timeout, never cause one (DESIGN §4).
-    mutating func advanceTime(term entryTerm: UInt64, leaderClockNanos: UInt64) {
+    /// Log time: within a term, the leader's clock, plus an offset. At a new term whose first
+    /// entry says how long ago, at most, the last entry before it was stamped (`termStarted`,
+    /// measured by the new leader from when it stored that entry, which is later), log time
+    /// carries on from there: every timer keeps running, and what it measures is never more
+    /// than what really passed. Otherwise, or when that is longer than the unhealthy timeout
+    /// (the witnesses were without a leader for long: nodes get their time to report first),
+    /// every timer restarts from the new term's first entry, so a witness with a wrong clock
+    /// can delay a failover by one timeout, never cause one (DESIGN §4).
+    mutating func advanceTime(term entryTerm: UInt64, leaderClockNanos: UInt64, carriedNanos: UInt64? = nil) {
         if entryTerm != term {
             term = entryTerm
+            if let carried = carriedNanos, appliedIndex > 0, carried <= UInt64(settings.nodeUnhealthyTimeoutMillis) * 1_000_000,
+                nowNanos + carried >= leaderClockNanos
+            {
+                clockOffsetNanos = nowNanos + carried - leaderClockNanos
+                nowNanos += carried
+                return
+            }
+            clockOffsetNanos = 0
             nowNanos = leaderClockNanos
             if lastStoppedFollowingNanos != nil { lastStoppedFollowingNanos = leaderClockNanos }
             nodes.updateAll { node in
@@ -56,7 +71,7 @@ extension ClusterState {
                 if node.unstreamedSinceNanos != nil { node.unstreamedSinceNanos = leaderClockNanos }
             }
         } else {
-            nowNanos = max(nowNanos, leaderClockNanos)
+            nowNanos = max(nowNanos, clockOffsetNanos + leaderClockNanos)
         }
     }
 
@@ -119,7 +134,7 @@ extension ClusterState {
             } catch {
                 waitingReason = "settings change ignored: \(error)"
             }
-        case .tick, .membershipChanged:
+        case .tick, .termStarted, .membershipChanged:
             break
         }
     }
