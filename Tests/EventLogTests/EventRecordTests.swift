@@ -24,6 +24,7 @@ let sampleRecords: [EventRecord] = {
         .operatorRequest(.forceDrop(node: 5)),
         .settingsChanged(settings),
         .tick,
+        .termStarted(carriedNanos: 1_234_567_890),
         .membershipChanged([WitnessMember(id: 1, address: "127.0.0.1:7001"), WitnessMember(id: 2, address: "[::1]:7002")]),
     ]
     return events.map { EventRecord(formation: "default", stamp: stamp, event: $0) }
@@ -38,7 +39,7 @@ struct EventRecordTests {
             #expect(try EventRecord(decoding: record.encoded()) == record)
         }
         let kinds = Set(sampleRecords.map(\.event.kindName))
-        #expect(kinds == ["node-registered", "node-reports", "state-reached", "operator-request", "settings-changed", "tick", "membership-changed"])
+        #expect(kinds == ["node-registered", "node-reports", "state-reached", "operator-request", "settings-changed", "tick", "term-started", "membership-changed"])
         for state in NodeState.allCases {
             let record = EventRecord(stamp: LogStamp(leaderClockNanos: 1, wallTimeMillis: 1), event: .stateReached(node: 1, state: state))
             #expect(try EventRecord(decoding: record.encoded()) == record)
