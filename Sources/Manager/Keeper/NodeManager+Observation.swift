@@ -1,0 +1,91 @@
+import EventLog
+import Foundation
+import NodeControl
+
+/// Observing postgres and reporting it: observations on a loop of their own, reports every
+/// heartbeat from the latest observation (DESIGN §4).
+extension NodeManager {
+    /// Sends a report every heartbeat interval, each in a task of its own: a report waiting
+    /// for a quorum that is gone never delays the next one, nor the lease check.
+    func heartbeatLoop() async {
+        await withTaskGroup(of: Void.self) { reports in
+            while !Task.isCancelled && !isStopping {
+                let settings = shared.withLock { $0.state.settings }
+                let sent = nowNanos()
+                let report = observeAndBuildReport(sentAt: sent)
+                reports.addTask {
+                    do {
+                        let index = try await self.client.report(report, formation: self.configuration.formation)
+                        self.shared.withLock { shared in
+                            if sent > (shared.lastAckedSentNanos ?? 0) { shared.lastAckedSentNanos = sent }
+                            shared.lastAckedIndex = max(shared.lastAckedIndex, index)
+                        }
+                    } catch {
+                        self.logger.warning("report not acknowledged", metadata: ["error": "\(error)"])
+                    }
+                }
+                let elapsed = nowNanos() - sent
+                let interval = UInt64(settings.heartbeatIntervalMillis) * 1_000_000
+                if elapsed < interval { try? await Task.sleep(for: .nanoseconds(Int64(interval - elapsed))) }
+            }
+            reports.cancelAll()
+        }
+    }
+
+    /// Observes postgres once every heartbeat interval, on a thread of its own: a slow or
+    /// hung postgres delays the observation, never the heartbeat nor the lease check.
+    func observationLoop() async {
+        while !Task.isCancelled && !isStopping {
+            let interval = shared.withLock { $0.state.settings.heartbeatIntervalMillis }
+            let started = nowNanos()
+            await refreshObservation()
+            let elapsed = nowNanos() - started
+            let intervalNanos = UInt64(interval) * 1_000_000
+            if elapsed < intervalNanos { try? await Task.sleep(for: .nanoseconds(Int64(intervalNanos - elapsed))) }
+        }
+    }
+
+    /// Observes postgres now. An observation replaces the stored one only if it started
+    /// later: one begun before an action ended never hides one taken after it (a report of
+    /// `report_lsn` must carry the LSN frozen by the action, not one from before).
+    func refreshObservation() async {
+        let started = nowNanos()
+        guard postgres.isRunning else {
+            shared.withLock { $0.lastObservation = nil }
+            return
+        }
+        let postgres = self.postgres
+        guard let observation = try? await blocking({ try postgres.observe() }) else { return }
+        shared.withLock { shared in
+            guard started > (shared.lastObservedNanos ?? 0) else { return }
+            shared.lastObservation = observation
+            shared.lastObservedNanos = started
+        }
+    }
+
+    /// A report from the latest observation. Postgres counts as running while its process
+    /// lives and it answered an observation within the unhealthy timeout: a slow answer is
+    /// not a dead postgres.
+    func observeAndBuildReport(sentAt: UInt64) -> NodeReport {
+        let (reached, observation, observedAt, unhealthyMillis) = shared.withLock {
+            ($0.state[node]?.reached ?? .initial, $0.lastObservation, $0.lastObservedNanos, $0.state.settings.nodeUnhealthyTimeoutMillis)
+        }
+        var report = NodeReport(node: node, reachedState: reached, postgresRunning: false, sentAtNanos: sentAt)
+        guard postgres.isRunning, let observation, let observedAt,
+            sentAt < observedAt + UInt64(unhealthyMillis) * 1_000_000
+        else { return report }
+        report.postgresRunning = true
+        // A standby's control file names its timeline only after a restartpoint; the WAL
+        // receiver knows the timeline it streams now.
+        report.timeline = observation.inRecovery ? (observation.walReceiver?.receivedTimeline ?? observation.timeline) : observation.timeline
+        report.flushLSN = observation.inRecovery ? (observation.walReceiver?.flushedLSN ?? observation.replayLSN) : observation.currentLSN
+        report.replayLSN = observation.inRecovery ? observation.replayLSN : observation.currentLSN
+        if !observation.inRecovery {
+            // The primary's view of its standbys: a link cut one way shows only here.
+            // The reply ages as of now: the observation may be a few hundred ms old.
+            report.standbys = StandbyView.primaryView(
+                observation.replication, currentLSN: observation.currentLSN, observedMillisAgo: (sentAt > observedAt ? sentAt - observedAt : 0) / 1_000_000)
+        }
+        return report
+    }
+}
