@@ -273,7 +273,7 @@ final class WitnessChannelHandler: ChannelInboundHandler {
                 }
                 let expected = WitnessHandshake.welcomeProof(
                     secret: secret, clusterID: clusterID, serverNonce: challenge.nonce, clientNonce: clientNonce)
-                guard SHA256.constantTimeEqual(expected, frame.payload) else {
+                guard Hashing.constantTimeEqual(expected, frame.payload) else {
                     return fail(context, "authentication failed: the witness at \(remote) could not prove the shared secret")
                 }
                 state = .open

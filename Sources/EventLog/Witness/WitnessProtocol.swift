@@ -61,7 +61,7 @@ public enum WitnessHandshake {
         message.writeRaw(clientNonce)
         message.write(role.rawValue)
         message.write(peerID)
-        return SHA256.hmac(key: secret, message: message.bytes)
+        return Hashing.hmacSHA256(key: secret, message: message.bytes)
     }
 
     /// The witness's proof, bound to both nonces so it cannot be replayed.
@@ -71,7 +71,7 @@ public enum WitnessHandshake {
         message.write(clusterID)
         message.writeRaw(clientNonce)
         message.writeRaw(serverNonce)
-        return SHA256.hmac(key: secret, message: message.bytes)
+        return Hashing.hmacSHA256(key: secret, message: message.bytes)
     }
 
     /// Checks a hello against the witness's identity; the error text is what both sides see.
@@ -80,7 +80,7 @@ public enum WitnessHandshake {
             return "cluster id mismatch: this witness serves cluster \(challenge.clusterID), the connection expected \(hello.clusterID)"
         }
         let expected = helloProof(secret: secret, challenge: challenge, role: hello.role, peerID: hello.peerID, clientNonce: hello.nonce)
-        guard SHA256.constantTimeEqual(expected, hello.proof) else {
+        guard Hashing.constantTimeEqual(expected, hello.proof) else {
             return "authentication failed: the shared secret does not match this cluster's"
         }
         return nil
@@ -124,7 +124,7 @@ extension WitnessHandshake.Hello {
         self.role = role
         peerID = try reader.readUInt64("peer id")
         nonce = try reader.readBlob("nonce", maxCount: WitnessHandshake.nonceBytes)
-        proof = try reader.readBlob("proof", maxCount: SHA256.digestBytes)
+        proof = try reader.readBlob("proof", maxCount: Hashing.digestBytes)
         try reader.finish()
     }
 }

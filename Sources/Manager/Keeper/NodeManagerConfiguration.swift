@@ -49,7 +49,7 @@ public struct NodeManagerConfiguration: Sendable {
     /// The password of the replication role, the same on every node: derived from the
     /// cluster secret, so there is nothing more to distribute.
     public var replicationPassword: String {
-        WitnessCredentials.hex(SHA256.hmac(key: credentials.secret, message: Array("pgquorum replication password".utf8)))
+        WitnessCredentials.hex(Hashing.hmacSHA256(key: credentials.secret, message: Array("pgquorum replication password".utf8)))
     }
 
     public func postgresConfiguration() -> PostgresNodeConfiguration {
