@@ -55,7 +55,7 @@ struct MultiHostTests: ClusterScenarios {
         }
     }
 
-    @Test("the primary's host cut off for 60 s: it stops taking writes within lease + 1 s, another node takes writes within 6 s, never two at once; after the heal the old primary is heard within 2 s and rejoins as a standby, every standby streaming within 15 s; nothing acknowledged lost but what a writer in its host cancelled (at most 3)")
+    @Test("the primary's host cut off for 60 s: it stops taking writes within lease + 1 s, another node takes writes within 6.5 s, never two at once; after the heal the old primary is heard within 2 s and rejoins as a standby, every standby streaming within 15 s; nothing acknowledged lost but what a writer in its host cancelled (at most 3)")
     func primaryHostCut() async throws {
         try await withNetworkLab(hostCount: 3) { lab in
             try await withPGCluster(lab: lab) { cluster in
@@ -64,10 +64,10 @@ struct MultiHostTests: ClusterScenarios {
                 expectNothingLostButCancelled(trial)
                 #expect(trial.newPrimary != nil && trial.newPrimary != trial.oldPrimary)
                 // 4.5-4.9 s in the release bench, whichever host held the witness leader (a leader
-                // change restarting the timers made it 6.5 s); a debug build beside the other
-                // suites is slower, so the test leaves a second more.
+                // change restarting the timers made it 6.5 s there); a debug build beside the
+                // other suites took 4.7-5.5 s, so the test leaves a margin.
                 let resumed = try #require(trial.newPrimaryWritableAfter, "no other node took writes")
-                #expect(resumed <= .seconds(6), "another node took writes \(resumed) after the cut")
+                #expect(resumed <= .milliseconds(6_500), "another node took writes \(resumed) after the cut")
                 // Fencing (issue 15): the lease is 1.5 s.
                 let writableFor = try #require(trial.oldPrimaryWritableFor, "the old primary took writes for the whole cut")
                 #expect(writableFor <= .milliseconds(2_500), "the old primary took writes for \(writableFor)")
