@@ -132,6 +132,9 @@ struct ReducerSimulation {
     /// Nodes whose lease a promotion found over; they stay so until a writable goal.
     var leaseOver: Set<PGNodeID> = []
     var writableLastTick: Set<PGNodeID> = []
+    /// A witness leader election in progress: nothing commits until this tick, then a new
+    /// term starts (a leader change takes the log away for a while, as on a real network).
+    var electionUntilTick: Int?
 
     init(seed: UInt64) {
         self.seed = seed
@@ -166,6 +169,19 @@ struct ReducerSimulation {
             tick += 1
             now += Self.tickNanos
             runner.clockNanos += Self.tickNanos
+            if let until = electionUntilTick {
+                // No entry commits: no reports acknowledged, no actions, no requests.
+                replicate()
+                write()
+                checkLeases()
+                fireWatchdogs()
+                try checkWritable()
+                if tick >= until {
+                    electionUntilTick = nil
+                    try startTerm()
+                }
+                continue
+            }
             try perturb()
             replicate()
             write()
@@ -283,7 +299,9 @@ struct ReducerSimulation {
         let server = postgres[id]!
         let settings = manager.state.settings
         let loggedWritable = manager.state[id].map { NodeManager.writableStates.contains($0.reached) } ?? false
-        guard server.running, loggedWritable || !server.inRecovery, !manager.fenced, let acked = manager.lastAckedSentNanos else {
+        // Fencing stops postgres at once here: a running postgres of a fenced manager was
+        // started since (by an action), and is held to the lease like any other.
+        guard server.running, loggedWritable || !server.inRecovery, let acked = manager.lastAckedSentNanos else {
             managers[id]!.watchdogDeadline = nil
             return
         }
@@ -511,6 +529,21 @@ struct ReducerSimulation {
 
     // MARK: Faults and operator requests
 
+    /// A new Raft term. Half the new leaders carry log time over, by at most what really
+    /// passed since the last entry (often all of it); the others restart every timer.
+    private mutating func startTerm() throws {
+        let carried: UInt64? =
+            switch rng.next() % 4 {
+            case 0: runner.carried(fraction: 1)
+            case 1: runner.carried(fraction: Double(rng.next() % 1000) / 1000)
+            default: nil
+            }
+        note("new term\(carried.map { ", \($0 / 1_000_000) ms carried" } ?? "")")
+        try check(runner.newTerm(carriedNanos: carried))
+        for id in managers.keys.sorted() where managers[id]!.mode == .up { managers[id]!.state = runner.state }
+        statistics["term changes", default: 0] += 1
+    }
+
     private mutating func perturb() throws {
         let ids = runner.state.sortedNodes.map(\.id)
         guard let id = pick(ids) else { return }
@@ -546,17 +579,13 @@ struct ReducerSimulation {
             statistics["postgres crashes", default: 0] += 1
         }
         if roll(3) {
-            // Half the new leaders carry log time over, by at most what really passed since the
-            // last entry (often all of it); the others restart every timer.
-            let carried: UInt64? =
-                switch rng.next() % 4 {
-                case 0: runner.carried(fraction: 1)
-                case 1: runner.carried(fraction: Double(rng.next() % 1000) / 1000)
-                default: nil
-                }
-            try check(runner.newTerm(carriedNanos: carried))
-            for id in managers.keys.sorted() where managers[id]!.mode == .up { managers[id]!.state = runner.state }
-            statistics["term changes", default: 0] += 1
+            if rng.next() % 2 == 0 {
+                // The leader is lost: an election of 0.5 to 2 s before the new term.
+                electionUntilTick = tick + 5 + Int(rng.next() % 16)
+                note("witness leader lost: nothing commits until tick \(electionUntilTick!)")
+            } else {
+                try startTerm()
+            }
         }
         if roll(5) {
             let target: PGNodeID? = rng.next() % 2 == 0 ? id : nil

@@ -29,7 +29,11 @@ extension NodeManager {
         let state = snapshot.state
         let loggedWritable = state[node].map { Self.writableStates.contains($0.reached) } ?? false
         let maybeWritable = loggedWritable || snapshot.lastObservation.map { !$0.inRecovery } ?? true
-        guard postgres.isRunning, let pid = postgres.pid, maybeWritable, !snapshot.fenced, let acked = snapshot.lastAckedSentNanos else {
+        // A fenced manager still checks a postgres started since the fence (an action that
+        // restarts it may never see its state reached commit; the simulation found one left
+        // writable without a lease); only the postmaster being stopped is left alone.
+        let beingFenced = snapshot.fenced && snapshot.fencedPostmaster == postgres.pid
+        guard postgres.isRunning, let pid = postgres.pid, maybeWritable, !beingFenced, let acked = snapshot.lastAckedSentNanos else {
             disarmWatchdog()
             return
         }
@@ -55,7 +59,10 @@ extension NodeManager {
         logger.error(
             "primary lease ran out without a committed report or fresh replies from enough synchronous standbys: fencing postgres",
             metadata: ["fresh standbys": "\(hold.freshStandbys)", "k": "\(k)", "status": status == nil ? "postgres did not answer" : "not in recovery"])
-        shared.withLock { $0.fenced = true }
+        shared.withLock { shared in
+            shared.fenced = true
+            shared.fencedPostmaster = pid
+        }
         // The watchdog stays armed a moment longer: if the shutdown hangs, it kills.
         armWatchdog(pid, remainingNanos: 1_000_000_000)
         await postgres.stop(.fast)

@@ -27,6 +27,9 @@ public final class NodeManager: Sendable {
         var lastAckedIndex: UInt64 = 0
         /// Postgres was stopped because the lease ran out.
         var fenced = false
+        /// The postmaster the lease fenced (being stopped); a postgres started since, by an
+        /// action or by supervision, is held to the lease like any other.
+        var fencedPostmaster: pid_t?
         var lastObservation: PostgresObservation?
         /// When the query behind `lastObservation` started (this process's monotonic clock).
         var lastObservedNanos: UInt64?
