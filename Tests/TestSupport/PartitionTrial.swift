@@ -233,7 +233,8 @@ extension PGClusterFixture {
     }
 
     /// One primary, every other node a converged secondary, and the primary's
-    /// pg_stat_replication showing each of them streaming.
+    /// pg_stat_replication showing each of them streaming, as does its latest committed
+    /// report (what a switchover's choice of candidate reads).
     @discardableResult
     public func waitForHealthyAndStreaming(timeout: Duration) async throws -> ClusterState {
         let deadline = ContinuousClock.now + timeout
@@ -243,7 +244,8 @@ extension PGClusterFixture {
             let streaming = try? await onOwnThread {
                 try self.sql(on: primary, "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")
             }
-            if streaming == ["\(nodeCount - 1)"] { return state }
+            let reported = state.sortedNodes.allSatisfy { $0.id == primary || state.seenStreamingByPrimary($0) }
+            if streaming == ["\(nodeCount - 1)"], reported { return state }
             guard ContinuousClock.now < deadline else {
                 throw TestSupportError("timed out after \(timeout): the primary shows \(streaming ?? ["?"]) standbys streaming, not \(nodeCount - 1)")
             }
