@@ -305,4 +305,3 @@ public final class WitnessServer: @unchecked Sendable {
             leaderAddress: replica.address(of: replica.node.leader))
     }
 }
-
