@@ -59,7 +59,9 @@ struct FailoverBenchmark {
                 results[scenario, default: []].append(unavailable)
                 print("  trial \(trial), \(scenario) of node \(old): writes unavailable for \(millis(unavailable)) ms")
                 if scenario == "node crash" { try cluster.startManager(old) }
-                _ = try await cluster.waitForHealthy(timeout: .seconds(120))
+                // The next fault starts from a cluster whose standbys all stream, as the
+                // primary's committed report shows (a switchover needs it).
+                _ = try await cluster.waitForHealthyAndStreaming(timeout: .seconds(120))
             }
         }
         await writer.stop()

@@ -9,11 +9,14 @@ public struct ReplicationPeer: Sendable, Equatable {
     public var lagBytes: UInt64?
     /// Milliseconds since the peer's last reply, on this server's clock (nil before the first).
     public var replyAgeMillis: UInt64?
+    /// Milliseconds since the peer connected (`backend_start`), on this server's clock.
+    public var connectedMillis: UInt64?
 
     public init(
         applicationName: String, state: String, syncState: String, flushLSN: UInt64? = nil, replayLSN: UInt64? = nil, lagBytes: UInt64? = nil,
-        replyAgeMillis: UInt64? = nil
+        replyAgeMillis: UInt64? = nil, connectedMillis: UInt64? = nil
     ) {
+        self.connectedMillis = connectedMillis
         self.applicationName = applicationName
         self.state = state
         self.syncState = syncState
@@ -96,7 +99,8 @@ extension PostgresNode {
             SELECT application_name, state, sync_state, flush_lsn::text, replay_lsn::text,
                    pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END,
                                    replay_lsn)::bigint,
-                   (extract(epoch FROM clock_timestamp() - reply_time) * 1000)::bigint
+                   (extract(epoch FROM clock_timestamp() - reply_time) * 1000)::bigint,
+                   (extract(epoch FROM clock_timestamp() - backend_start) * 1000)::bigint
             FROM pg_stat_replication ORDER BY application_name
             """)
         return result.rows.map { row in
@@ -104,7 +108,8 @@ extension PostgresNode {
                 applicationName: row[0] ?? "", state: row[1] ?? "", syncState: row[2] ?? "",
                 flushLSN: row[3].flatMap(LSNFormat.parse), replayLSN: row[4].flatMap(LSNFormat.parse),
                 lagBytes: row[5].flatMap { Int64($0) }.map { UInt64(max(0, $0)) },
-                replyAgeMillis: row[6].flatMap { Int64($0) }.map { UInt64(max(0, $0)) })
+                replyAgeMillis: row[6].flatMap { Int64($0) }.map { UInt64(max(0, $0)) },
+                connectedMillis: row[7].flatMap { Int64($0) }.map { UInt64(max(0, $0)) })
         }
     }
 

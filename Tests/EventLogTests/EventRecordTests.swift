@@ -9,6 +9,9 @@ let sampleRecords: [EventRecord] = {
     var settings = FormationSettings()
     settings.numberSyncStandbys = 2
     settings.strictSyncMode = true
+    var withViews = NodeReport(node: 3, reachedState: .reportLSN, postgresRunning: true, timeline: 2, flushLSN: 77, sentAtNanos: 5)
+    withViews.standbys = [StandbyView(node: 2, streaming: false, syncState: .quorum, flushLagBytes: .max, replyAgeMillis: .max)]
+    withViews.followingEndedMillisAgo = 2_750
     let events: [ClusterEvent] = [
         .nodeRegistered(NodeRegistration(node: 1, name: "node-1", host: "10.0.0.1", port: 5432, systemIdentifier: .max, candidatePriority: 100, replicationQuorum: false)),
         .nodeReports([]),
@@ -16,6 +19,7 @@ let sampleRecords: [EventRecord] = {
             NodeReport(node: 1, reachedState: .primary, postgresRunning: true, timeline: 3, flushLSN: 0x1_0000_0028, replayLSN: 0, syncState: .unknown, lagBytes: 0, sentAtNanos: 99),
             NodeReport(node: .max, reachedState: .secondary, postgresRunning: false, timeline: .max, flushLSN: .max, replayLSN: .max, syncState: .quorum, lagBytes: .max, sentAtNanos: .max),
         ]),
+        .nodeReports([withViews]),
         .stateReached(node: 2, state: .waitPrimary),
         .operatorRequest(.switchover(target: nil)),
         .operatorRequest(.switchover(target: 3)),
@@ -38,6 +42,24 @@ struct EventRecordTests {
         for record in sampleRecords {
             #expect(try EventRecord(decoding: record.encoded()) == record)
         }
+    }
+
+    @Test("reports of format 2 (kind 8, before standbys said when they stopped following) still decode")
+    func reportsOfFormat2() throws {
+        let report = NodeReport(node: 2, reachedState: .reportLSN, postgresRunning: true, timeline: 4, flushLSN: 42, sentAtNanos: 7)
+        let current = EventRecord(formation: "default", stamp: LogStamp(leaderClockNanos: 1, wallTimeMillis: 2), event: .nodeReports([report]))
+            .encoded()
+        // Format 2 is format 3 without the last field (4 bytes before the checksum).
+        var writer = ByteWriter()
+        for (index, byte) in current.dropLast(8).enumerated() { writer.write(index == 1 ? UInt8(8) : byte) }
+        writer.appendChecksum()
+        let decoded = try EventRecord(decoding: writer.bytes)
+        guard case .nodeReports(let reports) = decoded.event else {
+            Issue.record("decoded \(decoded.event)")
+            return
+        }
+        #expect(reports == [report])
+        #expect(reports.first?.followingEndedMillisAgo == UInt32.max)
         let kinds = Set(sampleRecords.map(\.event.kindName))
         #expect(kinds == ["node-registered", "node-reports", "state-reached", "operator-request", "settings-changed", "tick", "term-started", "membership-changed"])
         for state in NodeState.allCases {

@@ -73,6 +73,13 @@ struct SimulatedManager {
     var quorumWait: (goal: NodeState, targetMB: UInt64)?
     /// The log as the manager last read it: a cut-off manager decides on an old one.
     var state = ClusterState()
+    /// Its watch of its postgres's WAL receiver, observed every heartbeat and in report_lsn's
+    /// action, as `NodeManager` does.
+    var receiverWatch = ReceiverWatch()
+    /// When it stopped following (set by report_lsn's action, cleared by the next action).
+    var followingEndedNanos: UInt64?
+    /// Its observations of postgres hang (a slow postgres) until this tick.
+    var observationsStalledUntilTick = 0
 }
 
 /// One direction of a replication connection: `standby` streams from `upstream`.
@@ -87,6 +94,8 @@ struct ReplicationLink: Hashable, Comparable {
 /// `wal_sender_timeout`, and its reply time ages meanwhile.
 struct WALSender {
     var lastReplyNanos: UInt64
+    /// When the standby connected (`backend_start`).
+    var connectedNanos: UInt64
 }
 
 /// Seeded random runs of a formation: the real reducer over a simulated log, simulated node
@@ -135,6 +144,22 @@ struct ReducerSimulation {
     /// A witness leader election in progress: nothing commits until this tick, then a new
     /// term starts (a leader change takes the log away for a while, as on a real network).
     var electionUntilTick: Int?
+    /// Cut links healed for a moment: at the tick given they are cut again, with resets that
+    /// end their connections on both sides at once (a flapping link, a middlebox that resets).
+    var flappingLinks: [ReplicationLink: Int] = [:]
+    /// Connections whose standby side saw a reset while the walsender lives on, its last
+    /// reply aging (a reset that reached one side only).
+    var standbySideResets: Set<ReplicationLink> = []
+
+    /// How a link is cut.
+    enum Cut: CaseIterable {
+        /// Connections live on until their timeouts.
+        case silent
+        /// Both sides see a reset at once (a firewall that rejects).
+        case resets
+        /// Only the standby sees a reset; the walsender lives on until its timeout.
+        case standbySideReset
+    }
 
     init(seed: UInt64) {
         self.seed = seed
@@ -171,10 +196,12 @@ struct ReducerSimulation {
             runner.clockNanos += Self.tickNanos
             if let until = electionUntilTick {
                 // No entry commits: no reports acknowledged, no actions, no requests.
+                endFlaps()
                 replicate()
                 write()
                 checkLeases()
                 fireWatchdogs()
+                if tick % Self.heartbeatTicks == 0 { observeReceivers() }
                 try checkWritable()
                 if tick >= until {
                     electionUntilTick = nil
@@ -183,11 +210,15 @@ struct ReducerSimulation {
                 continue
             }
             try perturb()
+            endFlaps()
             replicate()
             write()
             checkLeases()
             fireWatchdogs()
-            if tick % Self.heartbeatTicks == 0 { try heartbeat() }
+            if tick % Self.heartbeatTicks == 0 {
+                observeReceivers()
+                try heartbeat()
+            }
             try act()
             try checkWritable()
         }
@@ -219,8 +250,10 @@ struct ReducerSimulation {
             flushed[link] = min(postgres[id]!.position, source.position)
             // A standby replies when WAL arrives, and otherwise every
             // `wal_receiver_status_interval` (1 s).
-            if received || senders[link].map({ now - $0.lastReplyNanos >= Self.statusIntervalNanos }) ?? true {
-                senders[link] = WALSender(lastReplyNanos: now)
+            if received || standbySideResets.contains(link) || senders[link].map({ now - $0.lastReplyNanos >= Self.statusIntervalNanos }) ?? true {
+                // After a reset on its side the standby connects anew.
+                let connectedNanos = standbySideResets.remove(link) == nil ? senders[link]?.connectedNanos ?? now : now
+                senders[link] = WALSender(lastReplyNanos: now, connectedNanos: connectedNanos)
             }
         }
         for link in senders.keys.sorted() {
@@ -232,6 +265,56 @@ struct ReducerSimulation {
                 senders[link] = nil
             }
         }
+        standbySideResets = standbySideResets.filter { senders[$0] != nil }
+    }
+
+    /// Whether `node`'s WAL receiver runs: its postgres, a standby, follows an upstream that
+    /// runs over a working link, or whose walsender still lives (a silently cut link ends on
+    /// both sides only after the timeouts) unless a reset reached the standby's side.
+    func receiverRuns(_ node: PGNodeID) -> Bool {
+        guard let server = postgres[node], server.running, server.inRecovery, let upstream = server.upstream, upstream != node else { return false }
+        let link = ReplicationLink(upstream: upstream, standby: node)
+        return (senders[link] != nil && !standbySideResets.contains(link))
+            || (postgres[upstream]?.running == true && connected(node, upstream))
+    }
+
+    /// Every manager that is not frozen observes its postgres (`NodeManager.observationLoop`).
+    mutating func observeReceivers() {
+        for id in managers.keys.sorted() where managers[id]!.mode != .frozen && tick >= managers[id]!.observationsStalledUntilTick {
+            observeReceiver(id)
+        }
+    }
+
+    mutating func observeReceiver(_ id: PGNodeID) {
+        guard postgres[id]!.running else {
+            managers[id]!.receiverWatch.unknown()
+            return
+        }
+        managers[id]!.receiverWatch.observed(
+            standbyWithoutReceiver: postgres[id]!.inRecovery && !receiverRuns(id), startedNanos: now, finishedNanos: now)
+    }
+
+    /// Ends the moments of flapping links that are over: cut again, with resets.
+    mutating func endFlaps() {
+        for pair in flappingLinks.keys.sorted() where flappingLinks[pair]! <= tick {
+            flappingLinks[pair] = nil
+            let how: Cut = rng.next() % 2 == 0 ? .resets : .standbySideReset
+            cut(pair, how)
+            note("link \(pair.upstream)-\(pair.standby) cut again with \(how == .resets ? "resets" : "a reset on the standby's side")")
+        }
+    }
+
+    /// Cuts the link between a pair of hosts: silently (connections live on until their
+    /// timeouts), or with resets that end them on both sides at once (a firewall rejecting).
+    mutating func cut(_ pair: ReplicationLink, _ how: Cut) {
+        cutLinks.insert(pair)
+        for link in senders.keys.sorted() where (min(link.upstream, link.standby), max(link.upstream, link.standby)) == (pair.upstream, pair.standby) {
+            switch how {
+            case .silent: break
+            case .resets: senders[link] = nil
+            case .standbySideReset: standbySideResets.insert(link)
+            }
+        }
     }
 
     /// `pg_stat_replication` on `node`.
@@ -241,7 +324,8 @@ struct ReducerSimulation {
             ReplicationPeer(
                 applicationName: ClusterState.applicationName(of: link.standby), state: "streaming",
                 syncState: server.k >= 1 && server.listed.contains(link.standby) ? "quorum" : "async",
-                flushLSN: (flushed[link] ?? 0) << 20, replyAgeMillis: (now - senders[link]!.lastReplyNanos) / 1_000_000)
+                flushLSN: (flushed[link] ?? 0) << 20, replyAgeMillis: (now - senders[link]!.lastReplyNanos) / 1_000_000,
+                connectedMillis: (now - senders[link]!.connectedNanos) / 1_000_000)
         }
     }
 
@@ -349,6 +433,9 @@ struct ReducerSimulation {
         var report = NodeReport(
             node: id, reachedState: runner.state[id]?.reached ?? .initial, postgresRunning: server.running, timeline: server.timeline,
             flushLSN: server.position << 20, replayLSN: server.position << 20, sentAtNanos: now)
+        if report.reachedState == .reportLSN, let ended = managers[id]?.followingEndedNanos {
+            report.followingEndedMillisAgo = UInt32(clamping: (now - ended) / 1_000_000)
+        }
         if server.running && !server.inRecovery {
             report.standbys = StandbyView.primaryView(peers(of: id), currentLSN: server.position << 20, observedMillisAgo: rng.next() % 1000)
         }
@@ -421,6 +508,7 @@ struct ReducerSimulation {
     /// yet (its source is unreachable, or it waits for standbys or WAL).
     mutating func perform(_ action: KeeperAction, on id: PGNodeID, towards goal: NodeState) -> Bool {
         let state = managers[id]!.state
+        if action != .none { managers[id]!.followingEndedNanos = nil }
         var server = postgres[id]!
         defer { postgres[id] = server }
         func reachable(_ source: PGNodeID?) -> PGNodeID? {
@@ -487,6 +575,11 @@ struct ReducerSimulation {
             server.standbySignal = true
             server.upstream = nil
             server.start()
+            // `waitForWALReceiverToStop`: an observation without a receiver ends the action.
+            postgres[id] = server
+            observeReceiver(id)
+            managers[id]!.followingEndedNanos = managers[id]!.receiverWatch.downSinceNanos
+            if let ended = managers[id]!.followingEndedNanos, ended < now { statistics["followings ended before report_lsn", default: 0] += 1 }
         case .fastForward:
             guard let source = state.fastForwardSource else { return false }
             server.standbySignal = true
@@ -558,20 +651,40 @@ struct ReducerSimulation {
         if roll(3) {
             // The whole host: its manager and every replication link.
             let isolated = managers[id]!.mode == .cutOff && ids.allSatisfy { $0 == id || !connected(id, $0) }
+            let how = Cut.allCases[Int(rng.next() % 3)]
             for other in ids where other != id {
                 let pair = ReplicationLink(upstream: min(id, other), standby: max(id, other))
-                if isolated { cutLinks.remove(pair) } else { cutLinks.insert(pair) }
+                if isolated { cutLinks.remove(pair) } else { cut(pair, how) }
             }
             managers[id]!.mode = isolated ? .up : .cutOff
             if isolated { managers[id]!.state = runner.state }
-            note("node \(id): host \(isolated ? "reconnected" : "cut off")")
+            note("node \(id): host \(isolated ? "reconnected" : "cut off\(how == .silent ? "" : how == .resets ? " with resets" : " with resets on the standbys' side")")")
             statistics["hosts cut off or back", default: 0] += 1
         }
         if roll(8), let other = pick(ids.filter { $0 != id }) {
             let pair = ReplicationLink(upstream: min(id, other), standby: max(id, other))
-            if cutLinks.contains(pair) { cutLinks.remove(pair) } else { cutLinks.insert(pair) }
+            if cutLinks.contains(pair) { cutLinks.remove(pair) } else { cut(pair, Cut.allCases[Int(rng.next() % 3)]) }
             note("link \(pair.upstream)-\(pair.standby) \(cutLinks.contains(pair) ? "cut" : "healed")")
             statistics["links cut or healed", default: 0] += 1
+        }
+        // Half the moments come to the links of a primary the witnesses no longer hear,
+        // where a standby's last replies decide whether it may still write.
+        let silentPrimary = runner.state.sortedNodes.first { ClusterState.writableGoals.contains($0.reached) && !runner.state.isHealthy($0) }
+        let primaryLinks = cutLinks.sorted().filter { $0.upstream == silentPrimary?.id || $0.standby == silentPrimary?.id }
+        if roll(20), let pair = pick(!primaryLinks.isEmpty && rng.next() % 2 == 0 ? primaryLinks : cutLinks.sorted()) {
+            if flappingLinks[pair] == nil {
+                // Up for 0.1 to 0.8 s (long enough to connect and reply), or up to 3 s, then
+                // cut with resets.
+                cutLinks.remove(pair)
+                flappingLinks[pair] = tick + 1 + Int(rng.next() % (rng.next() % 2 == 0 ? 8 : 30))
+                note("link \(pair.upstream)-\(pair.standby) up for a moment")
+                statistics["links up for a moment", default: 0] += 1
+            }
+        }
+        if roll(4) {
+            managers[id]!.observationsStalledUntilTick = tick + 5 + Int(rng.next() % 26)
+            note("node \(id): observations of postgres stall until tick \(managers[id]!.observationsStalledUntilTick)")
+            statistics["observations stalled", default: 0] += 1
         }
         if roll(4), postgres[id]!.running {
             postgres[id]!.running = false

@@ -103,6 +103,10 @@ extension StoryRunner {
         case "unlink":
             unlinked.insert(try node())
             changes = []
+        case "receiver-gone":
+            // The standby's WAL receiver lost its connection now (its primary died).
+            receiverGoneSince[try node()] = clockNanos
+            changes = []
         case "relink":
             unlinked.remove(try node())
             changes = []
@@ -121,6 +125,8 @@ extension StoryRunner {
             var settings = state.settings
             if let k = options["k"].flatMap(UInt8.init) { settings.numberSyncStandbys = k }
             if let strict = options["strict"] { settings.strictSyncMode = strict == "true" }
+            if let lease = options["lease"].flatMap(UInt32.init) { settings.primaryLeaseMillis = lease }
+            if let unhealthy = options["unhealthy"].flatMap(UInt32.init) { settings.nodeUnhealthyTimeoutMillis = unhealthy }
             changes = append(.settingsChanged(settings))
         case "deadline":
             // The next time the witness leader would tick for (`nextDeadlineNanos`).
@@ -139,6 +145,9 @@ extension StoryRunner {
                 let names = state.synchronousStandbyNames(for: record.id)
                 if !names.isEmpty { lines.append("\(record.id) synchronous_standby_names: \(names)") }
                 if let upstream = state.upstream(of: record.id) { lines.append("\(record.id) follows \(upstream.host):\(upstream.port)") }
+            }
+            if let narrowing = state.narrowingPrimary {
+                lines.append("\(narrowing) narrows its quorum: \(state.standbysToHoldWrites) standby(s) must hold its writes")
             }
             lines.append("uri: \(state.connectionURI())")
             return lines

@@ -18,6 +18,9 @@ struct StoryRunner {
     var down: Set<PGNodeID> = []
     /// Standbys cut off from the primary only: its reports show them not streaming.
     var unlinked: Set<PGNodeID> = []
+    /// Standbys whose WAL receiver is gone since the story clock given (the primary died):
+    /// their reports from report_lsn say so (`NodeReport.followingEndedMillisAgo`).
+    var receiverGoneSince: [PGNodeID: UInt64] = [:]
     var lastWaiting: String?
 
     static let heartbeatNanos: UInt64 = 500_000_000
@@ -37,6 +40,9 @@ struct StoryRunner {
         var report = NodeReport(
             node: id, reachedState: reached, postgresRunning: running, timeline: timeline[id] ?? 1,
             flushLSN: lsn, replayLSN: lsn, syncState: .unknown, lagBytes: 0, sentAtNanos: clockNanos)
+        if reached == .reportLSN, let since = receiverGoneSince[id], since <= clockNanos {
+            report.followingEndedMillisAgo = UInt32((clockNanos - since) / 1_000_000)
+        }
         // A primary sees every standby that follows it and runs, unless the link is cut.
         if ClusterState.writableGoals.contains(reached) {
             report.standbys = state.sortedNodes.filter { node in

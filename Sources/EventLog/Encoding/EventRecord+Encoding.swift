@@ -101,12 +101,14 @@ extension ClusterEvent {
         switch kind {
         case 1:
             return .nodeRegistered(try reader.readRegistration())
-        case 2, 8:
-            // Kind 2: reports without the primary's view of its standbys (format 1).
+        case 2, 8, 10:
+            // Kind 2: reports of format 1 (without the primary's view of its standbys), kind 8:
+            // format 2 (without when a standby stopped following).
             let count = try reader.readCount("report count", maxCount: EventRecord.reportsPerEntryMax)
             var reports: [NodeReport] = []
             reports.reserveCapacity(count)
-            for _ in 0..<count { reports.append(try reader.readReport(withStandbys: kind == 8)) }
+            let format = kind == 2 ? 1 : kind == 8 ? 2 : 3
+            for _ in 0..<count { reports.append(try reader.readReport(format: format)) }
             return .nodeReports(reports)
         case 3:
             return .stateReached(node: try reader.readNodeID("node"), state: try reader.readNodeState())
@@ -191,6 +193,7 @@ extension ByteWriter {
             write(view.flushLagBytes)
             write(view.replyAgeMillis)
         }
+        write(report.followingEndedMillisAgo)
     }
 
     public mutating func write(_ settings: FormationSettings) {
@@ -230,8 +233,9 @@ extension ByteReader {
         return registration
     }
 
-    /// A report; `withStandbys` for format 2, which adds the primary's view of its standbys.
-    public mutating func readReport(withStandbys: Bool) throws(DecodingError) -> NodeReport {
+    /// A report of `format` 1, 2 (adds the primary's view of its standbys) or 3 (adds when a
+    /// standby stopped following).
+    public mutating func readReport(format: Int) throws(DecodingError) -> NodeReport {
         let node = try readNodeID("reporting node")
         let state = try readNodeState()
         let running = try readBool("postgres running")
@@ -243,7 +247,7 @@ extension ByteReader {
         var report = NodeReport(
             node: node, reachedState: state, postgresRunning: running, timeline: timeline, flushLSN: flush, replayLSN: replay,
             syncState: sync, lagBytes: try readUInt64("lag"), sentAtNanos: try readUInt64("report send time"))
-        guard withStandbys else {
+        guard format >= 2 else {
             report.standbysKnown = false
             return report
         }
@@ -258,6 +262,7 @@ extension ByteReader {
                     node: standby, streaming: streaming, syncState: syncState, flushLagBytes: try readUInt64("standby flush lag"),
                     replyAgeMillis: try readUInt32("standby reply age")))
         }
+        if format >= 3 { report.followingEndedMillisAgo = try readUInt32("following ended") }
         return report
     }
 

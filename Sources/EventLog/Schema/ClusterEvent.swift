@@ -32,7 +32,7 @@ public enum ClusterEvent: Sendable, Equatable {
     var kind: UInt8 {
         switch self {
         case .nodeRegistered: return 1
-        case .nodeReports: return 8
+        case .nodeReports: return 10
         case .stateReached: return 3
         case .operatorRequest: return 4
         case .settingsChanged: return 5
@@ -134,6 +134,13 @@ public struct NodeReport: Sendable, Equatable {
     public var standbys: [StandbyView] = []
     /// Whether `standbys` is the primary's view (reports of format 1 have none to give).
     public var standbysKnown = true
+    /// A standby that stopped following its primary to report its LSN: how long before this
+    /// report was sent its WAL receiver was last possibly connected, as its manager watched it
+    /// without a gap (`ReceiverWatch`); `UInt32.max` when it cannot say (and in reports of
+    /// formats 1 and 2). A primary that died took its connections with it: the standby's last
+    /// reply to it is then older than the election, and the new primary need not wait for it
+    /// to age (DESIGN §5 rule 1).
+    public var followingEndedMillisAgo = UInt32.max
     /// The most standby views one report carries.
     public static let standbysMax = 64
 

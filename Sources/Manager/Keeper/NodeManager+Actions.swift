@@ -55,6 +55,8 @@ extension NodeManager {
         let node = self.node
         let postgres = self.postgres
         let password = configuration.replicationPassword
+        // When this standby stopped following holds only until an action changes postgres.
+        if action != .none { shared.withLock { $0.followingEndedNanos = nil } }
         switch action {
         case .none, .startMaintenance, .prepareForSecondary:
             break
@@ -124,6 +126,9 @@ extension NodeManager {
             try await blocking { try postgres.configureStandby(upstream: nil, slot: nil) }
             if postgres.isRunning { try await blocking { try postgres.reload() } } else { try await postgres.start() }
             try await waitForWALReceiverToStop()
+            // With primary_conninfo cleared no receiver starts again: the watch's run, which
+            // its last observation (no receiver) extended, says when following ended.
+            shared.withLock { $0.followingEndedNanos = $0.receiverWatch.downSinceNanos }
         case .fastForward:
             let from = try source(state.fastForwardSource?.registration)
             let target = state.fastForwardSource?.lsn ?? 0
@@ -181,7 +186,9 @@ extension NodeManager {
         let postgres = self.postgres
         let deadline = ContinuousClock.now + .seconds(10)
         while true {
+            let started = nowNanos()
             let observation = try await blocking { try postgres.observe() }
+            record(observation, startedNanos: started)
             guard observation.inRecovery, let receiver = observation.walReceiver else { return }
             guard ContinuousClock.now < deadline, !isStopping else {
                 throw NodeManagerError("the WAL receiver is still \(receiver.status) 10 s after replication was turned off")

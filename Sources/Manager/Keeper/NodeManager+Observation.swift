@@ -51,15 +51,27 @@ extension NodeManager {
     func refreshObservation() async {
         let started = nowNanos()
         guard postgres.isRunning else {
-            shared.withLock { $0.lastObservation = nil }
+            shared.withLock { shared in
+                shared.lastObservation = nil
+                shared.receiverWatch.unknown()
+            }
             return
         }
         let postgres = self.postgres
         guard let observation = try? await blocking({ try postgres.observe() }) else { return }
+        record(observation, startedNanos: started)
+    }
+
+    /// Keeps an observation that started later than the stored one, and notes it in the
+    /// watch of the WAL receiver (`ReceiverWatch`).
+    func record(_ observation: PostgresObservation, startedNanos started: UInt64) {
+        let finished = nowNanos()
         shared.withLock { shared in
             guard started > (shared.lastObservedNanos ?? 0) else { return }
             shared.lastObservation = observation
             shared.lastObservedNanos = started
+            shared.receiverWatch.observed(
+                standbyWithoutReceiver: observation.inRecovery && observation.walReceiver == nil, startedNanos: started, finishedNanos: finished)
         }
     }
 
@@ -67,10 +79,16 @@ extension NodeManager {
     /// lives and it answered an observation within the unhealthy timeout: a slow answer is
     /// not a dead postgres.
     func observeAndBuildReport(sentAt: UInt64) -> NodeReport {
-        let (reached, observation, observedAt, unhealthyMillis) = shared.withLock {
-            ($0.state[node]?.reached ?? .initial, $0.lastObservation, $0.lastObservedNanos, $0.state.settings.nodeUnhealthyTimeoutMillis)
+        let (reached, observation, observedAt, unhealthyMillis, followingEnded) = shared.withLock {
+            (
+                $0.state[node]?.reached ?? .initial, $0.lastObservation, $0.lastObservedNanos, $0.state.settings.nodeUnhealthyTimeoutMillis,
+                $0.followingEndedNanos
+            )
         }
         var report = NodeReport(node: node, reachedState: reached, postgresRunning: false, sentAtNanos: sentAt)
+        if reached == .reportLSN, let followingEnded, followingEnded <= sentAt {
+            report.followingEndedMillisAgo = UInt32(clamping: (sentAt - followingEnded) / 1_000_000)
+        }
         guard postgres.isRunning, let observation, let observedAt,
             sentAt < observedAt + UInt64(unhealthyMillis) * 1_000_000
         else { return report }

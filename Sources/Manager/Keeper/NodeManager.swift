@@ -34,6 +34,11 @@ public final class NodeManager: Sendable {
         /// When the query behind `lastObservation` started (this process's monotonic clock).
         var lastObservedNanos: UInt64?
         var stopping = false
+        /// The watch of this standby's WAL receiver over the observations.
+        var receiverWatch = ReceiverWatch()
+        /// When this standby stopped following its primary, at the latest (monotonic clock):
+        /// set by the action that reaches report_lsn, cleared by the next action.
+        var followingEndedNanos: UInt64?
         /// Since when the upstream has been found to lack WAL this standby needs.
         var upstreamLacksWALSince: ContinuousClock.Instant?
         /// Whether the replayed log has shown this node registered.

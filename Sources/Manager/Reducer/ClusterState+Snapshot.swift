@@ -7,9 +7,12 @@ extension ClusterState {
     /// node's registration and goal indexes (older snapshots: their nodes count as registered
     /// at index 0, so a waiting node is admitted by the primary's next goal), version 5 the
     /// primary's view of its standbys in reports and since when each standby has not streamed
-    /// in that view, version 6 the primary narrowing its quorum and when a standby last stopped following;
+    /// in that view, version 6 the primary narrowing its quorum and when a standby last stopped
+    /// following, version 7 the log time carried from earlier terms, version 8 whether the
+    /// primary last took writes without synchronous replication, when each standby last
+    /// stopped following, the former lease and unhealthy timeout, and reports of format 3;
     /// older snapshots still load.
-    public static let snapshotVersion: UInt8 = 7
+    public static let snapshotVersion: UInt8 = 8
     /// The most nodes a formation holds.
     public static let nodesMax = 256
 
@@ -44,11 +47,17 @@ extension ClusterState {
             writer.write(node.goalIndex)
             writer.write(node.unstreamedSinceNanos != nil)
             writer.write(node.unstreamedSinceNanos ?? 0)
+            writer.write(node.followingEndedNanos != nil)
+            writer.write(node.followingEndedNanos ?? 0)
         }
         writer.write(narrowingPrimary ?? 0)
         writer.write(lastStoppedFollowingNanos != nil)
         writer.write(lastStoppedFollowingNanos ?? 0)
         writer.write(clockOffsetNanos)
+        writer.write(primaryAcknowledgedAlone)
+        writer.write(formerLeaseMillis ?? 0)
+        writer.write(formerUnhealthyMillis ?? 0)
+        writer.write(formerTimeoutsIndex)
         writer.appendChecksum()
         return writer.bytes
     }
@@ -74,7 +83,7 @@ extension ClusterState {
             node.reached = try reader.readNodeState("reached state")
             node.goal = try reader.readNodeState("goal state")
             node.goalReason = try reader.readString("goal reason")
-            node.lastReport = try reader.readBool("has report") ? try reader.readReport(withStandbys: version >= 5) : nil
+            node.lastReport = try reader.readBool("has report") ? try reader.readReport(format: version >= 8 ? 3 : version >= 5 ? 2 : 1) : nil
             node.lastHeardNanos = try reader.readUInt64("last heard")
             let down = try reader.readBool("postgres down")
             let downSince = try reader.readUInt64("postgres down since")
@@ -92,6 +101,11 @@ extension ClusterState {
                 let since = try reader.readUInt64("not streaming since")
                 node.unstreamedSinceNanos = unstreamed ? since : nil
             }
+            if version >= 8 {
+                let ended = try reader.readBool("stopped following")
+                let endedAt = try reader.readUInt64("stopped following at")
+                node.followingEndedNanos = ended ? endedAt : nil
+            }
             nodes[node.id] = node
         }
         highestNodeID = max(highestNodeID, nodes.records.last?.id ?? 0)
@@ -101,8 +115,21 @@ extension ClusterState {
             let stopped = try reader.readBool("a standby stopped following")
             let stoppedAt = try reader.readUInt64("stopped following at")
             lastStoppedFollowingNanos = stopped ? stoppedAt : nil
+            if version < 8, stopped {
+                // Before version 8 only the latest time was kept: it stands for every
+                // standby now in report_lsn.
+                nodes.updateAll { node in if node.reached == .reportLSN { node.followingEndedNanos = stoppedAt } }
+            }
         }
         if version >= 7 { clockOffsetNanos = try reader.readUInt64("clock offset") }
+        if version >= 8 {
+            primaryAcknowledgedAlone = try reader.readBool("primary acknowledged alone")
+            let lease = try reader.readUInt32("former lease")
+            let unhealthy = try reader.readUInt32("former unhealthy timeout")
+            formerLeaseMillis = lease == 0 ? nil : lease
+            formerUnhealthyMillis = unhealthy == 0 ? nil : unhealthy
+            formerTimeoutsIndex = try reader.readUInt64("former timeouts index")
+        }
         try reader.finish()
     }
 }

@@ -31,6 +31,11 @@ public struct NodeRecord: Sendable, Equatable {
     /// primary reports. A standby cut off from the primary one way still reports healthy to
     /// the witnesses; this is how the policy sees the cut.
     public var unstreamedSinceNanos: UInt64?
+    /// When this standby last stopped following a primary to report its LSN (log time): when
+    /// it reached report_lsn, or earlier when its report shows its WAL receiver gone since
+    /// (`NodeReport.followingEndedMillisAgo`). Its replies can hold an old primary until a
+    /// lease and the watchdog's grace after it.
+    public var followingEndedNanos: UInt64?
 
     public var id: PGNodeID { registration.node }
 
@@ -79,12 +84,28 @@ public struct ClusterState: Sendable, Equatable {
     public internal(set) var requests = RequestSessions()
     /// The primary narrowing its quorum after a quorum standby left (apply_settings), until it
     /// reports that k of the remaining standbys hold its writes: meanwhile the departed
-    /// standby may be the only one that does, and no automatic failover starts.
+    /// standby may be the only one that does, and no automatic failover starts. Dropped
+    /// meanwhile, it stays narrowing until it reports stopped: it may still list the standby
+    /// that left, whose replies can hold it, so no successor takes writes before that.
     public internal(set) var narrowingPrimary: PGNodeID?
-    /// When a standby last stopped following a primary to report its LSN (log time): until a
-    /// lease and the watchdog's grace later, an old primary may still be held by that
-    /// standby's last replies (DESIGN §5 rule 1).
+    /// When the standby that stopped following a primary last stopped (the latest
+    /// `NodeRecord.followingEndedNanos`, log time): until a lease and the watchdog's grace
+    /// later, an old primary may still be held by the standbys' last replies (DESIGN §5
+    /// rule 1).
     public internal(set) var lastStoppedFollowingNanos: UInt64?
+    /// Whether the primary last took writes without synchronous replication (it reached
+    /// wait_primary, not primary, since it last reached a writable state): no set of standbys
+    /// is known to hold what it acknowledged since, so an election after it waits for every
+    /// healthy quorum standby, not only for n − k + 1 of them.
+    public internal(set) var primaryAcknowledgedAlone = false
+    /// After settings shortened the lease or the unhealthy timeout, the longer former values:
+    /// a primary cut off before it read the change still holds to them, so decisions about an
+    /// old primary use the longer of both (`holdLeaseMillis`, `leaseExpiryMillis`) until a
+    /// primary reaches a writable state on a goal set after the change (its manager read it).
+    public internal(set) var formerLeaseMillis: UInt32?
+    public internal(set) var formerUnhealthyMillis: UInt32?
+    /// The index of the settings change that set them.
+    public internal(set) var formerTimeoutsIndex: UInt64 = 0
 
     /// The policy's inputs when it last settled (see `policyInputs`). Not part of the state:
     /// a state without it runs the policy once more and reaches the same fixpoint.
@@ -100,6 +121,8 @@ public struct ClusterState: Sendable, Equatable {
             && lhs.waitingReason == rhs.waitingReason && lhs.electionSyncStandbys == rhs.electionSyncStandbys
             && lhs.highestNodeID == rhs.highestNodeID && lhs.requests == rhs.requests && lhs.narrowingPrimary == rhs.narrowingPrimary
             && lhs.lastStoppedFollowingNanos == rhs.lastStoppedFollowingNanos && lhs.clockOffsetNanos == rhs.clockOffsetNanos
+            && lhs.primaryAcknowledgedAlone == rhs.primaryAcknowledgedAlone && lhs.formerLeaseMillis == rhs.formerLeaseMillis
+            && lhs.formerUnhealthyMillis == rhs.formerUnhealthyMillis && lhs.formerTimeoutsIndex == rhs.formerTimeoutsIndex
     }
 
     /// The leader clock (`LogStamp.leaderClockNanos`) of the last applied entry.

@@ -17,7 +17,7 @@ extension ClusterState {
             if let since = node.postgresDownSinceNanos { deadlines.append(since + restart + 1) }
         }
         if electionSyncStandbys > 0, let stopped = lastStoppedFollowingNanos {
-            deadlines.append(stopped + (UInt64(settings.primaryLeaseMillis) + UInt64(FormationSettings.watchdogGraceMillis)) * 1_000_000)
+            deadlines.append(stopped + (UInt64(holdLeaseMillis) + UInt64(FormationSettings.watchdogGraceMillis)) * 1_000_000)
         }
         return deadlines.filter { $0 > nowNanos }.min()
     }

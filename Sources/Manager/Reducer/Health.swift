@@ -23,8 +23,16 @@ extension ClusterState {
     /// enforces, measured on this term's clock.
     public func leaseExpired(_ node: NodeRecord) -> Bool {
         nowNanos >= node.lastHeardNanos
-            && nowNanos - node.lastHeardNanos > UInt64(settings.nodeUnhealthyTimeoutMillis) * 1_000_000
+            && nowNanos - node.lastHeardNanos > UInt64(leaseExpiryMillis) * 1_000_000
     }
+
+    /// The unhealthy timeout after which an old primary's lease has run out: the longer of
+    /// the current and the former one (`formerUnhealthyMillis`).
+    public var leaseExpiryMillis: UInt32 { max(settings.nodeUnhealthyTimeoutMillis, formerUnhealthyMillis ?? 0) }
+
+    /// The lease an old primary may still hold to: the longer of the current and the former
+    /// one (`formerLeaseMillis`).
+    public var holdLeaseMillis: UInt32 { max(settings.primaryLeaseMillis, formerLeaseMillis ?? 0) }
 
     /// Whether the primary sees `node` streaming to it: its reports have not shown it cut off
     /// (`streamsInView` false) for longer than the unhealthy timeout. Only

@@ -12,13 +12,17 @@ extension ClusterState {
         sortedNodes.first { [.fastForward, .preparePromotion, .stopReplication].contains($0.goal) }
     }
 
-    /// The old primary during a failover: a primary-owned goal, or a primary being dropped
-    /// that has not yet said it stopped.
+    /// The old primary during a failover: a primary-owned goal, or else the primary dropped
+    /// last among those that have not yet said they stopped.
     var fencedPrimary: NodeRecord? {
         sortedNodes.first { Self.primaryOwnedGoals.contains($0.goal) }
-            ?? sortedNodes.first {
-                $0.goal == .dropped && (Self.writableGoals.contains($0.reached) || Self.primaryOwnedGoals.contains($0.reached))
-            }
+            ?? droppedPrimaries.max { $0.goalIndex < $1.goalIndex }
+    }
+
+    /// Primaries being dropped that have not yet said they stopped: one dropped while cut
+    /// off stays so, and a later primary dropped too must not hide behind it.
+    var droppedPrimaries: [NodeRecord] {
+        sortedNodes.filter { $0.goal == .dropped && (Self.writableGoals.contains($0.reached) || Self.primaryOwnedGoals.contains($0.reached)) }
     }
 
     /// Starts a failover when the primary is unhealthy and a healthy candidate exists. Only a
@@ -77,6 +81,8 @@ extension ClusterState {
         if let oldPrimary { askForLSNReports(excluding: oldPrimary.id, &changes) }
         let quorum = quorumStandbys(excluding: oldPrimary?.id)
         let reported = sortedNodes.filter { $0.goal == .reportLSN && $0.reached == .reportLSN && $0.electionLSN != nil }
+        // Writes acknowledged under `ANY k` are on k quorum standbys: n − k + 1 reports find
+        // one. Without synchronous replication, every healthy quorum standby reports.
         let k = Int(electionSyncStandbys)
         let required = k >= 1 ? max(quorum.count - k + 1, 1) : max(quorum.filter { isHealthy($0) }.count, 1)
         let reportedQuorum = reported.filter { $0.registration.replicationQuorum }
@@ -84,6 +90,16 @@ extension ClusterState {
             let missing = quorum.filter { node in !reported.contains { $0.id == node.id } }.map { "node \($0.id)" }
             waitingReason = "election waits for LSN reports: \(reportedQuorum.count) of \(required) quorum standbys reported"
                 + (missing.isEmpty ? "" : "; missing \(missing.joined(separator: ", "))")
+            return
+        }
+        // What a primary acknowledged alone (wait_primary), and what it held of the writes
+        // acknowledged before it, is wherever it streamed: every healthy standby asked for its
+        // LSN reports, in the quorum or not.
+        let reportedIDs = Set(reported.map(\.id))
+        let unreported = sortedNodes.filter { $0.goal == .reportLSN && isHealthy($0) && !reportedIDs.contains($0.id) }
+        if primaryAcknowledgedAlone, !unreported.isEmpty {
+            waitingReason = "election waits for LSN reports: node \(oldPrimary.map { "\($0.id)" } ?? "?") took writes without synchronous replication; "
+                + "missing \(unreported.map { "node \($0.id)" }.joined(separator: ", "))"
             return
         }
         let candidates = reported.filter { $0.effectivePriority > 0 && isHealthy($0) }
@@ -120,7 +136,7 @@ extension ClusterState {
     /// the watchdog's grace after it stopped, if synchronous replication was on.
     var standbyRepliesMayHoldOldPrimary: Bool {
         guard electionSyncStandbys > 0, let stopped = lastStoppedFollowingNanos else { return false }
-        return nowNanos < stopped + (UInt64(settings.primaryLeaseMillis) + UInt64(FormationSettings.watchdogGraceMillis)) * 1_000_000
+        return nowNanos < stopped + (UInt64(holdLeaseMillis) + UInt64(FormationSettings.watchdogGraceMillis)) * 1_000_000
     }
 
     /// Drives the elected node to primary: fast-forward, then read-only promotion, then writes
@@ -151,6 +167,18 @@ extension ClusterState {
                     || (old.goal == .prepareMaintenance && old.reached == .prepareMaintenance)
                 guard fenced || leaseExpired(old) else {
                     waitingReason = "node \(winner.id) stays read-only until node \(old.id) is fenced or its lease runs out"
+                    return
+                }
+                // A primary dropped while narrowing its quorum may still list the standby
+                // that left, which no election asks to stop following: its replies can hold
+                // that primary for as long as it streams. Only the primary's own stop counts.
+                guard fenced || narrowingPrimary != old.id else {
+                    waitingReason = "node \(winner.id) stays read-only until node \(old.id) stops: it was narrowing its quorum, "
+                        + "and a standby that left may still hold it (drop it with --force if it is gone for good)"
+                    return
+                }
+                if let other = droppedPrimaries.first(where: { $0.id != old.id && !leaseExpired($0) }) {
+                    waitingReason = "node \(winner.id) stays read-only until node \(other.id) is fenced or its lease runs out"
                     return
                 }
                 // With synchronous replication, fresh replies of the standbys that reported

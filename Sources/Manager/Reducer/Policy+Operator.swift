@@ -47,7 +47,10 @@ extension ClusterState {
         }
         let leavesQuorum = primaryNode.map { primary in primary.id != id && quorumStandbys(excluding: primary.id).contains { $0.id == id } } ?? false
         assign(id, .dropped, forced ? "dropped by the operator, forced: its manager will not report" : "dropped by the operator", &changes)
-        if forced { nodes.update(id) { $0.reached = .dropped } }
+        if forced {
+            nodes.update(id) { $0.reached = .dropped }
+            if narrowingPrimary == id { narrowingPrimary = nil }
+        }
         if ownsPrimary {
             askForLSNReports(excluding: id, &changes)
         } else if leavesQuorum {

@@ -67,6 +67,7 @@ extension ClusterState {
             if lastStoppedFollowingNanos != nil { lastStoppedFollowingNanos = leaderClockNanos }
             nodes.updateAll { node in
                 node.lastHeardNanos = leaderClockNanos
+                if node.followingEndedNanos != nil { node.followingEndedNanos = leaderClockNanos }
                 if node.postgresDownSinceNanos != nil { node.postgresDownSinceNanos = leaderClockNanos }
                 if node.unstreamedSinceNanos != nil { node.unstreamedSinceNanos = leaderClockNanos }
             }
@@ -97,6 +98,7 @@ extension ClusterState {
         case .nodeReports(let reports):
             let now = nowNanos
             for report in reports { noteStandbyViews(report) }
+            var followingEndedMoved = false
             for report in reports {
                 nodes.update(report.node) { node in
                     // The state reached comes from `stateReached` only: a report built before
@@ -106,22 +108,45 @@ extension ClusterState {
                     node.postgresDownSinceNanos = report.postgresRunning ? nil : (node.postgresDownSinceNanos ?? now)
                     if node.reached == .reportLSN && report.reachedState == .reportLSN {
                         node.electionLSN = max(report.flushLSN, report.replayLSN)
+                        // Its WAL receiver was gone before it reached report_lsn: its last
+                        // reply to the old primary is that much older.
+                        if report.followingEndedMillisAgo != UInt32.max, let ended = node.followingEndedNanos {
+                            let evidence = now - min(now, UInt64(report.followingEndedMillisAgo) * 1_000_000)
+                            if evidence < ended {
+                                node.followingEndedNanos = evidence
+                                followingEndedMoved = true
+                            }
+                        }
                     }
                 }
             }
+            if followingEndedMoved { noteFollowingEnded() }
         case .stateReached(let id, let state):
             guard var node = nodes[id] else { return }
             node.reached = state
             node.lastHeardNanos = nowNanos
-            if id == narrowingPrimary && state == .applySettings { narrowingPrimary = nil }
-            if state == .reportLSN { lastStoppedFollowingNanos = nowNanos }
+            if id == narrowingPrimary && [.applySettings, .dropped].contains(state) { narrowingPrimary = nil }
+            if state == .reportLSN { node.followingEndedNanos = nowNanos }
+            if state == .waitPrimary { primaryAcknowledgedAlone = true }
+            // A primary that acted on a goal set after the change read it.
+            if Self.writableGoals.contains(state), node.goalIndex >= formerTimeoutsIndex {
+                formerLeaseMillis = nil
+                formerUnhealthyMillis = nil
+            }
+            if [.primary, .single].contains(state) { primaryAcknowledgedAlone = false }
             if state != .reportLSN { node.electionLSN = nil }
             nodes[id] = node
+            if state == .reportLSN { noteFollowingEnded() }
         case .operatorRequest(let request):
             handle(request, changes: &changes)
         case .settingsChanged(let newSettings):
             do {
                 try newSettings.validate()
+                if newSettings.primaryLeaseMillis < holdLeaseMillis || newSettings.nodeUnhealthyTimeoutMillis < leaseExpiryMillis {
+                    formerLeaseMillis = holdLeaseMillis
+                    formerUnhealthyMillis = leaseExpiryMillis
+                    formerTimeoutsIndex = appliedIndex
+                }
                 settings = newSettings
                 // Writes acknowledged under an earlier, smaller k stay protected by it; turning
                 // synchronous replication off (k = 0) protects nothing new and forgets nothing.
@@ -137,6 +162,11 @@ extension ClusterState {
         case .tick, .termStarted, .membershipChanged:
             break
         }
+    }
+
+    /// `lastStoppedFollowingNanos` from the standbys' `followingEndedNanos`: the latest.
+    mutating func noteFollowingEnded() {
+        lastStoppedFollowingNanos = sortedNodes.compactMap(\.followingEndedNanos).max()
     }
 
     /// The primary's report says which standbys stream to it: each quorum standby that does
@@ -162,7 +192,9 @@ extension ClusterState {
         guard let current = nodes[id]?.goal, current != goal else { return }
         changes.append(GoalChange(node: id, from: current, to: goal, reason: reason))
         let index = appliedIndex
-        if id == narrowingPrimary && goal != .applySettings { narrowingPrimary = nil }
+        // A narrowing primary being dropped may still list the standby that left: its
+        // successor waits for it to stop (`promotionRules`).
+        if id == narrowingPrimary && ![.applySettings, .dropped].contains(goal) { narrowingPrimary = nil }
         nodes.update(id) { node in
             node.goal = goal
             node.goalReason = reason
