@@ -144,8 +144,8 @@ struct ReducerSimulation {
     /// A witness leader election in progress: nothing commits until this tick, then a new
     /// term starts (a leader change takes the log away for a while, as on a real network).
     var electionUntilTick: Int?
-    /// Cut links healed for a moment: at the tick given they are cut again, with resets that
-    /// end their connections on both sides at once (a flapping link, a middlebox that resets).
+    /// Cut links healed for a moment: at the tick given they are cut again, with resets seen
+    /// on both sides or on the standby's only (a flapping link, a middlebox that resets).
     var flappingLinks: [ReplicationLink: Int] = [:]
     /// Connections whose standby side saw a reset while the walsender lives on, its last
     /// reply aging (a reset that reached one side only).
@@ -294,7 +294,8 @@ struct ReducerSimulation {
             standbyWithoutReceiver: postgres[id]!.inRecovery && !receiverRuns(id), startedNanos: now, finishedNanos: now)
     }
 
-    /// Ends the moments of flapping links that are over: cut again, with resets.
+    /// Ends the moments of flapping links that are over: cut again, with resets on both
+    /// sides or on the standby's only.
     mutating func endFlaps() {
         for pair in flappingLinks.keys.sorted() where flappingLinks[pair]! <= tick {
             flappingLinks[pair] = nil
@@ -305,7 +306,8 @@ struct ReducerSimulation {
     }
 
     /// Cuts the link between a pair of hosts: silently (connections live on until their
-    /// timeouts), or with resets that end them on both sides at once (a firewall rejecting).
+    /// timeouts), with resets that end them on both sides at once (a firewall rejecting), or
+    /// with a reset only the standby sees (its walsender lives on, its last reply aging).
     mutating func cut(_ pair: ReplicationLink, _ how: Cut) {
         cutLinks.insert(pair)
         for link in senders.keys.sorted() where (min(link.upstream, link.standby), max(link.upstream, link.standby)) == (pair.upstream, pair.standby) {
