@@ -4,6 +4,7 @@
 //   swift run -c release pgquorum-bench lmdb [--seconds S] [--payload BYTES] [--dir DIR]
 //   swift run -c release pgquorum-bench replay [--entries N] [--runs N]
 //   swift build -c release && .build/release/pgquorum-bench witness [--seconds S] [--trials N] [--root DIR]
+//   swift build -c release && .build/release/pgquorum-bench failover [--trials N]
 //   swift build -c release && .build/release/pgquorum-bench partition [--trials N] [--cut SECONDS] [--fault NAME]   (as root)
 //
 // Every figure is measured in this process on this machine; compare ratios from one run.
@@ -13,9 +14,11 @@ import TestSupport
 
 func argument(_ name: String, default value: Int) -> Int {
     let arguments = CommandLine.arguments
-    guard let position = arguments.firstIndex(of: name), position + 1 < arguments.count,
-        let parsed = Int(arguments[position + 1])
-    else { return value }
+    guard let position = arguments.firstIndex(of: name), position + 1 < arguments.count else { return value }
+    guard let parsed = Int(arguments[position + 1]), parsed > 0 else {
+        FileHandle.standardError.write(Data("pgquorum-bench: \(name) needs a positive whole number, not \(arguments[position + 1])\n".utf8))
+        exit(64)
+    }
     return parsed
 }
 
@@ -57,6 +60,30 @@ let usage = """
     """
 
 let command = CommandLine.arguments.dropFirst().first
+/// The options each benchmark takes (each followed by a value).
+let options: [String: Set<String>] = [
+    "raft": ["--entries", "--batch", "--payload", "--runs"], "lmdb": ["--seconds", "--payload", "--runs", "--dir"],
+    "replay": ["--entries", "--runs"], "witness": ["--seconds", "--trials", "--root"], "failover": ["--trials"],
+    "partition": ["--trials", "--cut", "--fault"],
+]
+// `--help` anywhere prints the usage, and an option the benchmark does not take is refused,
+// rather than a long run with defaults.
+let rest = Array(CommandLine.arguments.dropFirst(2))
+if rest.contains(where: { ["--help", "-h"].contains($0) }) {
+    print(usage)
+    exit(0)
+}
+if let command, let known = options[command] {
+    var index = 0
+    while index < rest.count {
+        guard known.contains(rest[index]), index + 1 < rest.count else {
+            FileHandle.standardError.write(
+                Data("pgquorum-bench \(command): \(known.contains(rest[index]) ? "\(rest[index]) needs a value" : "unknown option \(rest[index])")\n\n\(usage)\n".utf8))
+            exit(64)
+        }
+        index += 2
+    }
+}
 do {
     switch command {
     case "raft":
