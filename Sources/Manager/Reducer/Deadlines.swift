@@ -16,9 +16,7 @@ extension ClusterState {
             deadlines.append(node.lastHeardNanos + unhealthy + 1)
             if let since = node.postgresDownSinceNanos { deadlines.append(since + restart + 1) }
         }
-        if electionSyncStandbys > 0, let stopped = lastStoppedFollowingNanos {
-            deadlines.append(stopped + (UInt64(holdLeaseMillis) + UInt64(FormationSettings.watchdogGraceMillis)) * 1_000_000)
-        }
+        if let held = standbyRepliesHoldUntilNanos { deadlines.append(held) }
         return deadlines.filter { $0 > nowNanos }.min()
     }
 

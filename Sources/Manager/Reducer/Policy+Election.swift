@@ -131,13 +131,17 @@ extension ClusterState {
             .max { ($0.timeline, $0.lsn, -Int($0.id)) < ($1.timeline, $1.lsn, -Int($1.id)) }
     }
 
-    /// Whether the last replies of a standby that stopped following a primary for an election
-    /// may still hold that primary (`LeaseRules.remainingBySynchronousStandbys`): a lease and
-    /// the watchdog's grace after it stopped, if synchronous replication was on.
-    var standbyRepliesMayHoldOldPrimary: Bool {
-        guard electionSyncStandbys > 0, let stopped = lastStoppedFollowingNanos else { return false }
-        return nowNanos < stopped + (UInt64(holdLeaseMillis) + UInt64(FormationSettings.watchdogGraceMillis)) * 1_000_000
+    /// Until when the last replies of the standbys that stopped following a primary for an
+    /// election may still hold that primary (`LeaseRules.remainingBySynchronousStandbys`): a
+    /// lease and the watchdog's grace after the last of them stopped, if synchronous
+    /// replication was on; nil otherwise.
+    var standbyRepliesHoldUntilNanos: UInt64? {
+        guard electionSyncStandbys > 0, let stopped = lastStoppedFollowingNanos else { return nil }
+        return stopped + (UInt64(holdLeaseMillis) + UInt64(FormationSettings.watchdogGraceMillis)) * 1_000_000
     }
+
+    /// Whether those replies may still hold the old primary now.
+    var standbyRepliesMayHoldOldPrimary: Bool { standbyRepliesHoldUntilNanos.map { nowNanos < $0 } ?? false }
 
     /// Drives the elected node to primary: fast-forward, then read-only promotion, then writes
     /// once the old primary is fenced or its lease has provably run out (DESIGN §5 rule 1).
