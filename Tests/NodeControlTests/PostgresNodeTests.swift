@@ -154,6 +154,10 @@ struct PostgresNodeTests {
             try await primary.startPrimary()
             try primary.sql("CREATE TABLE t (id int)")
             try primary.node.setSynchronousStandbyNames("ANY 1 (node_9)")
+            // The reload is asynchronous: a commit before it is applied would not wait.
+            try await waitUntil("the primary applied synchronous_standby_names") {
+                try primary.sql("SHOW synchronous_standby_names") == "ANY 1 (node_9)"
+            }
             let options = primary.node.localConnectionOptions()
             // statement_timeout does not apply to the wait at commit: only a cancel ends it.
             let writer = Task {
