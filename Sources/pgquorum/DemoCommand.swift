@@ -12,8 +12,9 @@ struct DemoCommand: AsyncParsableCommand {
         commandName: "demo",
         abstract: "Run a local cluster: three witnesses and three PostgreSQL nodes on loopback.",
         discussion: """
-            Everything lives in one folder (a new one under /tmp, or --dir): the credentials, \
-            each witness's log, each node's data directory and logs. Progress is printed while \
+            Everything lives in one folder (a new one under /tmp, or --dir): the cluster's CA \
+            and the certificates of the witnesses, the nodes and an operator (pki/), each \
+            witness's log, each node's data directory and logs. Progress is printed while \
             the cluster forms; then the status table, the connection URI and the environment \
             lines that point the other commands (status, log, switchover…) at this cluster. \
             Ctrl-C stops every process cleanly (and removes the folder unless --dir was given).
@@ -77,9 +78,19 @@ struct DemoCommand: AsyncParsableCommand {
 
     private func start(executable: String, folder: String, processes: DemoProcesses) async throws {
         print("pgquorum demo in \(folder)")
-        let credentialsPath = folder + "/credentials"
-        if !FileManager.default.fileExists(atPath: credentialsPath) { try WitnessCredentials.generate().write(to: credentialsPath) }
+        // The cluster's CA and a certificate for each witness, each node and the demo's
+        // operator, as `pgquorum pki init` and `pki issue` make them.
+        let pki = PKIDirectory(path: folder + "/pki")
+        if !FileManager.default.fileExists(atPath: pki.clusterFile) { try PKIDirectory.create(at: pki.path) }
+        let holders = (1...3).map { ClusterIdentity.witness(UInt64($0)) } + (try (1...3).map { try ClusterIdentity(role: .node, name: "node\($0)") })
+        for identity in holders where !FileManager.default.fileExists(atPath: pki.credentialsFile(of: identity)) {
+            try pki.issue(identity, hosts: ["127.0.0.1", "localhost"])
+        }
+        let operatorIdentity = try ClusterIdentity(role: .operator, name: "demo")
+        let credentialsPath = pki.credentialsFile(of: operatorIdentity)
+        if !FileManager.default.fileExists(atPath: credentialsPath) { try pki.issue(operatorIdentity) }
         let credentials = try WitnessCredentials.load(from: credentialsPath)
+        print("  certificates for 3 witnesses, 3 nodes and operator demo in \(pki.path) (TLS on every witness connection)")
         let witnessPorts = try (1...3).map { _ in try freePort() }
         let witnesses = witnessPorts.map { "127.0.0.1:\($0)" }
         let peers = witnesses.enumerated().map { "\($0.offset + 1)=\($0.element)" }.joined(separator: ",")
@@ -88,11 +99,11 @@ struct DemoCommand: AsyncParsableCommand {
                 executable,
                 [
                     "witness", "run", "--id", "\(id)", "--data", "\(folder)/witness-\(id)", "--listen", witnesses[id - 1], "--peers", peers,
-                    "--credentials", credentialsPath,
+                    "--credentials", pki.credentialsFile(of: .witness(UInt64(id))),
                 ], log: "\(folder)/witness-\(id).log")
         }
         print("  started 3 witnesses on \(witnesses.joined(separator: ", "))")
-        let client = WitnessClient(
+        let client = try WitnessClient(
             endpoints: try witnesses.map { try WitnessEndpoint(parsing: $0) }, credentials: credentials, requestTimeout: .seconds(30),
             logger: quietLogger())
         defer { client.close() }
@@ -109,7 +120,8 @@ struct DemoCommand: AsyncParsableCommand {
                 executable,
                 [
                     "node", "create", "--dir", "\(folder)/node-\(id)", "--name", "node\(id)", "--host", "127.0.0.1",
-                    "--port", "\(nodePorts[id - 1])", "--witnesses", witnesses.joined(separator: ","), "--credentials", credentialsPath,
+                    "--port", "\(nodePorts[id - 1])", "--witnesses", witnesses.joined(separator: ","),
+                    "--credentials", pki.credentialsFile(of: try ClusterIdentity(role: .node, name: "node\(id)")),
                     "--client-networks", "127.0.0.1/32", "--client-auth", "trust",
                 ], timeout: .seconds(60), check: false)
             guard result.termination == .exited(code: 0) else { throw CommandFailure("node create failed: \(result.output)") }

@@ -130,9 +130,11 @@ struct LogCommand: AsyncParsableCommand {
                 "\"node\":\(nodes.count == 1 ? "\(nodes[0])" : "null")", "\"event\":\(jsonString(describe(entry.record.event)))",
                 "\"decisions\":[\(decisions)]", "\"waiting\":\(step.waitingReason.map(jsonString) ?? "null")",
                 "\"retry_of\":\(step.retryOf.map(String.init) ?? "null")",
+                "\"by\":\(entry.record.author.map(jsonString) ?? "null")",
             ].joined(separator: ",") + "}"
         }
         var text = "\(time)  \(pad("\(entry.index)", 6))  \(pad(nodes.count == 1 ? "node \(nodes[0])" : "", 8))  \(describe(entry.record.event))"
+        if let author = entry.record.author { text += "  (by \(author))" }
         if let retryOf = step.retryOf { text += "  (a retry of index \(retryOf); not applied again)" }
         for change in step.changes {
             text += "\n    -> node \(change.node): goal \(change.from.rawValue) -> \(change.to.rawValue): \(change.reason)"

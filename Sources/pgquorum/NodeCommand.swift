@@ -87,7 +87,7 @@ struct NodeOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Witness addresses, HOST:PORT,… (default: $PGQUORUM_WITNESSES).", valueName: "addresses"))
     var witnesses: String?
 
-    @Option(help: ArgumentHelp("The cluster credentials file (default: $PGQUORUM_CREDENTIALS).", valueName: "file"))
+    @Option(help: ArgumentHelp("This holder's credentials file, from `pgquorum pki issue` (default: $PGQUORUM_CREDENTIALS).", valueName: "file"))
     var credentials: String?
 
     /// node.conf's values overridden by the flags given.
@@ -146,7 +146,8 @@ struct NodeCreateCommand: AsyncParsableCommand {
         commandName: "create",
         abstract: "Write the node's configuration file and register the node in the event log.",
         discussion: """
-            Needs --name, --host, --port, the witnesses and the credentials file. Without --id the \
+            Needs --name, --host, --port, the witnesses and the node's own credentials file (`pgquorum \
+            pki issue node NAME`, whose name must be --name). Without --id the \
             formation assigns the next free id (never one a dropped node had); creating again at \
             the same host and port keeps the node's id. Start the node with `pgquorum node run --dir DIR`.
             """
@@ -181,7 +182,7 @@ struct NodeCreateCommand: AsyncParsableCommand {
         } catch {
             throw CommandFailure("--host \(configuration.host): \(error); give an address or a name this host and the others resolve")
         }
-        let client = WitnessClient(
+        let client = try WitnessClient(
             endpoints: configuration.witnesses, credentials: configuration.credentials, requestTimeout: .seconds(30), logger: quietLogger())
         defer { client.close() }
         try Self.checkConflicts(configuration, in: try await ClusterLog.load(from: client, formation: configuration.formation))

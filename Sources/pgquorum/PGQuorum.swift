@@ -16,7 +16,7 @@ struct PGQuorum: AsyncParsableCommand {
         version: PGQuorumVersion.current,
         subcommands: [
             StatusCommand.self, LogCommand.self, ShowCommand.self, SettingsCommand.self, SwitchoverCommand.self,
-            MaintenanceCommand.self, DropCommand.self, DemoCommand.self, NodeCommand.self, WitnessCommand.self, FSMCommand.self,
+            MaintenanceCommand.self, DropCommand.self, DemoCommand.self, NodeCommand.self, WitnessCommand.self, PKICommand.self, FSMCommand.self,
         ]
     )
 }

@@ -13,12 +13,12 @@ struct WitnessCommand: AsyncParsableCommand {
         abstract: "Run and manage the witnesses that replicate the cluster's event log.",
         discussion: """
             Three (or five) witnesses form the control plane: they replicate one event log with \
-            Raft, stored in LMDB. Start with `pgquorum witness init` to create the cluster's \
-            credentials file, copy it to every machine, then start each witness with \
-            `pgquorum witness run`.
+            Raft, stored in LMDB. Start with `pgquorum pki init` and `pgquorum pki issue` to \
+            create the cluster's CA and each witness's certificate and credentials file, copy \
+            them to its machine, then start each witness with `pgquorum witness run`.
             """,
         subcommands: [
-            WitnessInitCommand.self, WitnessRunCommand.self, WitnessStatusCommand.self, WitnessAddCommand.self,
+            WitnessRunCommand.self, WitnessStatusCommand.self, WitnessAddCommand.self,
             WitnessRemoveCommand.self, WitnessReplaceCommand.self,
         ]
     )
@@ -30,7 +30,7 @@ struct WitnessClientOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Witness addresses, HOST:PORT,HOST:PORT,… (default: $PGQUORUM_WITNESSES).", valueName: "addresses"))
     var witnesses: String?
 
-    @Option(help: ArgumentHelp("The cluster credentials file (default: $PGQUORUM_CREDENTIALS).", valueName: "file"))
+    @Option(help: ArgumentHelp("This holder's credentials file, from `pgquorum pki issue` (default: $PGQUORUM_CREDENTIALS).", valueName: "file"))
     var credentials: String?
 
     @Option(help: "Seconds to wait for the witnesses before giving up.")
@@ -67,7 +67,7 @@ struct WitnessClientOptions: ParsableArguments {
     }
 
     func makeClient() throws -> WitnessClient {
-        WitnessClient(
+        try WitnessClient(
             endpoints: try endpoints(), credentials: try loadCredentials(), requestTimeout: .milliseconds(Int64(timeout * 1000)),
             logger: quietLogger())
     }
@@ -84,28 +84,6 @@ func quietLogger() -> Logger {
     var logger = Logger(label: "pgquorum")
     logger.logLevel = .error
     return logger
-}
-
-struct WitnessInitCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "init",
-        abstract: "Create the cluster's credentials file: a new cluster id and shared secret.",
-        discussion: """
-            The file (mode 0600) holds the cluster id that every connection presents and the \
-            secret both sides of a connection prove they know (an HMAC challenge; the secret \
-            never crosses the network). Copy it to every witness, node and operator machine. \
-            An existing file is never replaced.
-            """
-    )
-
-    @Option(help: ArgumentHelp("Where to write the credentials file.", valueName: "file"))
-    var credentials: String
-
-    func run() throws {
-        let generated = WitnessCredentials.generate()
-        try generated.write(to: credentials)
-        print("created \(credentials) for cluster \(generated.clusterID)")
-    }
 }
 
 struct WitnessRunCommand: AsyncParsableCommand {
@@ -134,7 +112,7 @@ struct WitnessRunCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Every witness, this one included: 1=HOST:PORT,2=HOST:PORT,…", valueName: "peers"))
     var peers: String
 
-    @Option(help: ArgumentHelp("The cluster credentials file (default: $PGQUORUM_CREDENTIALS).", valueName: "file"))
+    @Option(help: ArgumentHelp("This holder's credentials file, from `pgquorum pki issue` (default: $PGQUORUM_CREDENTIALS).", valueName: "file"))
     var credentials: String?
 
     @Flag(help: "Do not bootstrap: wait to be added with `pgquorum witness add`.")
@@ -203,13 +181,29 @@ extension WitnessClientOptions {
 /// snapshotted when the log is compacted.
 final class ClusterStateApplication: WitnessApplication {
     private var state = ClusterState()
+    /// Formations other than the default one, for the node names their certificates are
+    /// checked against; not in snapshots yet (issue 18), so a witness restored from a
+    /// snapshot knows their nodes again once they register again.
+    private var otherFormations: [String: ClusterState] = [:]
 
-    func apply(_ entry: LogEntry) { _ = state.apply(entry) }
+    func apply(_ entry: LogEntry) {
+        _ = state.apply(entry)
+        // Another formation's state sees its own entries only: enough for its node names.
+        let formation = entry.record.formation
+        if formation != state.formation {
+            _ = otherFormations[formation, default: ClusterState(formation: formation)].apply(entry)
+        }
+    }
+
+    func registeredNodeName(formation: String, node: UInt32) -> String? {
+        (formation == state.formation ? state : otherFormations[formation])?[node]?.registration.name
+    }
 
     func snapshotData() -> [UInt8] { state.snapshotData() }
 
     func restore(from data: [UInt8]) throws {
         state = data.isEmpty ? ClusterState() : try ClusterState(snapshot: data)
+        otherFormations = [:]
     }
 
     func nextDeadlineNanos() -> UInt64? { state.nextDeadlineStampNanos }

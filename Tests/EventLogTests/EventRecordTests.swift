@@ -100,14 +100,27 @@ struct EventRecordTests {
         #expect(throws: DecodingError.invalidValue(field: "request client", reason: "zero")) { try EventRecord(decoding: zero) }
     }
 
+    @Test("a record with an author round-trips as version 3, with or without a request id; an empty author is refused")
+    func authors() throws {
+        var record = sampleRecords[0]
+        record.author = "operator alice"
+        #expect(record.encoded()[0] == 3)
+        #expect(try EventRecord(decoding: record.encoded()) == record)
+        record.requestID = RequestID(client: 7, sequence: 3, firstOutstanding: 2)
+        #expect(record.encoded()[0] == 3)
+        #expect(try EventRecord(decoding: record.encoded()) == record)
+        record.author = ""
+        #expect(throws: DecodingError.invalidValue(field: "author", reason: "0 bytes, not 1 to 128")) { try EventRecord(decoding: record.encoded()) }
+    }
+
     @Test("an unknown version, a flipped bit, a short record each give a typed error")
     func typedErrors() {
         var bytes = sampleRecords[0].encoded()
         var future = bytes
-        future[0] = 3
+        future[0] = 4
         let body = Array(future.dropLast(4))
         future = body + withUnsafeBytes(of: CRC32C.checksum(body).bigEndian) { Array($0) }
-        #expect(throws: DecodingError.unknownVersion(3, supported: 2)) { try EventRecord(decoding: future) }
+        #expect(throws: DecodingError.unknownVersion(4, supported: 3)) { try EventRecord(decoding: future) }
         bytes[10] ^= 0x04
         #expect {
             try EventRecord(decoding: bytes)

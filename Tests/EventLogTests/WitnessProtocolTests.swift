@@ -4,55 +4,42 @@ import Raft
 import Testing
 import TestSupport
 
-@Suite("HMAC-SHA-256 (swift-crypto, behind Hashing)")
-struct HashingTests {
-    func hex(_ bytes: [UInt8]) -> String { WitnessCredentials.hex(bytes) }
-
-    @Test("RFC 4231 HMAC-SHA-256 test cases 1, 2 and 6")
-    func hmac() {
-        #expect(
-            hex(Hashing.hmacSHA256(key: Array(repeating: 0x0b, count: 20), message: Array("Hi There".utf8)))
-                == "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7")
-        #expect(
-            hex(Hashing.hmacSHA256(key: Array("Jefe".utf8), message: Array("what do ya want for nothing?".utf8)))
-                == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
-        #expect(
-            hex(Hashing.hmacSHA256(key: Array(repeating: 0xaa, count: 131), message: Array("Test Using Larger Than Block-Size Key - Hash Key First".utf8)))
-                == "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54")
-    }
-}
-
 @Suite("witness handshake and messages")
 struct WitnessProtocolTests {
-    let secret = Array(repeating: UInt8(42), count: 32)
-
-    func challenge() -> WitnessHandshake.Challenge {
-        WitnessHandshake.Challenge(clusterID: "c1", witnessID: 2, nonce: WitnessHandshake.randomNonce())
-    }
-
-    func hello(to challenge: WitnessHandshake.Challenge, clusterID: String = "c1", secret: [UInt8]) -> WitnessHandshake.Hello {
-        let nonce = WitnessHandshake.randomNonce()
-        return WitnessHandshake.Hello(
-            clusterID: clusterID, role: .peer, peerID: 3, nonce: nonce,
-            proof: WitnessHandshake.helloProof(secret: secret, challenge: challenge, role: .peer, peerID: 3, clientNonce: nonce))
-    }
-
-    @Test("the right secret passes; a wrong id or secret is refused with a reason")
-    func verify() throws {
-        let challenge = challenge()
-        #expect(WitnessHandshake.verify(hello(to: challenge, secret: secret), challenge: challenge, secret: secret) == nil)
-        let wrongID = WitnessHandshake.verify(hello(to: challenge, clusterID: "c2", secret: secret), challenge: challenge, secret: secret)
-        #expect(wrongID?.contains("cluster id mismatch") == true)
-        let wrongSecret = WitnessHandshake.verify(hello(to: challenge, secret: Array(repeating: 1, count: 32)), challenge: challenge, secret: secret)
-        #expect(wrongSecret?.contains("authentication failed") == true)
-        // A proof made for another challenge (a replay) fails.
-        let replayed = hello(to: self.challenge(), secret: secret)
-        #expect(WitnessHandshake.verify(replayed, challenge: challenge, secret: secret) != nil)
-        // A peer cannot claim another id with someone else's proof.
-        var claimed = hello(to: challenge, secret: secret)
-        claimed.peerID = 1
-        #expect(WitnessHandshake.verify(claimed, challenge: challenge, secret: secret) != nil)
-        #expect(try WitnessHandshake.Hello(decoding: claimed.encoded()) == claimed)
+    @Test("the handshake inside TLS: a peer only with its own witness certificate, a client only to a witness, the cluster id on both sides")
+    func handshakeChecks() throws {
+        let challenge = WitnessHandshake.Challenge(clusterID: "c1", witnessID: 2)
+        let peer = WitnessHandshake.Hello(clusterID: "c1", role: .peer, peerID: 3)
+        let client = WitnessHandshake.Hello(clusterID: "c1", role: .client, peerID: 0)
+        let node = try ClusterIdentity(role: .node, name: "n1")
+        let results = [
+            WitnessHandshake.refusal(of: peer, from: .witness(3), to: challenge),
+            WitnessHandshake.refusal(of: peer, from: .witness(1), to: challenge),
+            WitnessHandshake.refusal(of: peer, from: node, to: challenge),
+            WitnessHandshake.refusal(of: client, from: node, to: challenge),
+            WitnessHandshake.refusal(of: WitnessHandshake.Hello(clusterID: "c2", role: .client, peerID: 0), from: node, to: challenge),
+            WitnessHandshake.refusal(of: challenge, from: .witness(2), clusterID: "c1", expectedWitness: 2),
+            WitnessHandshake.refusal(of: challenge, from: .witness(2), clusterID: "c1", expectedWitness: nil),
+            WitnessHandshake.refusal(of: challenge, from: .witness(2), clusterID: "c1", expectedWitness: 3),
+            WitnessHandshake.refusal(of: challenge, from: .witness(1), clusterID: "c1", expectedWitness: nil),
+            WitnessHandshake.refusal(of: challenge, from: node, clusterID: "c1", expectedWitness: nil),
+            WitnessHandshake.refusal(of: challenge, from: .witness(2), clusterID: "c9", expectedWitness: nil),
+        ]
+        #expect(
+            results == [
+                nil,
+                "a peer connection claims witness 3, but its certificate is witness 1's",
+                "node n1 may not carry Raft messages: only a witness certificate may",
+                nil,
+                "cluster id mismatch: this witness serves cluster c1, the connection expected c2",
+                nil,
+                nil,
+                "expected witness 3 at this address, found witness 2",
+                "the server says it is witness 2, but its certificate is witness 1's",
+                "the server presented node n1's certificate, not a witness's",
+                "cluster id mismatch: the witness serves cluster c1, expected c9",
+            ])
+        #expect(try WitnessHandshake.Hello(decoding: peer.encoded()) == peer)
         #expect(try WitnessHandshake.Challenge(decoding: challenge.encoded()) == challenge)
     }
 
@@ -119,25 +106,10 @@ struct WitnessProtocolTests {
         }
     }
 
-    @Test("the credentials file round-trips and its problems name the file")
-    func credentialsFile() throws {
+    @Test("a data directory keeps the cluster it was first started for")
+    func dataDirectoryIdentity() throws {
         let folder = try TemporaryDirectory()
         defer { folder.remove() }
-        let path = folder.appending("credentials")
-        let credentials = WitnessCredentials.generate()
-        try credentials.write(to: path)
-        let loaded = try WitnessCredentials.load(from: path)
-        #expect(loaded.clusterID == credentials.clusterID && loaded.secret == credentials.secret)
-        #expect(throws: WitnessCredentials.FileError.self) { try credentials.write(to: path) }
-        var attributes = stat()
-        stat(path, &attributes)
-        #expect(attributes.st_mode & 0o777 == 0o600)
-        try "cluster-id: x\nsecret: abc\n".write(toFile: path + "2", atomically: false, encoding: .utf8)
-        #expect {
-            try WitnessCredentials.load(from: path + "2")
-        } throws: { error in
-            "\(error)".contains(path + "2") && "\(error)".contains("at least 32 hexadecimal digits")
-        }
         // A data directory keeps the cluster it was first started for.
         let data = folder.appending("data")
         try WitnessIdentity.claim(dataDirectory: data, clusterID: "a")

@@ -16,7 +16,8 @@ struct WitnessReplicaTests {
     ) throws -> WitnessReplica {
         var configuration = WitnessConfiguration(
             id: 1, dataDirectory: folder.appending("witness"), listen: WitnessEndpoint(host: "127.0.0.1", port: 1),
-            peers: [1: WitnessEndpoint(host: "127.0.0.1", port: 1)], credentials: WitnessCredentials.generate())
+            peers: [1: WitnessEndpoint(host: "127.0.0.1", port: 1)],
+            credentials: WitnessCredentials(clusterID: "c1", caFile: "unused", certificateFile: "unused", keyFile: "unused"))
         try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
         configuration.snapshotEntries = 10
         configuration.keepEntries = 1

@@ -63,10 +63,6 @@ public final class PGClusterFixture: Sendable {
         return lab.command(on: host, executable, arguments)
     }
 
-    var connectionArguments: [String] {
-        ["--witnesses", witnesses.endpoints.map(\.description).joined(separator: ","), "--credentials", witnesses.credentialsPath]
-    }
-
     /// Starts the witnesses, then creates and starts every node, the first one alone until it
     /// is the primary; returns once one primary and N-1 secondaries have converged.
     public func start() async throws {
@@ -88,7 +84,8 @@ public final class PGClusterFixture: Sendable {
                 "node", "create", "--dir", directory(of: id), "--name", "node\(id)", "--host",
                 registeredByName.contains(id) ? host(of: id)!.name : address(of: id), "--port",
                 "\(port(of: id))", "--postgres-settings", "fsync=off", "--client-networks", clients, "--client-auth", "trust",
-            ] + (nodeArguments[id] ?? []) + connectionArguments
+            ] + (nodeArguments[id] ?? []) + ["--witnesses", witnesses.endpoints.map(\.description).joined(separator: ","),
+                "--credentials", try witnesses.nodeCredentialsPath("node\(id)")]
         let (program, fullArguments) = commandLine(on: id, executable, arguments)
         let result = try await onOwnThread { try runCommand(program, fullArguments, timeout: .seconds(60), check: false) }
         guard result.termination == .exited(code: 0) else { throw TestSupportError("node create \(id) failed: \(result.output)") }

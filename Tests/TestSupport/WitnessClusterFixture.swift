@@ -9,6 +9,10 @@ import Synchronization
 /// stopped by pid in `destroy()`.
 public final class WitnessClusterFixture: Sendable {
     public let folder: TemporaryDirectory
+    /// The cluster's PKI (`pgquorum pki init`): witnesses and nodes get their certificates
+    /// from it as they start.
+    public let pki: PKIDirectory
+    /// The credentials of operator `test`, which the fixture's clients and CLI calls use.
     public let credentialsPath: String
     public let credentials: WitnessCredentials
     /// Extra arguments for every `witness run` (timing, snapshot settings).
@@ -28,9 +32,9 @@ public final class WitnessClusterFixture: Sendable {
         precondition(lab.map { $0.hosts.count >= witnesses } ?? true, "the lab has fewer hosts than witnesses")
         self.lab = lab
         folder = try TemporaryDirectory(prefix: "pgquorum-witness", root: root)
-        credentialsPath = folder.appending("credentials")
-        credentials = WitnessCredentials.generate()
-        try credentials.write(to: credentialsPath)
+        pki = try PKIDirectory.create(at: folder.appending("pki"))
+        credentialsPath = try pki.issue(try ClusterIdentity(role: .operator, name: "test"))
+        credentials = try WitnessCredentials.load(from: credentialsPath)
         self.extraArguments = extraArguments
         executable = try BuiltProducts.path(of: "pgquorum")
         var initial = State()
@@ -66,11 +70,24 @@ public final class WitnessClusterFixture: Sendable {
         return endpoint(of: id)
     }
 
+    /// The credentials file of `identity`, issued on first use (with the hosts given then).
+    public func credentialsPath(of identity: ClusterIdentity, hosts: [String] = []) throws -> String {
+        let path = pki.credentialsFile(of: identity)
+        if FileManager.default.fileExists(atPath: path) { return path }
+        return try pki.issue(identity, hosts: hosts)
+    }
+
+    /// Node `name`'s credentials (with the replication password), issued on first use.
+    public func nodeCredentialsPath(_ name: String) throws -> String {
+        try credentialsPath(of: try ClusterIdentity(role: .node, name: name), hosts: ["127.0.0.1"])
+    }
+
     /// Starts witness `id` (an initial member, or one reserved, with `join`).
     public func start(_ id: NodeID, join: Bool = false) throws {
         var arguments = [
             "witness", "run", "--id", "\(id)", "--data", folder.appending("witness-\(id)"), "--listen", "\(endpoint(of: id))",
-            "--peers", peersArgument + (join ? ",\(id)=\(endpoint(of: id))" : ""), "--credentials", credentialsPath,
+            "--peers", peersArgument + (join ? ",\(id)=\(endpoint(of: id))" : ""),
+            "--credentials", try credentialsPath(of: .witness(id), hosts: [endpoint(of: id).host]),
         ]
         if join { arguments.append("--join") }
         let process: ChildProcess
@@ -106,8 +123,10 @@ public final class WitnessClusterFixture: Sendable {
         return await process.stop(signal: SIGTERM, grace: .seconds(10))
     }
 
-    public func client(_ endpoints: [WitnessEndpoint]? = nil, timeout: Duration = .seconds(15)) -> WitnessClient {
-        WitnessClient(endpoints: endpoints ?? self.endpoints, credentials: credentials, requestTimeout: timeout)
+    /// A client with operator `test`'s credentials (or `credentials`).
+    public func client(_ endpoints: [WitnessEndpoint]? = nil, timeout: Duration = .seconds(15), credentials: WitnessCredentials? = nil) -> WitnessClient {
+        // The fixture's own credentials were loaded once already: they load again.
+        try! WitnessClient(endpoints: endpoints ?? self.endpoints, credentials: credentials ?? self.credentials, requestTimeout: timeout)
     }
 
     /// Waits until some witness reports itself leader, and returns its id.

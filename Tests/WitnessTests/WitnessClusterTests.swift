@@ -136,7 +136,7 @@ struct WitnessClusterTests {
         }
     }
 
-    @Test("wrong cluster id, wrong secret, garbage, oversized and unknown-version frames are refused, an unreadable request is answered with the reason, while the cluster commits")
+    @Test("wrong cluster id, plain TCP, garbage, oversized and unknown-version frames are refused, an unreadable request is answered with the reason, while the cluster commits")
     func badInputIsRefused() async throws {
         try await withWitnessCluster(extraArguments: ["--stall-timeout-ms", "1000"]) { cluster in
             try cluster.startAll()
@@ -147,9 +147,9 @@ struct WitnessClusterTests {
             let appenders = startAppenders(client, workers: 2, firstTag: 1, into: acks)
             try await waitUntil("appends commit", timeout: .seconds(10)) { acks.count >= 50 }
 
-            let wrongID = WitnessClient(
-                endpoints: cluster.endpoints,
-                credentials: WitnessCredentials(clusterID: "not-this-cluster", secret: cluster.credentials.secret), requestTimeout: .seconds(3))
+            var otherCluster = cluster.credentials
+            otherCluster.clusterID = "not-this-cluster"
+            let wrongID = cluster.client(timeout: .seconds(3), credentials: otherCluster)
             await #expect(throws: WitnessClientError.self) { try await wrongID.status() }
             do {
                 _ = try await wrongID.append(taggedEvent(1))
@@ -157,29 +157,22 @@ struct WitnessClusterTests {
             } catch let WitnessClientError.refused(_, reason) {
                 #expect(reason.contains("cluster id mismatch"), "\(reason)")
             }
-            let wrongSecret = WitnessClient(
-                endpoints: cluster.endpoints,
-                credentials: WitnessCredentials(clusterID: cluster.credentials.clusterID, secret: Array(repeating: 7, count: 32)),
-                requestTimeout: .seconds(3))
-            do {
-                _ = try await wrongSecret.append(taggedEvent(1))
-                Issue.record("an append with the wrong secret succeeded")
-            } catch let WitnessClientError.refused(_, reason) {
-                #expect(reason.contains("authentication failed"), "\(reason)")
-            }
 
             let port = cluster.port(of: leader)
-            // Garbage: random bytes where the handshake should be.
+            // Garbage, and a plain TCP hello: not TLS.
             var generator = SystemRandomNumberGenerator()
             let garbage = try RawSocket(port: port)
             garbage.write((0..<100_000).map { _ in UInt8.random(in: 0...255, using: &generator) })
             try garbage.expectClosed(within: .seconds(5))
-            // A length prefix far beyond the maximum frame size.
-            let oversized = try RawSocket(port: port)
+            let plain = try RawSocket(port: port)
+            plain.write(Frame(kind: WitnessFrameKind.hello.rawValue, payload: WitnessHandshake.Hello(clusterID: cluster.credentials.clusterID, role: .client, peerID: 0).encoded()).encoded())
+            try plain.expectClosed(within: .seconds(5))
+            // Inside TLS: a length prefix far beyond the maximum frame size.
+            let oversized = try await TLSSocket(port: port, credentials: cluster.credentials)
             oversized.write([0xFF, 0xFF, 0xFF, 0xF0])
-            try oversized.expectClosed(within: .seconds(5))
+            try await oversized.expectClosed(within: .seconds(5))
             // A well-formed frame of an unknown format version.
-            let unknownVersion = try RawSocket(port: port)
+            let unknownVersion = try await TLSSocket(port: port, credentials: cluster.credentials)
             var body = ByteWriter()
             body.write(UInt8(9))
             body.write(WitnessFrameKind.hello.rawValue)
@@ -188,10 +181,10 @@ struct WitnessClusterTests {
             framed.write(UInt32(body.bytes.count))
             framed.writeRaw(body.bytes)
             unknownVersion.write(framed.bytes)
-            try unknownVersion.expectClosed(within: .seconds(5))
+            try await unknownVersion.expectClosed(within: .seconds(5))
             // A sound frame holding a request this witness cannot read: the reason comes back
             // for that request id, and the connection goes on serving.
-            let confused = try RawSocket(port: port)
+            let confused = try await TLSSocket(port: port, credentials: cluster.credentials)
             let frames = try authenticate(confused, credentials: cluster.credentials)
             var unknownRequest = ByteWriter()
             unknownRequest.write(UInt64(42))
@@ -214,8 +207,9 @@ struct WitnessClusterTests {
             // reads held its loop past the election timeout and a follower took over).
             try await waitUntil("the log holds 2,000 entries", timeout: .seconds(60)) { acks.count >= 2_000 }
             let termBefore = try await cluster.status(of: leader).term
-            let stalled = try RawSocket(port: port)
+            let stalled = try await TLSSocket(port: port, credentials: cluster.credentials)
             try authenticate(stalled, credentials: cluster.credentials)
+            try await stalled.stopReading()
             var requests: [UInt8] = []
             for id in 1...3_000 {
                 requests += Frame(kind: WitnessFrameKind.request.rawValue, payload: WitnessRequest.read(from: 1, maxEntries: 10_000).encoded(id: UInt64(id)))
@@ -225,7 +219,7 @@ struct WitnessClusterTests {
             try await waitUntil("the witness closes the connection of a client that does not read", timeout: .seconds(30)) {
                 cluster.log(of: leader).contains("stopped reading")
             }
-            try stalled.expectClosed(within: .seconds(20))
+            try await stalled.expectClosed(within: .seconds(20))
             let leaderAfter = try await cluster.status(of: leader)
             #expect(leaderAfter.role == "leader" && leaderAfter.term == termBefore, "the stalled client cost witness \(leader) its leadership: \(leaderAfter.role), term \(termBefore) → \(leaderAfter.term)")
 
@@ -234,7 +228,7 @@ struct WitnessClusterTests {
             appenders.cancel()
             await appenders.value
             let log = cluster.log(of: 1) + cluster.log(of: 2) + cluster.log(of: 3)
-            for reason in ["cluster id mismatch", "authentication failed", "exceeds the maximum", "format version 9", "stopped reading"] {
+            for reason in ["cluster id mismatch", "does not speak TLS", "exceeds the maximum", "format version 9", "stopped reading"] {
                 #expect(log.contains(reason), "the witness log names \"\(reason)\"")
             }
             #expect(cluster.isRunning(1) && cluster.isRunning(2) && cluster.isRunning(3))
@@ -381,12 +375,12 @@ struct WitnessClusterTests {
     }
 }
 
-/// Frames read from a raw socket, in order.
+/// Frames read from a TLS connection, in order.
 final class RawFrameReader {
-    let socket: RawSocket
+    let socket: TLSSocket
     private var decoder = FrameDecoder()
 
-    init(_ socket: RawSocket) { self.socket = socket }
+    init(_ socket: TLSSocket) { self.socket = socket }
 
     func next(within timeout: Duration = .seconds(5)) throws -> Frame {
         let deadline = ContinuousClock.now + timeout
@@ -399,19 +393,19 @@ final class RawFrameReader {
     }
 }
 
-/// Completes the handshake on a raw socket as a client; returns the reader of what follows.
+/// Completes the handshake inside TLS as a client (or as peer `peerID`); returns the reader
+/// of what follows.
 @discardableResult
-func authenticate(_ socket: RawSocket, credentials: WitnessCredentials) throws -> RawFrameReader {
+func authenticate(_ socket: TLSSocket, credentials: WitnessCredentials, peerID: NodeID? = nil) throws -> RawFrameReader {
     let reader = RawFrameReader(socket)
-    func nextFrame() throws -> Frame { try reader.next() }
-    let challenge = try WitnessHandshake.Challenge(decoding: try nextFrame().payload)
-    let nonce = WitnessHandshake.randomNonce()
-    let hello = WitnessHandshake.Hello(
-        clusterID: credentials.clusterID, role: .client, peerID: 0, nonce: nonce,
-        proof: WitnessHandshake.helloProof(secret: credentials.secret, challenge: challenge, role: .client, peerID: 0, clientNonce: nonce))
+    let challenge = try reader.next()
+    guard challenge.kind == WitnessFrameKind.challenge.rawValue else { throw TestSupportError("expected a challenge, got frame kind \(challenge.kind)") }
+    let hello = WitnessHandshake.Hello(clusterID: credentials.clusterID, role: peerID == nil ? .client : .peer, peerID: peerID ?? 0)
     socket.write(Frame(kind: WitnessFrameKind.hello.rawValue, payload: hello.encoded()).encoded())
-    let welcome = try nextFrame()
-    guard welcome.kind == WitnessFrameKind.welcome.rawValue else { throw TestSupportError("expected welcome, got frame kind \(welcome.kind)") }
+    let welcome = try reader.next()
+    guard welcome.kind == WitnessFrameKind.welcome.rawValue else {
+        throw TestSupportError("expected welcome, got frame kind \(welcome.kind): \(String(decoding: welcome.payload, as: UTF8.self))")
+    }
     return reader
 }
 

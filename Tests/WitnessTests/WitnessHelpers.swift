@@ -1,5 +1,8 @@
 import EventLog
 import Foundation
+import NIOCore
+import NIOPosix
+import NIOSSL
 import Raft
 import Synchronization
 import Testing
@@ -140,6 +143,79 @@ final class RawSocket {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             if read() == nil { return }
+        }
+        throw TestSupportError("the witness kept the connection open for \(timeout)")
+    }
+}
+
+/// A TLS connection to a witness that the test drives byte by byte, as a hostile or broken
+/// client would: what it reads is collected as it arrives (until `stopReading`).
+final class TLSSocket: Sendable {
+    private let channel: any Channel
+    private let received: Collector
+
+    private final class Collector: ChannelInboundHandler, Sendable {
+        typealias InboundIn = ByteBuffer
+        let state = Mutex<(bytes: [UInt8], closed: Bool)>(([], false))
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            var buffer = unwrapInboundIn(data)
+            let bytes = buffer.readBytes(length: buffer.readableBytes) ?? []
+            state.withLock { $0.bytes += bytes }
+        }
+
+        func channelInactive(context: ChannelHandlerContext) { state.withLock { $0.closed = true } }
+        func errorCaught(context: ChannelHandlerContext, error: any Error) { context.close(promise: nil) }
+    }
+
+    init(port: Int, credentials: WitnessCredentials) async throws {
+        let context = try TLSCredentials(credentials).current().clientContext
+        let collector = Collector()
+        received = collector
+        channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: nil))
+                    try channel.pipeline.syncOperations.addHandler(collector)
+                }
+            }
+            .connect(host: "127.0.0.1", port: port).get()
+    }
+
+    deinit { channel.close(promise: nil) }
+
+    func write(_ bytes: [UInt8]) { channel.writeAndFlush(ByteBuffer(bytes: bytes), promise: nil) }
+
+    /// What arrived within a second ([] if nothing); nil once the witness closed and all was read.
+    func read() -> [UInt8]? {
+        let deadline = ContinuousClock.now + .seconds(1)
+        while true {
+            let (bytes, closed) = received.state.withLock { state in
+                defer { state.bytes = [] }
+                return (state.bytes, state.closed)
+            }
+            if !bytes.isEmpty { return bytes }
+            if closed { return nil }
+            if ContinuousClock.now >= deadline { return [] }
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+    }
+
+    /// Reads nothing more: what the witness sends stays in the kernel's buffers.
+    func stopReading() async throws { try await channel.setOption(.autoRead, value: false).get() }
+
+    /// Reads (again) until the witness closed the connection: a closed connection shows only
+    /// once what it sent before was read.
+    func expectClosed(within timeout: Duration) async throws {
+        if channel.isActive {
+            try? await channel.setOption(.autoRead, value: true).get()
+            channel.read()
+        }
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            received.state.withLock { $0.bytes = [] }
+            if !channel.isActive { return }
+            try await Task.sleep(for: .milliseconds(20))
         }
         throw TestSupportError("the witness kept the connection open for \(timeout)")
     }

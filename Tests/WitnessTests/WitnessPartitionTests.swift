@@ -61,7 +61,7 @@ struct WitnessPartitionTests {
                 // …but answers a linearizable one with noQuorum, not with its frozen log: at once
                 // when it knows no leader, or after one election timeout (800 ms) of trying…
                 let connection = try await WitnessConnection.connect(
-                    to: cluster.endpoint(of: 1), credentials: cluster.credentials, group: MultiThreadedEventLoopGroup.singleton,
+                    to: cluster.endpoint(of: 1), clusterID: cluster.credentials.clusterID, tls: try TLSCredentials(cluster.credentials), group: MultiThreadedEventLoopGroup.singleton,
                     timeout: .seconds(5), logger: Logger(label: "test"))
                 defer { connection.close() }
                 let askedAt = ContinuousClock.now

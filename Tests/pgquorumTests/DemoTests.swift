@@ -53,7 +53,8 @@ struct DemoTests {
         do {
             #expect(output.contains("witness quorum ready"))
             #expect(output.contains("export PGQUORUM_WITNESSES=127.0.0.1:"))
-            #expect(output.contains("export PGQUORUM_CREDENTIALS=\(folder.appending("cluster"))/credentials"))
+            #expect(output.contains("export PGQUORUM_CREDENTIALS=\(folder.appending("cluster"))/pki/operator-demo.credentials"))
+            #expect(output.contains("certificates for 3 witnesses, 3 nodes and operator demo"))
             try await writeThroughURI(output)
         } catch {
             await demo.stop(signal: SIGKILL, grace: .seconds(5))

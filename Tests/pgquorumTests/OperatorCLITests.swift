@@ -271,7 +271,7 @@ struct OperatorCLITests {
         }
     }
 
-    @Test("no witness reachable and a wrong secret are one clear line with a non-zero exit")
+    @Test("no witness reachable, another cluster's CA and a monitor changing settings are one clear line with a non-zero exit; the log names the operator")
     func connectionErrors() async throws {
         try await withWitnessCluster { cluster in
             try cluster.startAll()
@@ -287,16 +287,39 @@ struct OperatorCLITests {
             #expect(unreachable.output.hasPrefix("Error: no witness reachable (tried 127.0.0.1:\(closedPort): "), "\(unreachable.output)")
             #expect(unreachable.output.split(separator: "\n").count == 1)
 
-            let other = cluster.folder.appending("other-credentials")
-            try WitnessCredentials(clusterID: cluster.credentials.clusterID, secret: Array(repeating: 9, count: 32)).write(to: other)
-            let wrongSecret = try await onOwnThread {
+            // Another cluster's CA, with this cluster's id: the client refuses the witness's
+            // certificate (TLS 1.3 shows the server's first), and says so in one line.
+            let other = try PKIDirectory.create(at: cluster.folder.appending("other-pki"), clusterID: cluster.credentials.clusterID)
+            let otherCredentials = try other.issue(try ClusterIdentity(role: .operator, name: "test"))
+            let otherCA = try await onOwnThread {
                 try runCommand(
-                    executable, ["status", "--witnesses", cluster.endpoints[0].description, "--credentials", other],
+                    executable, ["status", "--witnesses", cluster.endpoints[0].description, "--credentials", otherCredentials],
                     timeout: .seconds(30), check: false)
             }
-            #expect(wrongSecret.termination == .exited(code: 1))
-            #expect(wrongSecret.output.contains("refused the connection") && wrongSecret.output.contains("authentication failed"))
-            #expect(wrongSecret.output.split(separator: "\n").count == 1, "\(wrongSecret.output)")
+            #expect(otherCA.termination == .exited(code: 1))
+            #expect(
+                otherCA.output.contains("TLS handshake failed") && otherCA.output.contains("not signed by the cluster's CA"), "\(otherCA.output)")
+            #expect(otherCA.output.split(separator: "\n").count == 1, "\(otherCA.output)")
+
+            // A monitor may read but not change settings; an operator may, and the log says who.
+            let monitor = try cluster.credentialsPath(of: try ClusterIdentity(role: .monitor, name: "grafana"))
+            let connection = ["--witnesses", cluster.endpoints.map(\.description).joined(separator: ",")]
+            let refused = try await onOwnThread {
+                try runCommand(executable, ["settings", "set", "primary_lease", "1s", "--credentials", monitor] + connection, timeout: .seconds(30), check: false)
+            }
+            #expect(refused.termination == .exited(code: 1))
+            #expect(refused.output == "Error: monitor grafana may not append settings-changed: an operator certificate is needed\n", "\(refused.output)")
+            let read = try await onOwnThread {
+                try runCommand(executable, ["log", "--credentials", monitor] + connection, timeout: .seconds(30), check: false)
+            }
+            #expect(read.termination == .exited(code: 0) && !read.output.contains("settings:"), "\(read.output)")
+            _ = try await onOwnThread {
+                try runCommand(executable, ["settings", "set", "primary_lease", "1s", "--credentials", cluster.credentialsPath] + connection, timeout: .seconds(30))
+            }
+            let log = try await onOwnThread {
+                try runCommand(executable, ["log", "--credentials", monitor] + connection, timeout: .seconds(30))
+            }
+            #expect(log.output.contains("primary_lease=1000ms  (by operator test)"), "\(log.output)")
 
             let noAddresses = try await onOwnThread { try runCommand(executable, ["status"], timeout: .seconds(30), check: false) }
             #expect(noAddresses.output.contains("no witness addresses: pass --witnesses HOST:PORT,… or set PGQUORUM_WITNESSES (or name a node's folder with --node-dir)"))

@@ -1,66 +1,63 @@
 import Foundation
 
-/// The cluster credentials file that every witness, node manager and CLI reads: the cluster
-/// id and the shared secret, as `key: value` lines. `pgquorum witness init` writes it (mode
-/// 0600); copy it to every machine of the cluster.
+/// A credentials file: what one holder (a witness, a node manager, an operator or a monitor)
+/// needs to connect, as `key: value` lines. Paths are relative to the file's folder unless
+/// absolute. `pgquorum pki issue` writes it beside the certificate and key it names.
 ///
-///     # pgquorum cluster credentials
+///     # pgquorum credentials of node n1
 ///     cluster-id: 5f0c3a9e2b7d4e18
-///     secret: 64 hexadecimal digits
+///     ca-file: ca.crt
+///     cert-file: node-n1.crt
+///     key-file: node-n1.key
+///     replication-password: 64 hexadecimal digits      (node credentials only)
 extension WitnessCredentials {
     public struct FileError: Error, CustomStringConvertible {
         public var description: String
+        public init(description: String) { self.description = description }
     }
 
-    /// A new cluster id (16 hex digits) and a new 32-byte secret.
-    public static func generate() -> WitnessCredentials {
-        var generator = SystemRandomNumberGenerator()
-        let id = (0..<8).map { _ in UInt8.random(in: 0...255, using: &generator) }
-        let secret = (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }
-        return WitnessCredentials(clusterID: hex(id), secret: secret)
-    }
-
+    /// The file's text; paths are written as given.
     public var fileContents: String {
-        "# pgquorum cluster credentials: copy to every witness, node and operator machine; keep it private\n"
-            + "cluster-id: \(clusterID)\nsecret: \(Self.hex(secret))\n"
+        var text = "# pgquorum credentials of \(holder ?? "a cluster member"): keep them private\n"
+            + "cluster-id: \(clusterID)\nca-file: \(caFile)\ncert-file: \(certificateFile)\nkey-file: \(keyFile)\n"
+        if let replicationPassword { text += "replication-password: \(replicationPassword)\n" }
+        return text
     }
 
-    /// Writes a new credentials file; refuses to replace an existing one.
-    public func write(to path: String) throws {
-        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
-        guard fd >= 0 else {
-            let reason = errno == EEXIST ? "it already exists (delete it first to make a new cluster)" : String(cString: strerror(errno))
-            throw FileError(description: "cannot create credentials file \(path): \(reason)")
+    /// Writes a new credentials file (mode 0600); refuses to replace an existing one unless
+    /// `replacing`.
+    public func write(to path: String, replacing: Bool = false) throws {
+        if !replacing, FileManager.default.fileExists(atPath: path) {
+            throw FileError(description: "cannot create credentials file \(path): it already exists")
         }
-        defer { close(fd) }
-        let bytes = Array(fileContents.utf8)
-        guard Glibc.write(fd, bytes, bytes.count) == bytes.count, fsync(fd) == 0 else {
-            throw FileError(description: "cannot write credentials file \(path): \(String(cString: strerror(errno)))")
-        }
+        try replaceFile(path, contents: fileContents, mode: 0o600)
     }
 
-    /// Reads a credentials file; every problem names the file and the line.
+    /// Reads a credentials file; every problem names the file and the line. The certificate
+    /// and key are read when a connection needs them (`TLSCredentials`), so that a renewed
+    /// certificate is used without a restart.
     public static func load(from path: String) throws -> WitnessCredentials {
-        let text: String
-        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
-            throw FileError(description: "cannot read credentials file \(path): \(error.localizedDescription)")
-        }
-        var values: [String: String] = [:]
-        for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let trimmed = line.trimmingSpaces()
-            if trimmed.isEmpty || trimmed.hasPrefix("#") { continue }
-            guard let colon = trimmed.firstIndex(of: ":") else {
-                throw FileError(description: "\(path):\(number + 1): expected KEY: VALUE")
-            }
-            values[String(trimmed[..<colon]).trimmingSpaces()] = String(trimmed[trimmed.index(after: colon)...]).trimmingSpaces()
+        let values = try readKeyValues(path)
+        if values["secret"] != nil {
+            throw FileError(
+                description: "\(path) holds a shared secret, which pgquorum no longer accepts: every connection now uses TLS with certificates. "
+                    + "Create the cluster's certificates with `pgquorum pki init` and `pgquorum pki issue` (see `pgquorum pki --help`)")
         }
         guard let clusterID = values["cluster-id"], !clusterID.isEmpty else {
             throw FileError(description: "\(path): no cluster-id line")
         }
-        guard let secretText = values["secret"], let secret = unhex(secretText), secret.count >= 16 else {
-            throw FileError(description: "\(path): the secret line must hold at least 32 hexadecimal digits")
+        let folder = (path as NSString).deletingLastPathComponent
+        func file(_ key: String) throws -> String {
+            guard let value = values[key], !value.isEmpty else { throw FileError(description: "\(path): no \(key) line") }
+            return value.hasPrefix("/") || folder.isEmpty ? value : folder + "/" + value
         }
-        return WitnessCredentials(clusterID: clusterID, secret: secret)
+        let credentials = WitnessCredentials(
+            clusterID: clusterID, caFile: try file("ca-file"), certificateFile: try file("cert-file"), keyFile: try file("key-file"),
+            replicationPassword: values["replication-password"])
+        if let password = credentials.replicationPassword, password.count < 32 {
+            throw FileError(description: "\(path): the replication password must be at least 32 characters")
+        }
+        return credentials
     }
 
     /// Lower-case hexadecimal digits, two per byte.
@@ -71,15 +68,10 @@ extension WitnessCredentials {
         }.joined()
     }
 
-    static func unhex(_ text: String) -> [UInt8]? {
-        let digits = Array(text.utf8)
-        guard digits.count % 2 == 0 else { return nil }
-        var bytes: [UInt8] = []
-        for index in stride(from: 0, to: digits.count, by: 2) {
-            guard let byte = UInt8(String(decoding: digits[index...index + 1], as: UTF8.self), radix: 16) else { return nil }
-            bytes.append(byte)
-        }
-        return bytes
+    /// `count` random bytes from the system's generator, in hexadecimal.
+    public static func randomHex(bytes count: Int) -> String {
+        var generator = SystemRandomNumberGenerator()
+        return hex((0..<count).map { _ in UInt8.random(in: 0...255, using: &generator) })
     }
 }
 

@@ -21,6 +21,8 @@ import Synchronization
 public final class WitnessClient: Sendable {
     public let endpoints: [WitnessEndpoint]
     public let credentials: WitnessCredentials
+    /// The certificate, key and CA of `credentials`, read again when they change.
+    public let tls: TLSCredentials
     public let requestTimeout: Duration
     /// A stream that hears nothing for this long moves to another witness: a live witness in
     /// touch with the quorum pushes at least every half election timeout.
@@ -48,10 +50,11 @@ public final class WitnessClient: Sendable {
     public init(
         endpoints: [WitnessEndpoint], credentials: WitnessCredentials, requestTimeout: Duration = .seconds(10),
         streamIdleTimeout: Duration = .seconds(3), logger: Logger = Logger(label: "pgquorum.witness-client"), group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
-    ) {
+    ) throws {
         precondition(!endpoints.isEmpty, "a witness client needs at least one address")
         self.endpoints = endpoints
         self.credentials = credentials
+        self.tls = try TLSCredentials(credentials)
         self.requestTimeout = requestTimeout
         self.streamIdleTimeout = streamIdleTimeout
         self.clientID = UInt64.random(in: 1...UInt64.max)
@@ -160,7 +163,7 @@ public final class WitnessClient: Sendable {
             let connection: WitnessConnection
             do {
                 connection = try await WitnessConnection.connect(
-                    to: endpoint, credentials: credentials, group: group, timeout: .seconds(2), logger: logger, linkTimeouts: linkTimeouts)
+                    to: endpoint, clusterID: credentials.clusterID, tls: tls, group: group, timeout: .seconds(2), logger: logger, linkTimeouts: linkTimeouts)
             } catch let error as WitnessClientError {
                 if case .refused = error { throw error }
                 suspect(endpoint)
@@ -254,7 +257,7 @@ public final class WitnessClient: Sendable {
     private func connection(to endpoint: WitnessEndpoint) async throws -> WitnessConnection {
         if let existing = state.withLock({ $0.connections[endpoint] }), existing.isOpen { return existing }
         let connection = try await WitnessConnection.connect(
-            to: endpoint, credentials: credentials, group: group, timeout: .seconds(2), logger: logger, linkTimeouts: linkTimeouts)
+            to: endpoint, clusterID: credentials.clusterID, tls: tls, group: group, timeout: .seconds(2), logger: logger, linkTimeouts: linkTimeouts)
         // Concurrent callers may have connected meanwhile: keep one open connection per witness.
         let chosen = state.withLock { state -> WitnessConnection? in
             if state.closed { return nil }
@@ -350,7 +353,7 @@ public final class WitnessClient: Sendable {
                         // Cut off from the quorum: the next witness at once, this one last.
                         problems[endpoint] = failure.message
                         suspect(endpoint)
-                    case .compacted, .refused, .badRequest:
+                    case .compacted, .refused, .badRequest, .forbidden:
                         throw WitnessClientError.failure(failure)
                     }
                 } catch let error as WitnessClientError {

@@ -1,13 +1,15 @@
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import Synchronization
 
 /// Why a witness call failed, as one line an operator can act on.
 public enum WitnessClientError: Error, Sendable, CustomStringConvertible {
     /// No witness answered; each tried address with what went wrong there.
     case unreachable([String])
-    /// A witness refused the connection (wrong cluster id or secret); not retried.
+    /// A witness refused the connection (this side's certificate, or a wrong cluster id); not
+    /// retried.
     case refused(endpoint: WitnessEndpoint, reason: String)
     /// A witness answered with a refusal.
     case failure(WitnessFailure)
@@ -52,20 +54,24 @@ final class WitnessConnection: Sendable {
 
     var isOpen: Bool { state.withLock { $0.closedReason == nil } && channel.isActive }
 
-    /// Connects and completes the handshake; a refusal (wrong id or secret) is `.refused`.
+    /// Connects and completes TLS and the handshake. The witness refusing this side (its
+    /// certificate, its cluster id) is `.refused`; this side refusing the witness (its
+    /// certificate is not a witness's, or not the cluster CA's) is `.connectionLost` with the
+    /// reason, so that the other witnesses are tried.
     static func connect(
-        to endpoint: WitnessEndpoint, credentials: WitnessCredentials, group: any EventLoopGroup, timeout: Duration, logger: Logger,
+        to endpoint: WitnessEndpoint, clusterID: String, tls: TLSCredentials, group: any EventLoopGroup, timeout: Duration, logger: Logger,
         linkTimeouts: LinkTimeouts = LinkTimeouts(userTimeoutMillis: 3_000)
     ) async throws -> WitnessConnection {
         let box = ConnectionBox()
         let handshake = group.next().makePromise(of: Void.self)
         let events = WitnessChannelHandler.Events(
-            opened: { _, _, _ in handshake.succeed(()) },
+            opened: { _, _, _, _ in handshake.succeed(()) },
             frame: { _, frame in box.connection?.received(frame) },
             closed: { _, reason in
-                handshake.fail(HandshakeClosed(reason: reason ?? "the witness closed the connection"))
-                box.connection?.closed(reason ?? "closed")
+                handshake.fail(HandshakeClosed(reason: reason ?? .init(text: "the witness closed the connection")))
+                box.connection?.closed(reason?.text ?? "closed")
             })
+        let tlsContext = tls.current().clientContext
         let millis = Int64(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
         let channel: any Channel
         do {
@@ -77,9 +83,10 @@ final class WitnessConnection: Sendable {
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelInitializer { channel in
                     linkTimeouts.apply(to: channel).flatMapThrowing {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tlsContext, serverHostname: nil))
                         try channel.pipeline.syncOperations.addHandler(
                             WitnessChannelHandler(
-                                side: .connector(clusterID: credentials.clusterID, role: .client, peerID: 0), secret: credentials.secret,
+                                side: .connector(clusterID: clusterID, role: .client, peerID: 0),
                                 events: events, logger: logger, handshakeTimeout: .milliseconds(millis)))
                     }
                 }
@@ -94,10 +101,8 @@ final class WitnessConnection: Sendable {
             try await handshake.futureResult.get()
         } catch let closed as HandshakeClosed {
             channel.close(promise: nil)
-            if closed.reason.hasPrefix("refused by") || closed.reason.contains("cluster id mismatch") || closed.reason.contains("authentication failed") {
-                throw WitnessClientError.refused(endpoint: endpoint, reason: closed.reason)
-            }
-            throw WitnessClientError.connectionLost(endpoint: endpoint, reason: closed.reason)
+            if closed.reason.refusal { throw WitnessClientError.refused(endpoint: endpoint, reason: closed.reason.text) }
+            throw WitnessClientError.connectionLost(endpoint: endpoint, reason: closed.reason.text)
         }
         return connection
     }
@@ -188,7 +193,7 @@ final class WitnessConnection: Sendable {
 }
 
 private struct HandshakeClosed: Error {
-    var reason: String
+    var reason: WitnessChannelHandler.CloseReason
 }
 
 /// Lets the channel's callbacks reach the connection object created after the channel.

@@ -2,31 +2,38 @@
 ///
 ///     version u8 | kind u8 | formation (u16 length + UTF-8) | leader clock u64 | wall time i64
 ///     | [version 2: request client u64 | sequence u64 | first outstanding sequence u64]
+///     | [version 3: has request u8 | (request id as in version 2) | author (u16 length + UTF-8)]
 ///     | payload (by kind) | CRC32C u32 of everything before it
 ///
-/// A record without a request id is written as version 1, so logs written before request ids
-/// existed read the same and encode the same.
+/// A record without a request id or author is written as version 1, and one with a request
+/// id only as version 2, so logs written before those existed read the same and encode the
+/// same.
 /// Decoding verifies the checksum first, then the version, and refuses any field out of its
 /// range, any count beyond its maximum and any trailing byte.
 extension EventRecord {
-    public static let formatVersion: UInt8 = 2
+    public static let formatVersion: UInt8 = 3
     /// The most node reports one coalesced heartbeat entry carries.
     public static let reportsPerEntryMax = 1024
+    /// The longest author a record names ("operator " and a certificate's name).
+    public static let authorBytesMax = 128
     /// The most witnesses a membership event lists.
     public static let witnessesMax = 16
 
     public func encoded() -> [UInt8] {
         var writer = ByteWriter(capacity: 96)
-        writer.write(requestID == nil ? UInt8(1) : Self.formatVersion)
+        let version: UInt8 = author != nil ? 3 : requestID != nil ? 2 : 1
+        writer.write(version)
         writer.write(event.kind)
         writer.write(formation)
         writer.write(stamp.leaderClockNanos)
         writer.write(stamp.wallTimeMillis)
+        if version == 3 { writer.write(requestID != nil) }
         if let requestID {
             writer.write(requestID.client)
             writer.write(requestID.sequence)
             writer.write(requestID.firstOutstanding)
         }
+        if let author { writer.write(author) }
         event.encodePayload(into: &writer)
         writer.appendChecksum()
         return writer.bytes
@@ -35,13 +42,14 @@ extension EventRecord {
     public init(decoding bytes: [UInt8]) throws(DecodingError) {
         var reader = try ByteReader(checksummed: bytes)
         let version = try reader.readUInt8("format version")
-        guard version == 1 || version == Self.formatVersion else { throw .unknownVersion(version, supported: Self.formatVersion) }
+        guard (1...Self.formatVersion).contains(version) else { throw .unknownVersion(version, supported: Self.formatVersion) }
         let kind = try reader.readUInt8("event kind")
         let formation = try reader.readString("formation")
         guard !formation.isEmpty else { throw .invalidValue(field: "formation", reason: "empty name") }
         let stamp = LogStamp(leaderClockNanos: try reader.readUInt64("leader clock"), wallTimeMillis: try reader.readInt64("wall time"))
         var requestID: RequestID?
-        if version >= 2 {
+        let hasRequest = version == 3 ? try reader.readBool("has request") : version == 2
+        if hasRequest {
             let client = try reader.readUInt64("request client")
             guard client != 0 else { throw .invalidValue(field: "request client", reason: "zero") }
             let sequence = try reader.readUInt64("request sequence")
@@ -51,9 +59,17 @@ extension EventRecord {
             }
             requestID = RequestID(client: client, sequence: sequence, firstOutstanding: firstOutstanding)
         }
+        var author: String?
+        if version == 3 {
+            let text = try reader.readString("author")
+            guard !text.isEmpty, text.utf8.count <= Self.authorBytesMax else {
+                throw .invalidValue(field: "author", reason: "\(text.utf8.count) bytes, not 1 to \(Self.authorBytesMax)")
+            }
+            author = text
+        }
         let event = try ClusterEvent.decodePayload(kind: kind, from: &reader)
         try reader.finish()
-        self.init(formation: formation, stamp: stamp, event: event, requestID: requestID)
+        self.init(formation: formation, stamp: stamp, event: event, requestID: requestID, author: author)
     }
 }
 

@@ -42,6 +42,14 @@ public enum ClusterEvent: Sendable, Equatable {
         }
     }
 
+    /// A change only an operator may ask for; the log records who asked.
+    public var isOperatorChange: Bool {
+        switch self {
+        case .operatorRequest, .settingsChanged: return true
+        case .nodeRegistered, .nodeReports, .stateReached, .tick, .termStarted, .membershipChanged: return false
+        }
+    }
+
     /// The short name `pgquorum log` shows and filters by.
     public var kindName: String {
         switch self {
@@ -255,12 +263,19 @@ public struct EventRecord: Sendable, Equatable {
     /// Who asked for this entry, so that a retried request is applied once; nil for entries
     /// the witnesses write themselves (reports, ticks) and for older clients.
     public var requestID: RequestID?
+    /// Who asked, for the changes operators make (`ClusterEvent.isOperatorChange`): the
+    /// holder its certificate names ("operator alice"), written by the witness that took the
+    /// request, never by the client. Nil for everything else and in older logs.
+    public var author: String?
 
-    public init(formation: String = EventRecord.defaultFormation, stamp: LogStamp, event: ClusterEvent, requestID: RequestID? = nil) {
+    public init(
+        formation: String = EventRecord.defaultFormation, stamp: LogStamp, event: ClusterEvent, requestID: RequestID? = nil, author: String? = nil
+    ) {
         self.formation = formation
         self.stamp = stamp
         self.event = event
         self.requestID = requestID
+        self.author = author
     }
 }
 

@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import Raft
 
 /// The outbound connections of one witness to its peers: one per other witness, redialled
@@ -24,6 +25,7 @@ final class PeerLinks: @unchecked Sendable {
     }
 
     private let configuration: WitnessConfiguration
+    private let tls: TLSCredentials
     private let logger: Logger
     private let loop: any EventLoop
     private let group: any EventLoopGroup
@@ -32,7 +34,10 @@ final class PeerLinks: @unchecked Sendable {
     private var nextChunkedMessage: UInt64 = 0
     var stopped = false
 
-    init(configuration: WitnessConfiguration, logger: Logger, loop: any EventLoop, group: any EventLoopGroup, feedback: Feedback) {
+    init(
+        configuration: WitnessConfiguration, tls: TLSCredentials, logger: Logger, loop: any EventLoop, group: any EventLoopGroup, feedback: Feedback
+    ) {
+        self.tls = tls
         self.configuration = configuration
         self.logger = logger
         self.loop = loop
@@ -116,12 +121,13 @@ final class PeerLinks: @unchecked Sendable {
     }
 
     private func dial(_ peer: NodeID, _ endpoint: WitnessEndpoint) {
-        let credentials = configuration.credentials
+        let clusterID = configuration.credentials.clusterID
+        let tlsContext = tls.current().clientContext
         let myID = configuration.id
         let logger = self.logger
         let stall = TimeAmount.milliseconds(Int64(configuration.stallTimeoutMillis))
         let events = WitnessChannelHandler.Events(
-            opened: { [weak self] channel, _, remoteID in
+            opened: { [weak self] channel, _, remoteID, _ in
                 guard let self else { return }
                 self.loop.execute { self.connected(peer, channel: channel, remoteID: remoteID) }
             },
@@ -131,7 +137,7 @@ final class PeerLinks: @unchecked Sendable {
             },
             closed: { [weak self] channel, reason in
                 guard let self else { return }
-                self.loop.execute { self.disconnected(peer, channel: channel, reason: reason) }
+                self.loop.execute { self.disconnected(peer, channel: channel, reason: reason?.text) }
             })
         ClientBootstrap(group: group)
             .connectTimeout(.seconds(1))
@@ -139,9 +145,10 @@ final class PeerLinks: @unchecked Sendable {
             .channelOption(.writeBufferWaterMark, value: .init(low: 1 << 20, high: 16 << 20))
             .channelInitializer { [linkTimeouts] channel in
                 linkTimeouts.apply(to: channel).flatMapThrowing {
+                    try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tlsContext, serverHostname: nil))
                     try channel.pipeline.syncOperations.addHandler(
                         WitnessChannelHandler(
-                            side: .connector(clusterID: credentials.clusterID, role: .peer, peerID: myID), secret: credentials.secret,
+                            side: .connector(clusterID: clusterID, role: .peer, peerID: myID, expectedWitness: peer),
                             events: events, logger: logger, stallTimeout: stall))
                 }
             }

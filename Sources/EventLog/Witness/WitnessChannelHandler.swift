@@ -3,8 +3,11 @@ import Glibc
 #endif
 import Logging
 import NIOCore
+import NIOSSL
+import NIOTLS
 import Raft
 import Synchronization
+import X509
 
 /// Bounds the requests of one connection that wait on the Raft loop: at the limit the
 /// connection stops decoding and reading until answers went out, so one client flooding
@@ -74,7 +77,9 @@ final class RequestLimiter: Sendable {
 }
 
 /// One witness connection's framing, handshake and health, shared by the witness (accepting
-/// side) and by peers and clients (connecting side). After the handshake every frame goes to
+/// side) and by peers and clients (connecting side). It sits behind the TLS handler: once TLS
+/// completes it reads who the other side is from its certificate, and the handshake checks
+/// that against the part it plays (`WitnessHandshake`). After the handshake every frame goes to
 /// `events.frame`; a malformed frame, a failed handshake or a peer that stops reading closes
 /// the connection with a logged reason (DESIGN §5 rule 5) and nothing else is affected.
 final class WitnessChannelHandler: ChannelInboundHandler {
@@ -84,16 +89,27 @@ final class WitnessChannelHandler: ChannelInboundHandler {
     enum Side {
         /// The witness: it sends the challenge and checks the hello.
         case acceptor(clusterID: String, witnessID: NodeID)
-        /// A peer or client: it checks the cluster id, proves the secret and checks the proof.
-        case connector(clusterID: String, role: WitnessHandshake.Role, peerID: NodeID)
+        /// A peer or client: it checks the challenge and the witness's certificate (on a peer
+        /// link, that it is `expectedWitness`), and says who it is.
+        case connector(clusterID: String, role: WitnessHandshake.Role, peerID: NodeID, expectedWitness: NodeID? = nil)
+    }
+
+    /// Why a connection closed.
+    struct CloseReason: Sendable, CustomStringConvertible {
+        var text: String
+        /// A refusal that trying again, or another witness, does not help: the other side
+        /// refused this one (its certificate, its cluster id), or it serves another cluster.
+        var refusal = false
+        var description: String { text }
     }
 
     struct Events: Sendable {
-        /// The handshake succeeded; the remote's role and id (the witness id for connectors).
-        var opened: @Sendable (any Channel, WitnessHandshake.Role, NodeID) -> Void
+        /// The handshake succeeded; the remote's role, its id (the witness id for connectors)
+        /// and who its certificate says it is.
+        var opened: @Sendable (any Channel, WitnessHandshake.Role, NodeID, ClusterIdentity) -> Void
         var frame: @Sendable (any Channel, Frame) -> Void
         /// The connection closed; the reason when it was closed because of a problem.
-        var closed: @Sendable (any Channel, String?) -> Void
+        var closed: @Sendable (any Channel, CloseReason?) -> Void
         var writable: @Sendable (any Channel) -> Void = { _ in }
     }
 
@@ -104,7 +120,6 @@ final class WitnessChannelHandler: ChannelInboundHandler {
     }
 
     private let side: Side
-    private let secret: [UInt8]
     private let events: Events
     private let logger: Logger
     private let handshakeTimeout: TimeAmount
@@ -113,18 +128,18 @@ final class WitnessChannelHandler: ChannelInboundHandler {
     private var decoder: FrameDecoder
     private var state = State.handshaking
     private var challenge: WitnessHandshake.Challenge?
-    private var clientNonce: [UInt8] = []
-    private var closeReason: String?
+    /// Who the other side's certificate says it is, once TLS completed.
+    private var remoteIdentity: ClusterIdentity?
+    private var closeReason: CloseReason?
     private var remote = "unknown"
     private var pausedForWritability = false
 
     init(
-        side: Side, secret: [UInt8], events: Events, logger: Logger, handshakeTimeout: TimeAmount = .seconds(5),
+        side: Side, events: Events, logger: Logger, handshakeTimeout: TimeAmount = .seconds(5),
         stallTimeout: TimeAmount = .seconds(10), limiter: RequestLimiter? = nil, bytesMax: Int = Frame.bytesMax
     ) {
         self.limiter = limiter
         self.side = side
-        self.secret = secret
         self.events = events
         self.logger = logger
         self.handshakeTimeout = handshakeTimeout
@@ -138,17 +153,33 @@ final class WitnessChannelHandler: ChannelInboundHandler {
 
     func channelActive(context: ChannelHandlerContext) {
         remote = context.remoteAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "unknown"
-        if case .acceptor(let clusterID, let witnessID) = side {
-            let challenge = WitnessHandshake.Challenge(clusterID: clusterID, witnessID: witnessID, nonce: WitnessHandshake.randomNonce())
-            self.challenge = challenge
-            send(context, Frame(kind: WitnessFrameKind.challenge.rawValue, payload: challenge.encoded()))
-        }
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         context.eventLoop.scheduleTask(in: handshakeTimeout) {
             let (handler, context) = loopBound.value
             if case .handshaking = handler.state { handler.fail(context, "no handshake within \(handler.handshakeTimeout.nanoseconds / 1_000_000) ms") }
         }
         context.fireChannelActive()
+    }
+
+    /// TLS completed: the other side's certificate chains to the cluster's CA. Reads who it
+    /// names; the witness then sends its challenge.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? TLSUserEvent, case .handshakeCompleted = event, closeReason == nil {
+            do {
+                guard let certificate = try context.pipeline.syncOperations.nioSSL_peerCertificate() else {
+                    return refuse(context, "the other side presented no certificate")
+                }
+                remoteIdentity = try ClusterIdentity(certificate: try Certificate(derEncoded: try certificate.toDERBytes()))
+            } catch {
+                return refuse(context, "the other side's certificate is not a pgquorum one: \(error)")
+            }
+            if case .acceptor(let clusterID, let witnessID) = side {
+                let challenge = WitnessHandshake.Challenge(clusterID: clusterID, witnessID: witnessID)
+                self.challenge = challenge
+                send(context, Frame(kind: WitnessFrameKind.challenge.rawValue, payload: challenge.encoded()))
+            }
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -218,6 +249,10 @@ final class WitnessChannelHandler: ChannelInboundHandler {
         if let error = error as? IOError, error.errnoCode == ETIMEDOUT {
             return fail(context, "the other side stopped reading or cannot be reached: the TCP user timeout passed (\(error))")
         }
+        if let reason = describeTLSFailure(error) {
+            // An alert from the other side about this side's certificate is its refusal.
+            return fail(context, reason, refusal: reason.contains("refused this side's certificate") || reason.contains("requires a certificate"))
+        }
         fail(context, "\(error)")
     }
 
@@ -230,54 +265,46 @@ final class WitnessChannelHandler: ChannelInboundHandler {
     private func handle(_ context: ChannelHandlerContext, _ frame: Frame) {
         if frame.kind == WitnessFrameKind.refused.rawValue {
             let reason = frame.payload.isEmpty ? "no reason given" : String(decoding: frame.payload, as: UTF8.self)
-            fail(context, "refused by \(remote): \(reason)")
+            fail(context, "refused by \(remote): \(reason)", refusal: true)
             return
         }
         switch (state, side) {
         case (.open, _):
             events.frame(context.channel, frame)
         case (.handshaking, .acceptor):
-            guard frame.kind == WitnessFrameKind.hello.rawValue, let challenge else {
+            guard frame.kind == WitnessFrameKind.hello.rawValue, let challenge, let remoteIdentity else {
                 return fail(context, "expected a hello frame, got kind \(frame.kind)")
             }
             let hello: WitnessHandshake.Hello
             do { hello = try WitnessHandshake.Hello(decoding: frame.payload) } catch { return fail(context, "malformed hello: \(error)") }
-            if let problem = WitnessHandshake.verify(hello, challenge: challenge, secret: secret) {
+            if let problem = WitnessHandshake.refusal(of: hello, from: remoteIdentity, to: challenge) {
                 return refuse(context, problem)
             }
-            let proof = WitnessHandshake.welcomeProof(
-                secret: secret, clusterID: challenge.clusterID, serverNonce: challenge.nonce, clientNonce: hello.nonce)
-            send(context, Frame(kind: WitnessFrameKind.welcome.rawValue, payload: proof))
+            send(context, Frame(kind: WitnessFrameKind.welcome.rawValue, payload: []))
             state = .open
-            events.opened(context.channel, hello.role, hello.peerID)
-        case (.handshaking, .connector(let clusterID, let role, let peerID)):
+            events.opened(context.channel, hello.role, hello.peerID, remoteIdentity)
+        case (.handshaking, .connector(let clusterID, let role, let peerID, let expectedWitness)):
+            guard let remoteIdentity else { return fail(context, "a frame of kind \(frame.kind) before TLS completed") }
             if challenge == nil {
                 guard frame.kind == WitnessFrameKind.challenge.rawValue else {
                     return fail(context, "expected a challenge frame, got kind \(frame.kind)")
                 }
                 let received: WitnessHandshake.Challenge
                 do { received = try WitnessHandshake.Challenge(decoding: frame.payload) } catch { return fail(context, "malformed challenge: \(error)") }
-                guard received.clusterID == clusterID else {
-                    return refuse(
-                        context, "cluster id mismatch: the witness at \(remote) serves cluster \(received.clusterID), expected \(clusterID)")
+                if let problem = WitnessHandshake.refusal(of: received, from: remoteIdentity, clusterID: clusterID, expectedWitness: expectedWitness) {
+                    // Another cluster's witness: every witness of it says the same, so this is
+                    // final; a witness with the wrong certificate is this one's problem only.
+                    return refuse(context, "the witness at \(remote): \(problem)", final: received.clusterID != clusterID)
                 }
                 challenge = received
-                clientNonce = WitnessHandshake.randomNonce()
-                let hello = WitnessHandshake.Hello(
-                    clusterID: clusterID, role: role, peerID: peerID, nonce: clientNonce,
-                    proof: WitnessHandshake.helloProof(secret: secret, challenge: received, role: role, peerID: peerID, clientNonce: clientNonce))
+                let hello = WitnessHandshake.Hello(clusterID: clusterID, role: role, peerID: peerID)
                 send(context, Frame(kind: WitnessFrameKind.hello.rawValue, payload: hello.encoded()))
             } else if let challenge {
                 guard frame.kind == WitnessFrameKind.welcome.rawValue else {
                     return fail(context, "expected a welcome frame, got kind \(frame.kind)")
                 }
-                let expected = WitnessHandshake.welcomeProof(
-                    secret: secret, clusterID: clusterID, serverNonce: challenge.nonce, clientNonce: clientNonce)
-                guard Hashing.constantTimeEqual(expected, frame.payload) else {
-                    return fail(context, "authentication failed: the witness at \(remote) could not prove the shared secret")
-                }
                 state = .open
-                events.opened(context.channel, .peer, challenge.witnessID)
+                events.opened(context.channel, .peer, challenge.witnessID, remoteIdentity)
             }
         case (.closed, _):
             break
@@ -288,17 +315,17 @@ final class WitnessChannelHandler: ChannelInboundHandler {
         context.writeAndFlush(wrapOutboundOut(Self.buffer(frame, allocator: context.channel.allocator)), promise: nil)
     }
 
-    /// Tells the other side why, then closes.
-    private func refuse(_ context: ChannelHandlerContext, _ reason: String) {
+    /// Tells the other side why, then closes; `final` when trying another witness cannot help.
+    private func refuse(_ context: ChannelHandlerContext, _ reason: String, final: Bool = false) {
         var writer = ByteWriter()
         writer.writeRaw(Array(reason.utf8))
         send(context, Frame(kind: WitnessFrameKind.refused.rawValue, payload: writer.bytes))
-        fail(context, reason)
+        fail(context, reason, refusal: final)
     }
 
-    private func fail(_ context: ChannelHandlerContext, _ reason: String) {
+    private func fail(_ context: ChannelHandlerContext, _ reason: String, refusal: Bool = false) {
         guard closeReason == nil else { return }
-        closeReason = reason
+        closeReason = CloseReason(text: reason, refusal: refusal)
         logger.warning("closing connection", metadata: ["remote": "\(remote)", "reason": "\(reason)"])
         context.close(promise: nil)
     }

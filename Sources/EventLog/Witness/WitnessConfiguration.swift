@@ -15,10 +15,15 @@ public protocol WitnessApplication: AnyObject {
     /// nothing by itself, so a deadline that is wrong (from an earlier term's clock) costs one
     /// entry, never a decision.
     func nextDeadlineNanos() -> UInt64?
+    /// The name node `node` of `formation` is registered with after the last applied entry;
+    /// nil when no such node is registered. A node's certificate speaks for that name only
+    /// (`WitnessAccess`).
+    func registeredNodeName(formation: String, node: UInt32) -> String?
 }
 
 extension WitnessApplication {
     public func nextDeadlineNanos() -> UInt64? { nil }
+    public func registeredNodeName(formation: String, node: UInt32) -> String? { nil }
 }
 
 /// A `host:port` address of a witness.
@@ -72,18 +77,6 @@ public struct WitnessConfigurationError: Error, Equatable, CustomStringConvertib
     static func invalid(_ text: String) -> Self { Self(description: text) }
 }
 
-/// The cluster's identity on every connection: its id, and the shared secret both sides
-/// prove they hold.
-public struct WitnessCredentials: Sendable {
-    public var clusterID: String
-    public var secret: [UInt8]
-
-    public init(clusterID: String, secret: [UInt8]) {
-        self.clusterID = clusterID
-        self.secret = secret
-    }
-}
-
 /// How one witness runs. Durations are in milliseconds.
 public struct WitnessConfiguration: Sendable {
     public var id: NodeID
@@ -123,7 +116,6 @@ public struct WitnessConfiguration: Sendable {
     public func validate() throws(WitnessConfigurationError) {
         guard id != 0 else { throw .invalid("--id must be positive") }
         guard !credentials.clusterID.isEmpty else { throw .invalid("the cluster id is empty") }
-        guard credentials.secret.count >= 16 else { throw .invalid("the shared secret has \(credentials.secret.count) bytes; at least 16 are needed") }
         if !join {
             guard peers[id] != nil else { throw .invalid("--peers does not name this witness (\(id)); add \(id)=\(listen)") }
         }

@@ -1,14 +1,16 @@
 import Raft
 
-/// The frame kinds on a witness connection. A connection starts with the handshake (the
-/// witness speaks first), then carries Raft messages (peer connections) or requests,
-/// responses and stream pushes (client connections).
+/// The frame kinds on a witness connection. A connection is TLS 1.3 with a certificate on
+/// each side (`TLSCredentials`); inside it, it starts with the handshake (the witness speaks
+/// first), then carries Raft messages (peer connections) or requests, responses and stream
+/// pushes (client connections).
 public enum WitnessFrameKind: UInt8, Sendable, CaseIterable {
-    /// Witness → connector: its cluster id, its id and a fresh nonce.
+    /// Witness → connector: its cluster id and its witness id.
     case challenge = 1
-    /// Connector → witness: the cluster id it expects, who it is, its nonce and an HMAC proof.
+    /// Connector → witness: the cluster id it expects, and whether it is a peer (with its
+    /// witness id) or a client.
     case hello = 2
-    /// Witness → connector: the witness's own HMAC proof; the connection is open.
+    /// Witness → connector: the connection is open.
     case welcome = 3
     /// Either side: why the connection is refused, just before closing it.
     case refused = 4
@@ -22,10 +24,10 @@ public enum WitnessFrameKind: UInt8, Sendable, CaseIterable {
     case response = 21
 }
 
-/// The handshake: both sides prove they hold the shared secret without sending it, and
-/// both check the cluster id (DESIGN §5 rule 5: a wrong id or secret is refused clearly).
+/// The handshake inside TLS: both sides check the cluster id, and each checks that the other's
+/// certificate fits the part it claims (DESIGN §5 rule 5): a peer connection only between
+/// witnesses, each presenting its own id's certificate; a client connection only to a witness.
 public enum WitnessHandshake {
-    public static let nonceBytes = 32
     /// Who opens a connection.
     public enum Role: UInt8, Sendable {
         case client = 0
@@ -35,7 +37,11 @@ public enum WitnessHandshake {
     public struct Challenge: Sendable, Equatable {
         public var clusterID: String
         public var witnessID: NodeID
-        public var nonce: [UInt8]
+
+        public init(clusterID: String, witnessID: NodeID) {
+            self.clusterID = clusterID
+            self.witnessID = witnessID
+        }
     }
 
     public struct Hello: Sendable, Equatable {
@@ -43,45 +49,42 @@ public enum WitnessHandshake {
         public var role: Role
         /// The connecting witness's id (peers); zero for clients.
         public var peerID: NodeID
-        public var nonce: [UInt8]
-        public var proof: [UInt8]
+
+        public init(clusterID: String, role: Role, peerID: NodeID) {
+            self.clusterID = clusterID
+            self.role = role
+            self.peerID = peerID
+        }
     }
 
-    public static func randomNonce() -> [UInt8] {
-        var generator = SystemRandomNumberGenerator()
-        return (0..<nonceBytes).map { _ in UInt8.random(in: 0...255, using: &generator) }
-    }
-
-    /// The connector's proof: it holds the secret, for this challenge, as this role.
-    public static func helloProof(secret: [UInt8], challenge: Challenge, role: Role, peerID: NodeID, clientNonce: [UInt8]) -> [UInt8] {
-        var message = ByteWriter()
-        message.write("pgquorum/1 hello")
-        message.write(challenge.clusterID)
-        message.writeRaw(challenge.nonce)
-        message.writeRaw(clientNonce)
-        message.write(role.rawValue)
-        message.write(peerID)
-        return Hashing.hmacSHA256(key: secret, message: message.bytes)
-    }
-
-    /// The witness's proof, bound to both nonces so it cannot be replayed.
-    public static func welcomeProof(secret: [UInt8], clusterID: String, serverNonce: [UInt8], clientNonce: [UInt8]) -> [UInt8] {
-        var message = ByteWriter()
-        message.write("pgquorum/1 welcome")
-        message.write(clusterID)
-        message.writeRaw(clientNonce)
-        message.writeRaw(serverNonce)
-        return Hashing.hmacSHA256(key: secret, message: message.bytes)
-    }
-
-    /// Checks a hello against the witness's identity; the error text is what both sides see.
-    public static func verify(_ hello: Hello, challenge: Challenge, secret: [UInt8]) -> String? {
+    /// The witness's check of a hello from the holder of `certificate`; the refusal is what
+    /// both sides see.
+    public static func refusal(of hello: Hello, from certificate: ClusterIdentity, to challenge: Challenge) -> String? {
         guard hello.clusterID == challenge.clusterID else {
             return "cluster id mismatch: this witness serves cluster \(challenge.clusterID), the connection expected \(hello.clusterID)"
         }
-        let expected = helloProof(secret: secret, challenge: challenge, role: hello.role, peerID: hello.peerID, clientNonce: hello.nonce)
-        guard Hashing.constantTimeEqual(expected, hello.proof) else {
-            return "authentication failed: the shared secret does not match this cluster's"
+        guard hello.role == .peer else { return nil }
+        guard let id = certificate.witnessID else {
+            return "\(certificate) may not carry Raft messages: only a witness certificate may"
+        }
+        guard id == hello.peerID else {
+            return "a peer connection claims witness \(hello.peerID), but its certificate is witness \(id)'s"
+        }
+        return nil
+    }
+
+    /// The connector's check of the witness it reached: its certificate must be a witness's,
+    /// the one named in its challenge, and (on a peer link) the one the link was dialled for.
+    public static func refusal(of challenge: Challenge, from certificate: ClusterIdentity, clusterID: String, expectedWitness: NodeID?) -> String? {
+        guard challenge.clusterID == clusterID else {
+            return "cluster id mismatch: the witness serves cluster \(challenge.clusterID), expected \(clusterID)"
+        }
+        guard let id = certificate.witnessID else { return "the server presented \(certificate)'s certificate, not a witness's" }
+        guard id == challenge.witnessID else {
+            return "the server says it is witness \(challenge.witnessID), but its certificate is witness \(id)'s"
+        }
+        if let expectedWitness, expectedWitness != id {
+            return "expected witness \(expectedWitness) at this address, found witness \(id)"
         }
         return nil
     }
@@ -92,7 +95,6 @@ extension WitnessHandshake.Challenge {
         var writer = ByteWriter()
         writer.write(clusterID)
         writer.write(witnessID)
-        writer.writeBlob(nonce)
         return writer.bytes
     }
 
@@ -100,7 +102,6 @@ extension WitnessHandshake.Challenge {
         var reader = ByteReader(bytes)
         clusterID = try reader.readString("cluster id")
         witnessID = try reader.readUInt64("witness id")
-        nonce = try reader.readBlob("nonce", maxCount: WitnessHandshake.nonceBytes)
         try reader.finish()
     }
 }
@@ -111,8 +112,6 @@ extension WitnessHandshake.Hello {
         writer.write(clusterID)
         writer.write(role.rawValue)
         writer.write(peerID)
-        writer.writeBlob(nonce)
-        writer.writeBlob(proof)
         return writer.bytes
     }
 
@@ -123,8 +122,6 @@ extension WitnessHandshake.Hello {
         guard let role = WitnessHandshake.Role(rawValue: roleByte) else { throw .unknownKind(field: "role", value: roleByte) }
         self.role = role
         peerID = try reader.readUInt64("peer id")
-        nonce = try reader.readBlob("nonce", maxCount: WitnessHandshake.nonceBytes)
-        proof = try reader.readBlob("proof", maxCount: Hashing.digestBytes)
         try reader.finish()
     }
 }
@@ -290,6 +287,8 @@ public struct WitnessFailure: Error, Sendable, Equatable, CustomStringConvertibl
         /// This witness could not confirm within an election timeout that it is in touch with
         /// a quorum (cut off, or no leader): ask another witness.
         case noQuorum = 6
+        /// The connection's certificate does not allow this request (`WitnessAccess`).
+        case forbidden = 7
     }
 
     public var code: Code

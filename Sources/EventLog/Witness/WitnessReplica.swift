@@ -343,9 +343,14 @@ final class WitnessReplica: @unchecked Sendable {
 
     /// Appends a client's event (leader only); answered once committed. A request this
     /// witness knows was applied already is answered with the index it went to.
+    /// What the application says node `node` of `formation` is registered as.
+    func registeredNodeName(formation: String, node: UInt32) -> String? {
+        application?.registeredNodeName(formation: formation, node: node)
+    }
+
     func append(_ record: EventRecord, reply: @escaping Reply) {
         switch record.event {
-        case .nodeReports, .tick, .membershipChanged:
+        case .nodeReports, .tick, .termStarted, .membershipChanged:
             return reply(.failure(WitnessFailure(.badRequest, "\(record.event.kindName) entries are written by the witnesses only")))
         default: break
         }
@@ -356,6 +361,7 @@ final class WitnessReplica: @unchecked Sendable {
         do {
             var stamped = try sequencer.stamp(record.event, formation: record.formation, nowNanos: nowNanos(), wallTimeMillis: wallTimeMillis())
             stamped.requestID = record.requestID
+            stamped.author = record.author
             propose(stamped, reply: reply)
         } catch {
             reply(.failure(failure(for: RaftError.notLeader(leader: node.leader))))

@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import Raft
 
 /// One witness (DESIGN §1–§3): a Raft replica of the event log stored in LMDB, serving its
@@ -17,6 +18,8 @@ import Raft
 public final class WitnessServer: @unchecked Sendable {
     public let configuration: WitnessConfiguration
     private let logger: Logger
+    /// This witness's certificate, key and the cluster's CA, read again when they change.
+    public let tls: TLSCredentials
     private let raftGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     private let ioGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     private let loop: any EventLoop
@@ -29,7 +32,8 @@ public final class WitnessServer: @unchecked Sendable {
     private var tickTask: RepeatedTask?
     private var readyScheduled = false
     private var stopped = false
-    private var clients: [ObjectIdentifier: any Channel] = [:]
+    /// Client connections, with who each one's certificate says it is.
+    private var clients: [ObjectIdentifier: (channel: any Channel, identity: ClusterIdentity)] = [:]
     /// Inbound connections of peers, by the witness id each proved in its handshake, with the
     /// chunks of a large message being reassembled.
     private var inboundPeers: [ObjectIdentifier: (id: NodeID, chunks: MessageChunks.Assembler)] = [:]
@@ -46,6 +50,11 @@ public final class WitnessServer: @unchecked Sendable {
         try configuration.validate()
         self.configuration = configuration
         self.logger = logger
+        tls = try TLSCredentials(configuration.credentials)
+        guard tls.identity == .witness(configuration.id) else {
+            throw WitnessConfigurationError.invalid(
+                "the certificate \(configuration.credentials.certificateFile) is \(tls.identity)'s, not witness \(configuration.id)'s")
+        }
         self.loop = raftGroup.next()
         let transport = WitnessReplica.Transport(
             send: { [unowned self] messages in self.peers.send(messages) },
@@ -57,7 +66,7 @@ public final class WitnessServer: @unchecked Sendable {
             })
         replica = WitnessReplica(configuration: configuration, application: application, logger: logger, transport: transport)
         peers = PeerLinks(
-            configuration: configuration, logger: logger, loop: loop, group: ioGroup,
+            configuration: configuration, tls: tls, logger: logger, loop: loop, group: ioGroup,
             feedback: PeerLinks.Feedback(
                 unreachable: { [unowned self] peer in self.replica.reportUnreachable(peer) },
                 snapshotDelivered: { [unowned self] peer, delivered in self.replica.reportSnapshot(to: peer, delivered: delivered) }))
@@ -73,6 +82,7 @@ public final class WitnessServer: @unchecked Sendable {
         try await loop.submit { try self.replica.open() }.get()
         let handlerLogger = logger
         let credentials = configuration.credentials
+        let tls = self.tls
         let id = configuration.id
         let stall = TimeAmount.milliseconds(Int64(configuration.stallTimeoutMillis))
         let handshake = TimeAmount.milliseconds(Int64(configuration.handshakeTimeoutMillis))
@@ -84,8 +94,8 @@ public final class WitnessServer: @unchecked Sendable {
             .childChannelInitializer { channel in
                 let limiter = RequestLimiter()
                 let events = WitnessChannelHandler.Events(
-                    opened: { channel, role, remoteID in
-                        self.loop.execute { self.opened(channel, role: role, remoteID: remoteID) }
+                    opened: { channel, role, remoteID, identity in
+                        self.loop.execute { self.opened(channel, role: role, remoteID: remoteID, identity: identity) }
                     },
                     frame: { channel, frame in
                         self.loop.execute { self.received(frame, on: channel, limiter: limiter) }
@@ -97,9 +107,11 @@ public final class WitnessServer: @unchecked Sendable {
                         self.loop.execute { self.streams.pump() }
                     })
                 return linkTimeouts.apply(to: channel).flatMapThrowing {
+                    // A renewed certificate is read here, for the next connection.
+                    try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.current().serverContext))
                     try channel.pipeline.syncOperations.addHandler(
                         WitnessChannelHandler(
-                            side: .acceptor(clusterID: credentials.clusterID, witnessID: id), secret: credentials.secret,
+                            side: .acceptor(clusterID: credentials.clusterID, witnessID: id),
                             events: events, logger: handlerLogger, handshakeTimeout: handshake, stallTimeout: stall, limiter: limiter,
                             bytesMax: Frame.bytesMax))
                 }
@@ -111,6 +123,7 @@ public final class WitnessServer: @unchecked Sendable {
             let tick = TimeAmount.milliseconds(Int64(self.configuration.tickMillis))
             self.tickTask = self.loop.scheduleRepeatedTask(initialDelay: tick, delay: tick) { _ in self.onTick() }
         }.get()
+        if let warning = tls.expiryWarning() { logger.error("certificate problem", metadata: ["reason": "\(warning)"]) }
         logger.info(
             "witness listening",
             metadata: ["id": "\(id)", "address": "\(configuration.listen.host):\(boundPort)", "cluster": "\(credentials.clusterID)"])
@@ -125,7 +138,7 @@ public final class WitnessServer: @unchecked Sendable {
             self.stopped = true
             self.peers.stopped = true
             self.tickTask?.cancel()
-            let channels = [self.serverChannel].compactMap { $0 } + self.peers.channels + Array(self.clients.values)
+            let channels = [self.serverChannel].compactMap { $0 } + self.peers.channels + self.clients.values.map(\.channel)
             self.replica.stop()
             return channels
         }.get()) ?? []
@@ -158,10 +171,10 @@ public final class WitnessServer: @unchecked Sendable {
 
     // MARK: Connections
 
-    private func opened(_ channel: any Channel, role: WitnessHandshake.Role, remoteID: NodeID) {
+    private func opened(_ channel: any Channel, role: WitnessHandshake.Role, remoteID: NodeID, identity: ClusterIdentity) {
         guard !stopped else { channel.close(promise: nil); return }
         switch role {
-        case .client: clients[ObjectIdentifier(channel)] = channel
+        case .client: clients[ObjectIdentifier(channel)] = (channel, identity)
         case .peer: inboundPeers[ObjectIdentifier(channel)] = (remoteID, MessageChunks.Assembler())
         }
     }
@@ -190,7 +203,7 @@ public final class WitnessServer: @unchecked Sendable {
         case .request where clients[key] != nil:
             do {
                 let (id, request) = try WitnessRequest.decode(frame.payload)
-                handle(request, id: id, channel: channel, limiter: limiter)
+                handle(request, id: id, channel: channel, identity: clients[key]!.identity, limiter: limiter)
             } catch {
                 // The frame itself was sound (its checksum matched), so the stream is still
                 // in step: a request that names its id gets the reason back, so that the
@@ -246,10 +259,16 @@ public final class WitnessServer: @unchecked Sendable {
         }
     }
 
-    private func handle(_ request: WitnessRequest, id: UInt64, channel: any Channel, limiter: RequestLimiter) {
+    private func handle(_ request: WitnessRequest, id: UInt64, channel: any Channel, identity: ClusterIdentity, limiter: RequestLimiter) {
         let reply = replier(id: id, channel: channel, limiter: limiter)
+        if let refusal = WitnessAccess.refusal(of: request, by: identity, nodeNames: replica.registeredNodeName(formation:node:)) {
+            logger.warning("refused a request its certificate does not allow", metadata: ["holder": "\(identity)", "reason": "\(refusal)"])
+            return reply(.failure(WitnessFailure(.forbidden, refusal)))
+        }
         switch request {
-        case .append(let record):
+        case .append(var record):
+            // The log records who asked for every change an operator makes.
+            if record.event.isOperatorChange { record.author = identity.description }
             replica.append(record, reply: reply)
         case .report(let formation, let report):
             replica.report(report, formation: formation, reply: reply)

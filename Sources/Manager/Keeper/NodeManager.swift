@@ -53,8 +53,16 @@ public final class NodeManager: Sendable {
         self.configuration = configuration
         self.logger = logger
         postgres = try PostgresNode(configuration.postgresConfiguration())
-        client = WitnessClient(
+        client = try WitnessClient(
             endpoints: configuration.witnesses, credentials: configuration.credentials, requestTimeout: .seconds(5), logger: logger)
+        guard configuration.credentials.replicationPassword != nil else {
+            throw NodeManagerError(
+                "the credentials of \(client.tls.identity) carry no replication password: a node runs with its own node credentials (`pgquorum pki issue node --name \(configuration.name)`)")
+        }
+        let identity = client.tls.identity
+        guard identity.role != .node || identity.name == configuration.name else {
+            throw NodeManagerError("the credentials are \(identity)'s, but this node is named \(configuration.name)")
+        }
         shared.withLock { $0.state = ClusterState(formation: configuration.formation) }
         watchdog = configuration.watchdogCommand.flatMap { command in
             command.first.map { Watchdog(executable: $0, arguments: Array(command.dropFirst())) }
@@ -67,6 +75,7 @@ public final class NodeManager: Sendable {
     /// stopped and it returns): heartbeats in one task, log following and actions in another.
     /// Throws when the node is not registered at all.
     public func run() async throws {
+        if let warning = client.tls.expiryWarning() { logger.error("certificate problem", metadata: ["reason": "\(warning)"]) }
         try postgres.writeReplicationPassword(configuration.replicationPassword)
         // Settings this version derives (replication timeouts…) reach an existing node too.
         if FileManager.default.fileExists(atPath: configuration.dataDirectory + "/PG_VERSION") { try postgres.writeSettings() }

@@ -46,11 +46,9 @@ public struct NodeManagerConfiguration: Sendable {
             replicationQuorum: replicationQuorum)
     }
 
-    /// The password of the replication role, the same on every node: derived from the
-    /// cluster secret, so there is nothing more to distribute.
-    public var replicationPassword: String {
-        WitnessCredentials.hex(Hashing.hmacSHA256(key: credentials.secret, message: Array("pgquorum replication password".utf8)))
-    }
+    /// The password of the replication role, the same on every node: `pgquorum pki init`
+    /// makes it, and every node's credentials file carries it.
+    public var replicationPassword: String { credentials.replicationPassword ?? "" }
 
     public func postgresConfiguration() -> PostgresNodeConfiguration {
         var configuration = PostgresNodeConfiguration(

@@ -1,0 +1,184 @@
+import Foundation
+import NIOSSL
+import Synchronization
+import X509
+
+/// What one holder of the cluster's certificates needs on every witness connection (DESIGN §5
+/// rule 5): the cluster id both sides check, the cluster's CA certificate (or several, while a
+/// CA is being rotated), its own certificate and key; for a node, also the password of the
+/// PostgreSQL replication role, the same on every node.
+public struct WitnessCredentials: Sendable {
+    public var clusterID: String
+    public var caFile: String
+    public var certificateFile: String
+    public var keyFile: String
+    public var replicationPassword: String?
+    /// Who the credentials belong to ("node n1"), for the file's header line.
+    public var holder: String?
+
+    public init(
+        clusterID: String, caFile: String, certificateFile: String, keyFile: String, replicationPassword: String? = nil, holder: String? = nil
+    ) {
+        self.clusterID = clusterID
+        self.caFile = caFile
+        self.certificateFile = certificateFile
+        self.keyFile = keyFile
+        self.replicationPassword = replicationPassword
+        self.holder = holder
+    }
+}
+
+/// The TLS side of a holder's credentials: its certificate, its key and the cluster's CA, read
+/// from their files into TLS 1.3 contexts for both ends of a connection, each requiring and
+/// checking the other's certificate against the CA. The files are read again when one of them
+/// changes, so the next connection uses a renewed certificate without a restart; connections
+/// already open keep theirs.
+public final class TLSCredentials: Sendable {
+    public struct Loaded: Sendable {
+        /// Who this holder is, from its own certificate.
+        public var identity: ClusterIdentity
+        public var notValidAfter: Date
+        public var serverContext: NIOSSLContext
+        public var clientContext: NIOSSLContext
+    }
+
+    public let credentials: WitnessCredentials
+    private let cache: Mutex<(stamps: [FileStamp], loaded: Loaded, reloadError: String?)>
+
+    /// Reads the files now: a holder with unusable credentials fails at start, not at its
+    /// first connection.
+    public init(_ credentials: WitnessCredentials) throws {
+        self.credentials = credentials
+        let stamps = Self.stamps(credentials)
+        cache = Mutex((stamps, try Self.load(credentials), nil))
+    }
+
+    public var identity: ClusterIdentity { cache.withLock { $0.loaded.identity } }
+
+    /// The contexts for the next connection, read again first if a file changed. A change
+    /// that does not load (a certificate renewed but its key not yet) keeps the contexts in
+    /// use and is tried again at the next connection; `reloadError` says why meanwhile.
+    public func current() -> Loaded {
+        let stamps = Self.stamps(credentials)
+        if let unchanged = cache.withLock({ $0.stamps == stamps ? $0.loaded : nil }) { return unchanged }
+        do {
+            let loaded = try Self.load(credentials)
+            cache.withLock { $0 = (stamps, loaded, nil) }
+            return loaded
+        } catch {
+            return cache.withLock { cache in
+                cache.reloadError = "\(error)"
+                return cache.loaded
+            }
+        }
+    }
+
+    /// A warning when this holder's certificate has expired or expires within two weeks.
+    public func expiryWarning(now: Date = Date()) -> String? {
+        let loaded = current()
+        if loaded.notValidAfter <= now {
+            return "the certificate of \(loaded.identity) has expired (\(loaded.notValidAfter)): the others refuse it until it is renewed (pgquorum pki issue --renew)"
+        }
+        let days = loaded.notValidAfter.timeIntervalSince(now) / 86_400
+        if days < 14 { return "the certificate of \(loaded.identity) expires in \(Int(days)) days (\(loaded.notValidAfter)): renew it (pgquorum pki issue --renew)" }
+        return nil
+    }
+
+    /// Why the changed files could not be used, while they cannot.
+    public var reloadError: String? { cache.withLock { $0.reloadError } }
+
+    static func load(_ credentials: WitnessCredentials) throws -> Loaded {
+        func read<T>(_ what: String, _ path: String, _ body: () throws -> T) throws -> T {
+            guard FileManager.default.isReadableFile(atPath: path) else {
+                throw WitnessCredentials.FileError(description: "cannot read the \(what) \(path): no such file, or not readable")
+            }
+            do { return try body() } catch {
+                throw WitnessCredentials.FileError(description: "cannot read the \(what) \(path): not a PEM file of that kind (\(error))")
+            }
+        }
+        let roots = try read("CA certificate file", credentials.caFile) { try NIOSSLCertificate.fromPEMFile(credentials.caFile) }
+        let chain = try read("certificate file", credentials.certificateFile) { try NIOSSLCertificate.fromPEMFile(credentials.certificateFile) }
+        let key = try read("key file", credentials.keyFile) { try NIOSSLPrivateKey(file: credentials.keyFile, format: .pem) }
+        guard !roots.isEmpty else { throw WitnessCredentials.FileError(description: "the CA certificate file \(credentials.caFile) holds no certificate") }
+        guard let leaf = chain.first else {
+            throw WitnessCredentials.FileError(description: "the certificate file \(credentials.certificateFile) holds no certificate")
+        }
+        let certificate = try Certificate(derEncoded: try leaf.toDERBytes())
+        let identity: ClusterIdentity
+        do { identity = try ClusterIdentity(certificate: certificate) } catch {
+            throw WitnessCredentials.FileError(description: "\(credentials.certificateFile): \(error)")
+        }
+        let keyText = try String(contentsOfFile: credentials.keyFile, encoding: .utf8)
+        if let parsedKey = try? Certificate.PrivateKey(pemEncoded: keyText), parsedKey.publicKey != certificate.publicKey {
+            throw WitnessCredentials.FileError(
+                description: "the key in \(credentials.keyFile) does not belong to the certificate in \(credentials.certificateFile)")
+        }
+        var server = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
+        var client = TLSConfiguration.makeClientConfiguration()
+        client.certificateChain = chain.map { .certificate($0) }
+        client.privateKey = .privateKey(key)
+        server.minimumTLSVersion = .tlsv13
+        client.minimumTLSVersion = .tlsv13
+        server.trustRoots = .certificates(roots)
+        client.trustRoots = .certificates(roots)
+        // The chain is checked against the cluster's CA on both sides; who the other side is
+        // comes from its certificate's role and name (`ClusterIdentity`), checked by the
+        // handshake, not from a host name: a witness is reached at whatever address the
+        // operator wrote, and its certificate names its witness id.
+        server.certificateVerification = .noHostnameVerification
+        client.certificateVerification = .noHostnameVerification
+        return Loaded(
+            identity: identity, notValidAfter: certificate.notValidAfter,
+            serverContext: try NIOSSLContext(configuration: server), clientContext: try NIOSSLContext(configuration: client))
+    }
+
+    struct FileStamp: Equatable {
+        var device: UInt64
+        var inode: UInt64
+        var size: Int64
+        var modifiedNanos: Int64
+    }
+
+    static func stamps(_ credentials: WitnessCredentials) -> [FileStamp] {
+        [credentials.caFile, credentials.certificateFile, credentials.keyFile].map { path in
+            var info = stat()
+            guard stat(path, &info) == 0 else { return FileStamp(device: 0, inode: 0, size: -1, modifiedNanos: 0) }
+            return FileStamp(
+                device: UInt64(info.st_dev), inode: UInt64(info.st_ino), size: Int64(info.st_size),
+                modifiedNanos: Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec))
+        }
+    }
+}
+
+/// One line for a TLS failure, saying which side's certificate was refused and why, from the
+/// alert or error BoringSSL reports; nil for errors that are not TLS's.
+public func describeTLSFailure(_ error: any Error) -> String? {
+    let text: String
+    switch error {
+    case NIOSSLError.handshakeFailed(let inner): text = "\(inner)"
+    case NIOSSLError.uncleanShutdown: return "the other side closed the connection during TLS (it refused the handshake, or is not a pgquorum process)"
+    case let error as NIOSSLError: text = "\(error)"
+    // In TLS 1.3 the client's handshake ends before the server checked the client's
+    // certificate: the server's refusal arrives as an alert on the first read after it.
+    case let error as BoringSSLError: text = "\(error)"
+    case let error as NIOSSLExtraError: text = "\(error)"
+    default: return nil
+    }
+    let upper = text.uppercased()
+    let reasons: [(String, String)] = [
+        ("WRONG_VERSION_NUMBER", "the other side does not speak TLS (a plain TCP client, or an older pgquorum)"),
+        ("HTTP_REQUEST", "the other side does not speak TLS (an HTTP request)"),
+        ("CERTIFICATE_EXPIRED", "the other side refused this side's certificate: it has expired, or is not valid yet"),
+        ("CERTIFICATE_VERIFY_FAILED", "the other side's certificate is not valid here: not signed by the cluster's CA, expired or not yet valid"),
+        ("UNKNOWN_CA", "the other side refused this side's certificate: it is not signed by the CA it trusts (another cluster's CA?)"),
+        ("BAD_CERTIFICATE", "the other side refused this side's certificate: not valid there (not yet valid, or not for TLS)"),
+        ("CERTIFICATE_REQUIRED", "the other side requires a certificate and this side sent none"),
+        ("PEER_DID_NOT_RETURN_A_CERTIFICATE", "the other side sent no certificate"),
+        ("PROTOCOL_VERSION", "the other side does not offer TLS 1.3"),
+        ("UNSUPPORTED_PROTOCOL", "the other side does not offer TLS 1.3"),
+    ]
+    // BoringSSL's text holds error numbers and a source path; its reason code says it all.
+    let code = text.range(of: "OPENSSL_internal:").map { text[$0.upperBound...].prefix { $0 == "_" || $0.isLetter || $0.isNumber } }.map(String.init)
+    for (marker, reason) in reasons where upper.contains(marker) { return "TLS handshake failed: \(reason) (\(code ?? marker))" }
+    return "TLS failed: \(code ?? text)"
+}
