@@ -129,7 +129,7 @@ let package = Package(
             swiftSettings: strict),
         // Whole clusters: witnesses, node managers and postgres as real processes (issue 8).
         .testTarget(name: "ClusterTests", dependencies: ["Manager", "EventLog", "Raft", "NodeControl", "TestSupport", "pgquorum"], swiftSettings: strict),
-        .testTarget(name: "NodeControlTests", dependencies: ["NodeControl", "TestSupport", "pgquorum-test-helper"], swiftSettings: strict),
+        .testTarget(name: "NodeControlTests", dependencies: ["NodeControl", "EventLog", "TestSupport", "pgquorum-test-helper"], swiftSettings: strict),
         .testTarget(name: "ManagerTests", dependencies: ["Manager", "EventLog", "TestSupport"], exclude: ["testdata"], swiftSettings: strict),
         .testTarget(name: "pgquorumTests", dependencies: ["pgquorum", "Manager", "EventLog", "NodeControl", "TestSupport"], exclude: ["snapshots"], swiftSettings: strict),
     ]

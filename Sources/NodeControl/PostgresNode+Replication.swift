@@ -18,7 +18,7 @@ public enum RewindOutcome: Sendable, Equatable {
 
 extension PostgresNode {
     /// The libpq connection string to `source` as the replication role; the password comes
-    /// from the passfile, never from this string.
+    /// from the passfile, never from this string. With TLS, `verify-full` against the CA.
     func replicationConninfo(_ source: ReplicationSource, database: String? = nil) -> String {
         var parts = [
             "host=\(source.host)", "port=\(source.port)", "user=\(configuration.replicationUser)",
@@ -30,6 +30,13 @@ extension PostgresNode {
             // two minutes. TCP_USER_TIMEOUT bounds the SYN retries too (and unacknowledged data).
             "tcp_user_timeout=\(configuration.peerConnectTimeoutSeconds * 1000)",
         ]
+        // The other node proves it holds a certificate of the cluster's CA for the host it is
+        // registered at; no password goes out before that.
+        // It presents this node's certificate in turn: libpq would otherwise look for one in
+        // the home folder, which may be root's (unreadable to the server user).
+        if configuration.tls != nil {
+            parts += ["sslmode=verify-full", "sslrootcert=\(tlsCAPath)", "sslcert=\(tlsCertificatePath)", "sslkey=\(tlsKeyPath)"]
+        }
         if let database { parts.append("dbname=\(database)") }
         return parts.joined(separator: " ")
     }
@@ -45,6 +52,7 @@ extension PostgresNode {
         }
         if let slot, !isSQLIdentifier(slot) { throw .invalidConfiguration("slot name \(slot) must be lower-case letters, digits and _") }
         try prepareRunDirectory()
+        try writeTLSFiles()
         let staging = dataDirectory + ".pgquorum-basebackup"
         try removeItem(staging)
         try makeDirectory(staging, mode: 0o700)
@@ -171,6 +179,7 @@ extension PostgresNode {
         try requireDataDirectory()
         await stop(.fast)
         do {
+            try writeTLSFiles()
             // pg_rewind flushes what it wrote to disk before it returns (a crash right after a
             // rewind must not leave a torn data directory), unless the node runs without fsync
             // anyway (tests).

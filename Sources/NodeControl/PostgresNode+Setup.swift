@@ -61,6 +61,12 @@ extension PostgresNode {
             ("logging_collector", "off"),
             ("log_line_prefix", "%m [%p] "),
         ]
+        if configuration.tls != nil {
+            try writeTLSFiles()
+            settings += [
+                ("ssl", "on"), ("ssl_cert_file", tlsCertificatePath), ("ssl_key_file", tlsKeyPath), ("ssl_ca_file", tlsCAPath),
+            ]
+        }
         settings += configuration.extraSettings.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
         let body = settings.map { "\($0.0) = '\(escapeConfValue($0.1))'" }.joined(separator: "\n")
         try writeFile(settingsFile, "# Written by pgquorum; changes here are overwritten.\n\(body)\n", mode: 0o600)
@@ -75,9 +81,32 @@ extension PostgresNode {
         }
     }
 
+    var tlsCertificatePath: String { configuration.runDirectory + "/server.crt" }
+    var tlsKeyPath: String { configuration.runDirectory + "/server.key" }
+    /// The CA the server checks client certificates against and replication connections
+    /// check other nodes' certificates against.
+    var tlsCAPath: String { configuration.runDirectory + "/root.crt" }
+
+    /// Copies the node's certificate, key and CA (`PostgresTLS`) into the run folder, mode
+    /// 0600, owned by the server user; true when one of them changed (a running postgres
+    /// then needs `reload()`: it reads its certificate again on SIGHUP).
+    @discardableResult
+    public func writeTLSFiles() throws(NodeControlError) -> Bool {
+        guard let tls = configuration.tls else { return false }
+        try prepareRunDirectory()
+        var changed = false
+        for (source, destination) in [(tls.certificateFile, tlsCertificatePath), (tls.keyFile, tlsKeyPath), (tls.caFile, tlsCAPath)] {
+            let contents = try readFile(source)
+            if (try? readFile(destination)) == contents { continue }
+            try writeFile(destination, contents, mode: 0o600)
+            changed = true
+        }
+        return changed
+    }
+
     /// The pg_hba.conf pgquorum writes: local trust for the postgres superuser (the socket
-    /// folder is private), SCRAM for the replication role from each peer, and the client
-    /// networks. `peers` are addresses or CIDRs (`HostAddresses`, `PeerAddressBook` resolve
+    /// folder is private), SCRAM for the replication role from each peer (over TLS when the
+    /// node has it), and the client networks (TLS only, unless the operator allowed without). `peers` are addresses or CIDRs (`HostAddresses`, `PeerAddressBook` resolve
     /// names); a name is refused, since postgres would refuse the file.
     public func hbaContent(peers: [String]) throws(NodeControlError) -> String {
         var lines = [
@@ -85,15 +114,17 @@ extension PostgresNode {
             "local   all          postgres                        trust",
         ]
         let user = configuration.replicationUser
+        let peerType = configuration.tls == nil ? "host   " : "hostssl"
         for peer in Set(peers).sorted() {
             guard let address = HostAddresses.cidr(peer) else {
                 throw .invalidConfiguration("pg_hba.conf peer \(peer) is not an address or CIDR (resolve host names first)")
             }
-            lines.append("host    replication  \(user)  \(address)  scram-sha-256")
-            lines.append("host    postgres     \(user)  \(address)  scram-sha-256")
+            lines.append("\(peerType) replication  \(user)  \(address)  scram-sha-256")
+            lines.append("\(peerType) postgres     \(user)  \(address)  scram-sha-256")
         }
+        let clientType = configuration.tls.map { $0.requiredForClients ? "hostssl" : "host   " } ?? "host   "
         for network in configuration.clientNetworks {
-            lines.append("host    all          all  \(HostAddresses.cidr(network) ?? network)  \(configuration.clientAuthMethod)")
+            lines.append("\(clientType) all          all  \(HostAddresses.cidr(network) ?? network)  \(configuration.clientAuthMethod)")
         }
         return lines.joined(separator: "\n") + "\n"
     }

@@ -24,6 +24,9 @@ public struct PostgresNodeConfiguration: Sendable {
     public var startTimeout: Duration = .seconds(60)
     /// How long `stop` waits before escalating to the next shutdown mode.
     public var stopTimeout: Duration = .seconds(60)
+    /// TLS for every TCP connection of this server and of its replication: nil runs without
+    /// (the NodeControl tests); the node manager always sets it.
+    public var tls: PostgresTLS?
     /// The longest a pg_basebackup or pg_rewind may run.
     public var copyTimeout: Duration = .seconds(3600)
     /// libpq's connect timeout towards peers, in seconds.
@@ -65,6 +68,27 @@ func isSQLIdentifier(_ name: String) -> Bool {
     guard let first = name.utf8.first, first >= UInt8(ascii: "a"), first <= UInt8(ascii: "z") else { return false }
     return name.utf8.count <= 63 && name.utf8.allSatisfy {
         ($0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "z")) || ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9")) || $0 == UInt8(ascii: "_")
+    }
+}
+
+/// PostgreSQL over TLS (PostgreSQL documentation, "Secure TCP/IP Connections with SSL"): the
+/// node's certificate and key serve its TCP connections, and its replication, pg_basebackup
+/// and pg_rewind connections check the other node's certificate against the CA and its host
+/// name (`sslmode=verify-full`). The files are copied into the run folder, owned by the server
+/// user, because postgres reads its key only from a file of its own with mode 0600.
+public struct PostgresTLS: Sendable, Equatable {
+    public var certificateFile: String
+    public var keyFile: String
+    public var caFile: String
+    /// Clients from the client networks must use TLS (`hostssl` in pg_hba.conf); false lets
+    /// them connect without it too (`host`). Replication always uses TLS.
+    public var requiredForClients = true
+
+    public init(certificateFile: String, keyFile: String, caFile: String, requiredForClients: Bool = true) {
+        self.certificateFile = certificateFile
+        self.keyFile = keyFile
+        self.caFile = caFile
+        self.requiredForClients = requiredForClients
     }
 }
 

@@ -152,8 +152,9 @@ struct DemoCommand: AsyncParsableCommand {
             try await Task.sleep(for: .milliseconds(300))
         }
         print("\n" + ClusterView.statusTable(state))
-        print("\nconnection URI (clients from 127.0.0.1 connect as any role without a password):\n  \(state.connectionURI())")
-        print("  for example: psql '\(state.connectionURI())' -U postgres")
+        let uri = state.connectionURI(caFile: credentials.caFile)
+        print("\nconnection URI (TLS; clients from 127.0.0.1 connect as any role without a password):\n  \(uri)")
+        print("  for example: psql '\(uri)' -U postgres")
         print("\nto use the other commands on this cluster:")
         print("  export PGQUORUM_WITNESSES=\(witnesses.joined(separator: ","))")
         print("  export PGQUORUM_CREDENTIALS=\(credentialsPath)")

@@ -131,6 +131,7 @@ struct NodeOptions: ParsableArguments {
         configuration.replicationQuorum = file.values["replication-quorum"] != "false"
         configuration.clientNetworks = (file.values["client-networks"] ?? "").split(separator: ",").map(String.init)
         configuration.clientAuthMethod = file.values["client-auth"] ?? "scram-sha-256"
+        configuration.clientsWithoutTLS = file.values["client-tls"] == "optional"
         if let settings = file.values["postgres-settings"], !settings.isEmpty {
             for pair in settings.split(separator: ",") {
                 let parts = pair.split(separator: "=", maxSplits: 1)
@@ -164,12 +165,25 @@ struct NodeCreateCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("How those clients authenticate: scram-sha-256 (default), md5, password, cert or trust.", valueName: "method"))
     var clientAuth: String?
 
+    @Option(
+        help: ArgumentHelp(
+            "required (default): clients connect over TLS only (pg_hba.conf hostssl); optional: without TLS too. Replication always uses TLS.",
+            valueName: "required|optional"))
+    var clientTLS: String?
+
+    func validate() throws {
+        if let clientTLS, !["required", "optional"].contains(clientTLS) {
+            throw ValidationError("--client-tls must be required or optional, not \(clientTLS)")
+        }
+    }
+
     func run() async throws {
         try FileManager.default.createDirectory(atPath: options.dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
         var file = options.merged(with: NodeConfigFile(values: ["formation": EventRecord.defaultFormation]))
         if let postgresSettings { file.values["postgres-settings"] = postgresSettings }
         if let clientNetworks { file.values["client-networks"] = clientNetworks }
         if let clientAuth { file.values["client-auth"] = clientAuth }
+        if let clientTLS { file.values["client-tls"] = clientTLS }
         if let credentials = file.values["credentials"] {
             file.values["credentials"] = URL(fileURLWithPath: credentials).standardizedFileURL.path
         }

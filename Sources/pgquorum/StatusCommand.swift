@@ -94,7 +94,12 @@ struct ShowURICommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "uri",
         abstract: "Print the connection string that always finds the writable node.",
-        discussion: "Every node of the formation, with target_session_attrs=read-write and timeouts that give up on a dead host in seconds."
+        discussion: """
+            Every node of the formation, with target_session_attrs=read-write, timeouts that give \
+            up on a dead host in seconds, and sslmode=verify-full with the cluster's CA \
+            certificate as sslrootcert (the CA file of these credentials, or --ca-file: where \
+            the clients find it).
+            """
     )
 
     @OptionGroup var options: FormationOptions
@@ -102,6 +107,9 @@ struct ShowURICommand: AsyncParsableCommand {
 
     @Option(help: "The database name in the URI.")
     var dbname = "postgres"
+
+    @Option(help: ArgumentHelp("The CA certificate's path on the clients' machines (default: the CA file of the credentials).", valueName: "file"))
+    var caFile: String?
 
     @Flag(help: "Print JSON.")
     var json = false
@@ -111,7 +119,7 @@ struct ShowURICommand: AsyncParsableCommand {
         defer { client.close() }
         let state = try await options.load(client, stale: read.stale)
         guard !state.sortedNodes.isEmpty else { throw CommandFailure("no node registered in formation \(options.formation)") }
-        let uri = state.connectionURI(database: dbname)
+        let uri = state.connectionURI(database: dbname, caFile: caFile ?? client.credentials.caFile)
         print(json ? #"{"formation":\#(jsonString(options.formation)),"uri":\#(jsonString(uri))}"# : uri)
     }
 }

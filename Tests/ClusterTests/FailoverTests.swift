@@ -20,8 +20,20 @@ struct FailoverTests: ClusterScenarios {
                 try cluster.sql(on: old, "SHOW synchronous_standby_names") == [expected]
             }
 
+            // PostgreSQL over TLS: both standbys stream over TLS 1.3, and a client from the
+            // client network without TLS is refused (pg_hba.conf hostssl).
+            try await expectStandbysStreamOverTLS(on: old, count: 2, cluster)
+            let plain = PostgresConnectionOptions(uri: "postgresql://\(cluster.address(of: old)):\(cluster.port(of: old))/postgres?sslmode=disable", user: "postgres")
+            #expect {
+                _ = try PostgresConnection(plain)
+            } throws: { error in
+                "\(error)".contains("no pg_hba.conf entry") && "\(error)".contains("no encryption")
+            }
+
             try await createTable(cluster)
-            let writer = RowWriter(uri: try await cluster.uri())
+            let uri = try await cluster.uri()
+            #expect(uri.contains("sslmode=verify-full&sslrootcert=\(cluster.witnesses.credentials.caFile)"), "\(uri)")
+            let writer = RowWriter(uri: uri)
             try await waitUntil("the writer commits", timeout: .seconds(20)) { writer.count >= 100 }
             let killedAt = ContinuousClock.now
             await cluster.killManager(old)
@@ -41,7 +53,19 @@ struct FailoverTests: ClusterScenarios {
             try cluster.startManager(old)
             _ = try await cluster.waitForHealthy(timeout: .seconds(90))
             try await expectStandbyWithEveryAcknowledgedRow(old, writer, cluster)
+            // Rewound, it follows the new primary over TLS too.
+            try await expectStandbysStreamOverTLS(on: new, count: 2, cluster)
         }
+    }
+
+    /// `count` standbys stream from `primary` over TLS 1.3 (`pg_stat_ssl` of its WAL senders).
+    func expectStandbysStreamOverTLS(on primary: PGNodeID, count: Int, _ cluster: PGClusterFixture) async throws {
+        try await waitUntil("\(count) standbys stream from node \(primary) over TLS 1.3", timeout: .seconds(20)) {
+            try cluster.sql(
+                on: primary, "SELECT count(*) FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid) WHERE s.ssl AND s.version = 'TLSv1.3'")
+                == ["\(count)"]
+        }
+        #expect(try cluster.sql(on: primary, "SELECT count(*) FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid) WHERE NOT s.ssl") == ["0"])
     }
 
     @Test("SIGKILL of the primary's postgres only: the manager restarts it, nothing acknowledged lost")

@@ -12,7 +12,7 @@ public final class NodeFixture: @unchecked Sendable {
     /// The replication password every fixture of a test shares.
     public static let password = "test-password-\(UInt32.random(in: 0...UInt32.max))"
 
-    public init(name: String, port: Int? = nil) throws {
+    public init(name: String, port: Int? = nil, tls: PostgresTLS? = nil) throws {
         self.name = name
         folder = try TemporaryDirectory(prefix: "pgquorum-\(name)")
         var configuration = PostgresNodeConfiguration(
@@ -23,6 +23,7 @@ public final class NodeFixture: @unchecked Sendable {
         configuration.startTimeout = .seconds(30)
         configuration.stopTimeout = .seconds(20)
         configuration.peerConnectTimeoutSeconds = 2
+        configuration.tls = tls
         node = try PostgresNode(configuration)
         try node.writeReplicationPassword(Self.password)
     }

@@ -85,7 +85,7 @@ public final class PGClusterFixture: Sendable {
                 registeredByName.contains(id) ? host(of: id)!.name : address(of: id), "--port",
                 "\(port(of: id))", "--postgres-settings", "fsync=off", "--client-networks", clients, "--client-auth", "trust",
             ] + (nodeArguments[id] ?? []) + ["--witnesses", witnesses.endpoints.map(\.description).joined(separator: ","),
-                "--credentials", try witnesses.nodeCredentialsPath("node\(id)")]
+                "--credentials", try witnesses.nodeCredentialsPath("node\(id)", hosts: [address(of: id)] + (host(of: id).map { [$0.name] } ?? []))]
         let (program, fullArguments) = commandLine(on: id, executable, arguments)
         let result = try await onOwnThread { try runCommand(program, fullArguments, timeout: .seconds(60), check: false) }
         guard result.termination == .exited(code: 0) else { throw TestSupportError("node create \(id) failed: \(result.output)") }
@@ -168,8 +168,8 @@ public final class PGClusterFixture: Sendable {
         throw TestSupportError("timed out after \(timeout): \(description) (last state: \(table ?? "unknown"))")
     }
 
-    /// The formation's multi-host URI.
-    public func uri() async throws -> String { try await clusterState().connectionURI() }
+    /// The formation's multi-host URI, as `pgquorum show uri` prints it: TLS, checked against the cluster's CA.
+    public func uri() async throws -> String { try await clusterState().connectionURI(caFile: witnesses.credentials.caFile) }
 
     /// Runs SQL on one node (trust from the client network) and returns the first column of
     /// each row.

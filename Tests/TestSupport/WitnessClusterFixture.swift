@@ -77,9 +77,10 @@ public final class WitnessClusterFixture: Sendable {
         return try pki.issue(identity, hosts: hosts)
     }
 
-    /// Node `name`'s credentials (with the replication password), issued on first use.
-    public func nodeCredentialsPath(_ name: String) throws -> String {
-        try credentialsPath(of: try ClusterIdentity(role: .node, name: name), hosts: ["127.0.0.1"])
+    /// Node `name`'s credentials (with the replication password), issued on first use for
+    /// `hosts` (the addresses and names its postgres is reached at).
+    public func nodeCredentialsPath(_ name: String, hosts: [String] = ["127.0.0.1"]) throws -> String {
+        try credentialsPath(of: try ClusterIdentity(role: .node, name: name), hosts: hosts)
     }
 
     /// Starts witness `id` (an initial member, or one reserved, with `join`).

@@ -83,7 +83,7 @@ struct OperatorCLITests {
             #expect(nodes.map { $0["goal_state"] as? String } == ["primary", "secondary", "secondary"])
             #expect(nodes.allSatisfy { $0["health"] as? String == "good" && $0["lsn"] as? String == "0/A00000" })
 
-            let uri = try await cli(cluster, ["show", "uri", "--dbname", "app"])
+            let uri = try await cli(cluster, ["show", "uri", "--dbname", "app", "--ca-file", "/etc/pgquorum/ca.crt"])
             try expectSnapshot(uri.output, "show-uri")
             let uriJSON = try json(try await cli(cluster, ["show", "uri", "--json"]).output)
             #expect((uriJSON["uri"] as? String)?.hasPrefix("postgresql://127.0.0.1:5432,127.0.0.1:5433,127.0.0.1:5434/postgres?") == true)

@@ -40,6 +40,8 @@ public final class TLSCredentials: Sendable {
         public var notValidAfter: Date
         public var serverContext: NIOSSLContext
         public var clientContext: NIOSSLContext
+        /// Counts the loads: it changes when changed files were read again.
+        public var generation = 0
     }
 
     public let credentials: WitnessCredentials
@@ -62,9 +64,12 @@ public final class TLSCredentials: Sendable {
         let stamps = Self.stamps(credentials)
         if let unchanged = cache.withLock({ $0.stamps == stamps ? $0.loaded : nil }) { return unchanged }
         do {
-            let loaded = try Self.load(credentials)
-            cache.withLock { $0 = (stamps, loaded, nil) }
-            return loaded
+            var loaded = try Self.load(credentials)
+            return cache.withLock { cache in
+                loaded.generation = cache.loaded.generation + 1
+                cache = (stamps, loaded, nil)
+                return loaded
+            }
         } catch {
             return cache.withLock { cache in
                 cache.reloadError = "\(error)"

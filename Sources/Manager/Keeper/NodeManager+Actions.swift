@@ -32,6 +32,16 @@ extension NodeManager {
         // Names resolve from the address book's cache; a lookup that is due runs off the pool.
         let hosts = state.sortedNodes.map(\.registration.host) + [configuration.host]
         let peers = addressBook.isCurrent(hosts) ? peerAddresses(state) : try await blocking { [self] in peerAddresses(state) }
+        // A renewed certificate (or CA) reaches postgres as it reaches the witness client.
+        let tlsGeneration = client.tls.current().generation
+        if shared.withLock({ $0.tlsGeneration }) != tlsGeneration {
+            let changed = try await blocking { try postgres.writeTLSFiles() }
+            shared.withLock { $0.tlsGeneration = tlsGeneration }
+            if changed, postgres.isRunning {
+                logger.info("postgres uses the renewed certificate", metadata: ["certificate": "\(configuration.credentials.certificateFile)"])
+                try await blocking { try postgres.reload() }
+            }
+        }
         guard shared.withLock({ $0.admittedPeers }) != peers else { return }
         let changed = try await blocking { try postgres.writeHBA(peers: peers) }
         shared.withLock { $0.admittedPeers = peers }

@@ -45,6 +45,8 @@ public final class NodeManager: Sendable {
         var registered = false
         /// Node hosts that did not resolve at the last pg_hba.conf check (warned about once).
         var unresolvedHosts: Set<String> = []
+        /// The load of the certificate files last copied for postgres (nil: copy them again).
+        var tlsGeneration: Int?
         /// The peer addresses pg_hba.conf was last checked against (nil: check it again).
         var admittedPeers: [String]?
     }
@@ -77,6 +79,11 @@ public final class NodeManager: Sendable {
     public func run() async throws {
         if let warning = client.tls.expiryWarning() { logger.error("certificate problem", metadata: ["reason": "\(warning)"]) }
         try postgres.writeReplicationPassword(configuration.replicationPassword)
+        // The CA and this node's certificate, for its replication connections (a clone's
+        // first) and for its server.
+        let tlsGeneration = client.tls.current().generation
+        try postgres.writeTLSFiles()
+        shared.withLock { $0.tlsGeneration = tlsGeneration }
         // Settings this version derives (replication timeouts…) reach an existing node too.
         if FileManager.default.fileExists(atPath: configuration.dataDirectory + "/PG_VERSION") { try postgres.writeSettings() }
         try await withThrowingTaskGroup(of: Void.self) { group in

@@ -23,6 +23,8 @@ public struct NodeManagerConfiguration: Sendable {
     /// Where clients may connect from, and how they authenticate (pg_hba.conf).
     public var clientNetworks: [String] = []
     public var clientAuthMethod = "scram-sha-256"
+    /// Let clients connect without TLS (pg_hba.conf `host` instead of `hostssl`).
+    public var clientsWithoutTLS = false
     /// The command that runs the watchdog process (`pgquorum node watchdog`); nil runs none.
     public var watchdogCommand: [String]?
 
@@ -57,6 +59,9 @@ public struct NodeManagerConfiguration: Sendable {
         configuration.extraSettings = postgresSettings
         configuration.clientNetworks = clientNetworks
         configuration.clientAuthMethod = clientAuthMethod
+        configuration.tls = PostgresTLS(
+            certificateFile: credentials.certificateFile, keyFile: credentials.keyFile, caFile: credentials.caFile,
+            requiredForClients: !clientsWithoutTLS)
         configuration.peerConnectTimeoutSeconds = 2
         configuration.replicationTimeout = LeaseRules.replicationTimeout(leaseMillis: FormationSettings().primaryLeaseMillis)
         return configuration

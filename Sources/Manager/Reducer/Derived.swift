@@ -1,3 +1,4 @@
+import Foundation
 import EventLog
 
 extension ClusterState {
@@ -41,15 +42,23 @@ extension ClusterState {
     /// The client connection string: every node, the one accepting writes found by libpq
     /// (`target_session_attrs=read-write`), with timeouts so that a client whose primary was
     /// cut off by the network gives up in seconds, not when the kernel does.
-    public func connectionURI(database: String = "postgres") -> String {
+    ///
+    /// With `caFile`, the URI asks for TLS with the server's certificate checked against that
+    /// CA and its host name (`sslmode=verify-full`): every node serves TLS with a certificate of
+    /// the cluster's CA naming the host it registered.
+    public func connectionURI(database: String = "postgres", caFile: String? = nil) -> String {
         let hosts = sortedNodes.filter { $0.goal != .dropped }.map { node -> String in
             let host = node.registration.host.contains(":") ? "[\(node.registration.host)]" : node.registration.host
             return "\(host):\(node.registration.port)"
         }
-        let parameters = [
+        var parameters = [
             "target_session_attrs=read-write", "connect_timeout=2", "tcp_user_timeout=5000",
             "keepalives=1", "keepalives_idle=2", "keepalives_interval=1", "keepalives_count=3",
         ]
+        if let caFile {
+            let encoded = caFile.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "&=?#"))) ?? caFile
+            parameters += ["sslmode=verify-full", "sslrootcert=\(encoded)"]
+        }
         return "postgresql://\(hosts.joined(separator: ","))/\(database)?\(parameters.joined(separator: "&"))"
     }
 }
