@@ -155,35 +155,54 @@ public final class TLSCredentials: Sendable {
     }
 }
 
-/// One line for a TLS failure, saying which side's certificate was refused and why, from the
-/// alert or error BoringSSL reports; nil for errors that are not TLS's.
-public func describeTLSFailure(_ error: any Error) -> String? {
-    let text: String
-    switch error {
-    case NIOSSLError.handshakeFailed(let inner): text = "\(inner)"
-    case NIOSSLError.uncleanShutdown: return "the other side closed the connection during TLS (it refused the handshake, or is not a pgquorum process)"
-    case let error as NIOSSLError: text = "\(error)"
-    // In TLS 1.3 the client's handshake ends before the server checked the client's
-    // certificate: the server's refusal arrives as an alert on the first read after it.
-    case let error as BoringSSLError: text = "\(error)"
-    case let error as NIOSSLExtraError: text = "\(error)"
-    default: return nil
+/// A TLS failure as one line, saying which side's certificate was refused and why, from the
+/// alert or error BoringSSL reports.
+public struct TLSFailure: Sendable, CustomStringConvertible {
+    public var description: String
+    /// The other side refused this side's certificate (an alert it sent): the same holds at
+    /// every witness, so trying another does not help.
+    public var refusedThisSide: Bool
+
+    /// Nil for errors that are not TLS's.
+    public init?(_ error: any Error) {
+        let text: String
+        switch error {
+        case NIOSSLError.handshakeFailed(let inner): text = "\(inner)"
+        case NIOSSLError.uncleanShutdown:
+            self.init(description: "the other side closed the connection during TLS (it refused the handshake, or is not a pgquorum process)", refusedThisSide: false)
+            return
+        case let error as NIOSSLError: text = "\(error)"
+        // In TLS 1.3 the client's handshake ends before the server checked the client's
+        // certificate: the server's refusal arrives as an alert on the first read after it.
+        case let error as BoringSSLError: text = "\(error)"
+        case let error as NIOSSLExtraError: text = "\(error)"
+        default: return nil
+        }
+        // BoringSSL's text holds error numbers and a source path; its reason code says it all.
+        let code = text.range(of: "OPENSSL_internal:").map { String(text[$0.upperBound...].prefix { $0 == "_" || $0.isLetter || $0.isNumber }) }
+        let upper = text.uppercased()
+        for reason in Self.reasons where upper.contains(reason.marker) {
+            self.init(description: "TLS handshake failed: \(reason.text) (\(code ?? reason.marker))", refusedThisSide: reason.refusedThisSide)
+            return
+        }
+        self.init(description: "TLS failed: \(code ?? text)", refusedThisSide: false)
     }
-    let upper = text.uppercased()
-    let reasons: [(String, String)] = [
-        ("WRONG_VERSION_NUMBER", "the other side does not speak TLS (a plain TCP client, or an older pgquorum)"),
-        ("HTTP_REQUEST", "the other side does not speak TLS (an HTTP request)"),
-        ("CERTIFICATE_EXPIRED", "the other side refused this side's certificate: it has expired, or is not valid yet"),
-        ("CERTIFICATE_VERIFY_FAILED", "the other side's certificate is not valid here: not signed by the cluster's CA, expired or not yet valid"),
-        ("UNKNOWN_CA", "the other side refused this side's certificate: it is not signed by the CA it trusts (another cluster's CA?)"),
-        ("BAD_CERTIFICATE", "the other side refused this side's certificate: not valid there (not yet valid, or not for TLS)"),
-        ("CERTIFICATE_REQUIRED", "the other side requires a certificate and this side sent none"),
-        ("PEER_DID_NOT_RETURN_A_CERTIFICATE", "the other side sent no certificate"),
-        ("PROTOCOL_VERSION", "the other side does not offer TLS 1.3"),
-        ("UNSUPPORTED_PROTOCOL", "the other side does not offer TLS 1.3"),
+
+    init(description: String, refusedThisSide: Bool) {
+        self.description = description
+        self.refusedThisSide = refusedThisSide
+    }
+
+    private static let reasons: [(marker: String, text: String, refusedThisSide: Bool)] = [
+        ("WRONG_VERSION_NUMBER", "the other side does not speak TLS (a plain TCP client, or an older pgquorum)", false),
+        ("HTTP_REQUEST", "the other side does not speak TLS (an HTTP request)", false),
+        ("CERTIFICATE_EXPIRED", "the other side refused this side's certificate: it has expired, or is not valid yet", true),
+        ("CERTIFICATE_VERIFY_FAILED", "the other side's certificate is not valid here: not signed by the cluster's CA, expired or not yet valid", false),
+        ("UNKNOWN_CA", "the other side refused this side's certificate: it is not signed by the CA it trusts (another cluster's CA?)", true),
+        ("BAD_CERTIFICATE", "the other side refused this side's certificate: not valid there (not yet valid, or not for TLS)", true),
+        ("CERTIFICATE_REQUIRED", "the other side requires a certificate and this side sent none", true),
+        ("PEER_DID_NOT_RETURN_A_CERTIFICATE", "the other side sent no certificate", false),
+        ("PROTOCOL_VERSION", "the other side does not offer TLS 1.3", false),
+        ("UNSUPPORTED_PROTOCOL", "the other side does not offer TLS 1.3", false),
     ]
-    // BoringSSL's text holds error numbers and a source path; its reason code says it all.
-    let code = text.range(of: "OPENSSL_internal:").map { text[$0.upperBound...].prefix { $0 == "_" || $0.isLetter || $0.isNumber } }.map(String.init)
-    for (marker, reason) in reasons where upper.contains(marker) { return "TLS handshake failed: \(reason) (\(code ?? marker))" }
-    return "TLS failed: \(code ?? text)"
 }

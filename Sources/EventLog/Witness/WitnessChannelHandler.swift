@@ -249,9 +249,8 @@ final class WitnessChannelHandler: ChannelInboundHandler {
         if let error = error as? IOError, error.errnoCode == ETIMEDOUT {
             return fail(context, "the other side stopped reading or cannot be reached: the TCP user timeout passed (\(error))")
         }
-        if let reason = describeTLSFailure(error) {
-            // An alert from the other side about this side's certificate is its refusal.
-            return fail(context, reason, refusal: reason.contains("refused this side's certificate") || reason.contains("requires a certificate"))
+        if let failure = TLSFailure(error) {
+            return fail(context, failure.description, refusal: failure.refusedThisSide)
         }
         fail(context, "\(error)")
     }
