@@ -199,6 +199,14 @@ struct NodeCreateCommand: AsyncParsableCommand {
         let client = try WitnessClient(
             endpoints: configuration.witnesses, credentials: configuration.credentials, requestTimeout: .seconds(30), logger: quietLogger())
         defer { client.close() }
+        // The other nodes check this node's certificate against the host it registers
+        // (sslmode=verify-full): a certificate for another host would fail every clone later.
+        let certificate = client.tls.current()
+        if certificate.identity.role == .node, !certificate.names(host: configuration.host) {
+            throw CommandFailure(
+                "the certificate of \(certificate.identity) names \(certificate.hostsDescription), not --host \(configuration.host): "
+                    + "issue it again with `pgquorum pki issue node \(certificate.identity.name) --host \(configuration.host) --renew`")
+        }
         try Self.checkConflicts(configuration, in: try await ClusterLog.load(from: client, formation: configuration.formation))
         let index = try await client.append(.nodeRegistered(configuration.registration), formation: configuration.formation)
         if configuration.node == 0 {

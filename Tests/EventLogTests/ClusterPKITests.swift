@@ -29,7 +29,10 @@ struct ClusterPKITests {
         #expect(nodeCredentials.clusterID == "c1")
         #expect(nodeCredentials.replicationPassword == (try pki.cluster().replicationPassword))
         #expect(try WitnessCredentials.load(from: operatorFile).replicationPassword == nil)
-        #expect(try TLSCredentials(nodeCredentials).identity == node)
+        let loaded = try TLSCredentials(nodeCredentials).current()
+        #expect(loaded.identity == node)
+        #expect(loaded.names(host: "10.0.0.1") && loaded.names(host: "DB1.example.com") && loaded.names(host: "::1"))
+        #expect(!loaded.names(host: "10.0.0.2") && !loaded.names(host: "db2.example.com") && !loaded.names(host: "127.0.0.1"))
         // The certificate names the hosts it is reached at, for host-name checks.
         let certificate = try Certificate(pemEncoded: try String(contentsOfFile: nodeCredentials.certificateFile, encoding: .utf8))
         let names = try certificate.extensions.subjectAlternativeNames.map(Array.init) ?? []

@@ -144,6 +144,24 @@ struct OperatorCLITests {
             let state = try await ClusterLog.load(from: cluster.client())
             #expect(state.sortedNodes.map(\.id) == [1, 2, 3, 4])
 
+            // A node's own certificate must name the host it registers: the other nodes
+            // check it there (verify-full).
+            let elsewhere = try cluster.nodeCredentialsPath("zeta", hosts: ["10.1.1.1", "db9.example.com"])
+            let pgquorum = try BuiltProducts.path(of: "pgquorum")
+            let misnamed = try await onOwnThread {
+                try runCommand(
+                    pgquorum,
+                    ["node", "create", "--dir", cluster.folder.appending("zeta"), "--name", "zeta", "--host", "127.0.0.1", "--port", "6003",
+                     "--credentials", elsewhere, "--witnesses", cluster.endpoints.map(\.description).joined(separator: ",")],
+                    timeout: .seconds(60), check: false)
+            }
+            #expect(misnamed.termination == .exited(code: 1))
+            #expect(
+                misnamed.output
+                    == "Error: the certificate of node zeta names db9.example.com, 10.1.1.1, not --host 127.0.0.1: issue it again with `pgquorum pki issue node zeta --host 127.0.0.1 --renew`\n",
+                "\(misnamed.output)")
+            #expect(try await ClusterLog.load(from: cluster.client()).sortedNodes.count == 4)
+
             // On a node's host, its node.conf is enough to reach the witnesses.
             let executable = try BuiltProducts.path(of: "pgquorum")
             let fromNode = try await onOwnThread {

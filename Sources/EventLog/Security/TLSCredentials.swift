@@ -42,6 +42,30 @@ public final class TLSCredentials: Sendable {
         public var clientContext: NIOSSLContext
         /// Counts the loads: it changes when changed files were read again.
         public var generation = 0
+        /// The DNS names and IP addresses (as bytes) the certificate names.
+        var dnsNames: [String] = []
+        var ipAddresses: [[UInt8]] = []
+
+        /// Whether a client checking host names (`sslmode=verify-full`) accepts this
+        /// certificate for `host`.
+        public func names(host: String) -> Bool {
+            if let address = IPAddressBytes(host) { return ipAddresses.contains(address) }
+            let host = host.lowercased()
+            return dnsNames.contains { name in
+                let name = name.lowercased()
+                if name.hasPrefix("*."), let dot = host.firstIndex(of: ".") { return host[dot...] == name.dropFirst() }
+                return name == host
+            }
+        }
+
+        /// What the certificate names, for messages.
+        public var hostsDescription: String {
+            let addresses = ipAddresses.map { bytes in
+                bytes.count == 4 ? bytes.map(String.init).joined(separator: ".") : bytes.map { String($0, radix: 16) }.joined(separator: ":")
+            }
+            let all = dnsNames + addresses
+            return all.isEmpty ? "no host" : all.joined(separator: ", ")
+        }
     }
 
     public let credentials: WitnessCredentials
@@ -132,9 +156,18 @@ public final class TLSCredentials: Sendable {
         // operator wrote, and its certificate names its witness id.
         server.certificateVerification = .noHostnameVerification
         client.certificateVerification = .noHostnameVerification
-        return Loaded(
+        var loaded = Loaded(
             identity: identity, notValidAfter: certificate.notValidAfter,
             serverContext: try NIOSSLContext(configuration: server), clientContext: try NIOSSLContext(configuration: client))
+        let alternativeNames: [GeneralName] = ((try? certificate.extensions.subjectAlternativeNames) ?? nil).map(Array.init) ?? []
+        for name in alternativeNames {
+            switch name {
+            case .dnsName(let host): loaded.dnsNames.append(host)
+            case .ipAddress(let bytes): loaded.ipAddresses.append(Array(bytes.bytes))
+            default: break
+            }
+        }
+        return loaded
     }
 
     struct FileStamp: Equatable {
