@@ -269,6 +269,12 @@ struct WitnessClusterTests {
             await appenders.value
             try await waitApplied(cluster, 4, max(index, acks.maxIndex))
             #expect(cluster.log(of: leader).contains("promoting a caught-up learner to voter"))
+            // The log says which operator asked.
+            let mirrors = try await cluster.entries(of: leader).compactMap(\.logEntry).filter {
+                if case .membershipChanged(let members) = $0.record.event { return members.contains { $0.id == 4 } }
+                return false
+            }
+            #expect(!mirrors.isEmpty && mirrors.allSatisfy { $0.record.author == "operator test" }, "\(mirrors)")
         }
     }
 

@@ -263,9 +263,10 @@ public struct EventRecord: Sendable, Equatable {
     /// Who asked for this entry, so that a retried request is applied once; nil for entries
     /// the witnesses write themselves (reports, ticks) and for older clients.
     public var requestID: RequestID?
-    /// Who asked, for the changes operators make (`ClusterEvent.isOperatorChange`): the
-    /// holder its certificate names ("operator alice"), written by the witness that took the
-    /// request, never by the client. Nil for everything else and in older logs.
+    /// Who asked, for the changes operators make (`ClusterEvent.isOperatorChange`, and the
+    /// mirror of a witness membership change): the holder its certificate names ("operator
+    /// alice"), written by the witness that took the request, never by the client. Nil for
+    /// everything else and in older logs.
     public var author: String?
 
     public init(

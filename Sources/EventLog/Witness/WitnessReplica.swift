@@ -437,7 +437,7 @@ final class WitnessReplica: @unchecked Sendable {
     /// Adds a witness as a learner (it counts for no quorum while it catches up) and answers
     /// once it has been promoted to voter; or removes a witness. Asking again to add a witness
     /// that is still a learner waits for the same promotion.
-    func changeMembership(_ change: MembershipRequest, reply: @escaping Reply) {
+    func changeMembership(_ change: MembershipRequest, author: String? = nil, reply: @escaping Reply) {
         guard isLeader else { return reply(.failure(failure(for: RaftError.notLeader(leader: node.leader)))) }
         var book = addressBook()
         let raftChange: MembershipChange
@@ -463,9 +463,11 @@ final class WitnessReplica: @unchecked Sendable {
         do {
             // The address first, so every witness knows where the new member is by the time
             // the membership change takes effect.
-            let record = try sequencer.stamp(
+            var record = try sequencer.stamp(
                 .membershipChanged(book.sorted { $0.id < $1.id }), formation: EventRecord.defaultFormation, nowNanos: nowNanos(),
                 wallTimeMillis: wallTimeMillis())
+            // The log records which operator asked (`pgquorum log` shows it).
+            record.author = author
             if case .addLearner = raftChange { _ = try node.propose(record.encoded()) }
             let index = try node.proposeMembershipChange(raftChange)
             if case .removeVoter = raftChange {

@@ -288,7 +288,7 @@ public final class WitnessServer: @unchecked Sendable {
         case .status:
             reply(.status(replica.status()))
         case .changeMembership(let change):
-            replica.changeMembership(change, reply: reply)
+            replica.changeMembership(change, author: identity.description, reply: reply)
         }
         scheduleReady()
     }
