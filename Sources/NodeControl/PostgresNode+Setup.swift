@@ -106,7 +106,8 @@ extension PostgresNode {
 
     /// The pg_hba.conf pgquorum writes: local trust for the postgres superuser (the socket
     /// folder is private), SCRAM for the replication role from each peer (over TLS when the
-    /// node has it), and the client networks (TLS only, unless the operator allowed without). `peers` are addresses or CIDRs (`HostAddresses`, `PeerAddressBook` resolve
+    /// node has it), and the client networks (TLS only, unless the operator allowed clients
+    /// without). `peers` are addresses or CIDRs (`HostAddresses`, `PeerAddressBook` resolve
     /// names); a name is refused, since postgres would refuse the file.
     public func hbaContent(peers: [String]) throws(NodeControlError) -> String {
         var lines = [

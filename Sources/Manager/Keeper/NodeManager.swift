@@ -59,7 +59,7 @@ public final class NodeManager: Sendable {
             endpoints: configuration.witnesses, credentials: configuration.credentials, requestTimeout: .seconds(5), logger: logger)
         guard configuration.credentials.replicationPassword != nil else {
             throw NodeManagerError(
-                "the credentials of \(client.tls.identity) carry no replication password: a node runs with its own node credentials (`pgquorum pki issue node --name \(configuration.name)`)")
+                "the credentials of \(client.tls.identity) carry no replication password: a node runs with its own node credentials (`pgquorum pki issue node \(configuration.name) --host \(configuration.host)`)")
         }
         let identity = client.tls.identity
         guard identity.role != .node || identity.name == configuration.name else {
