@@ -34,24 +34,15 @@ enum ClusterView {
     }
 
     static func statusJSON(_ state: ClusterState) -> String {
-        let nodes = state.sortedNodes.map { node -> String in
-            let report = node.lastReport
-            let lag = lag(node, in: state)
-            return "{" + [
-                "\"id\":\(node.id)", "\"name\":\(jsonString(node.registration.name))", "\"host\":\(jsonString(node.registration.host))",
-                "\"port\":\(node.registration.port)", "\"reached_state\":\(jsonString(node.reached.rawValue))",
-                "\"goal_state\":\(jsonString(node.goal.rawValue))", "\"goal_reason\":\(jsonString(node.goalReason))",
-                "\"health\":\(jsonString(state.healthWord(node)))", "\"timeline\":\(node.timeline)", "\"lsn\":\(jsonString(lsn(node.lsn)))",
-                "\"lag_bytes\":\(lag == "-" ? "null" : lag)",
-                "\"postgres_running\":\(report.map { "\($0.postgresRunning)" } ?? "null")",
-                "\"candidate_priority\":\(node.registration.candidatePriority)",
-                "\"replication_quorum\":\(node.registration.replicationQuorum)",
-            ].joined(separator: ",") + "}"
+        let nodes = state.sortedNodes.map { node in
+            StatusDocument.Node(
+                id: node.id, name: node.registration.name, host: node.registration.host, port: node.registration.port,
+                reachedState: node.reached.rawValue, goalState: node.goal.rawValue, goalReason: node.goalReason, health: state.healthWord(node),
+                timeline: node.timeline, lsn: lsn(node.lsn), lagBytes: UInt64(lag(node, in: state)), postgresRunning: node.lastReport?.postgresRunning,
+                candidatePriority: node.registration.candidatePriority, replicationQuorum: node.registration.replicationQuorum)
         }
-        return "{" + [
-            "\"formation\":\(jsonString(state.formation))", "\"applied_index\":\(state.appliedIndex)", "\"term\":\(state.term)",
-            "\"waiting_reason\":\(state.waitingReason.map(jsonString) ?? "null")", "\"nodes\":[\(nodes.joined(separator: ","))]",
-        ].joined(separator: ",") + "}"
+        return JSONDocument.line(
+            StatusDocument(formation: state.formation, appliedIndex: state.appliedIndex, term: state.term, waitingReason: state.waitingReason, nodes: nodes))
     }
 
     static func settingsLines(_ settings: FormationSettings) -> [(key: String, value: String)] {

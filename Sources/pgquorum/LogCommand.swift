@@ -121,17 +121,12 @@ struct LogCommand: AsyncParsableCommand {
         let time = formatTime(entry.record.stamp.wallTimeMillis)
         let nodes = entry.record.event.nodes
         if json {
-            let decisions = step.changes.map { change in
-                #"{"node":\#(change.node),"from":\#(jsonString(change.from.rawValue)),"to":\#(jsonString(change.to.rawValue)),"reason":\#(jsonString(change.reason))}"#
-            }.joined(separator: ",")
-            return "{" + [
-                "\"index\":\(entry.index)", "\"term\":\(entry.term)", "\"time\":\(jsonString(time))",
-                "\"formation\":\(jsonString(entry.record.formation))", "\"kind\":\(jsonString(entry.record.event.kindName))",
-                "\"node\":\(nodes.count == 1 ? "\(nodes[0])" : "null")", "\"event\":\(jsonString(describe(entry.record.event)))",
-                "\"decisions\":[\(decisions)]", "\"waiting\":\(step.waitingReason.map(jsonString) ?? "null")",
-                "\"retry_of\":\(step.retryOf.map(String.init) ?? "null")",
-                "\"by\":\(entry.record.author.map(jsonString) ?? "null")",
-            ].joined(separator: ",") + "}"
+            return JSONDocument.line(
+                LogEntryDocument(
+                    index: entry.index, term: entry.term, time: time, formation: entry.record.formation, kind: entry.record.event.kindName,
+                    node: nodes.count == 1 ? nodes[0] : nil, event: describe(entry.record.event),
+                    decisions: step.changes.map { .init(node: $0.node, from: $0.from.rawValue, to: $0.to.rawValue, reason: $0.reason) },
+                    waiting: step.waitingReason, retryOf: step.retryOf, by: entry.record.author))
         }
         var text = "\(time)  \(pad("\(entry.index)", 6))  \(pad(nodes.count == 1 ? "node \(nodes[0])" : "", 8))  \(describe(entry.record.event))"
         if let author = entry.record.author { text += "  (by \(author))" }

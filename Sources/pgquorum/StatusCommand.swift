@@ -120,7 +120,7 @@ struct ShowURICommand: AsyncParsableCommand {
         let state = try await options.load(client, stale: read.stale)
         guard !state.sortedNodes.isEmpty else { throw CommandFailure("no node registered in formation \(options.formation)") }
         let uri = state.connectionURI(database: dbname, caFile: caFile ?? client.credentials.caFile)
-        print(json ? #"{"formation":\#(jsonString(options.formation)),"uri":\#(jsonString(uri))}"# : uri)
+        print(json ? JSONDocument.line(URIDocument(formation: options.formation, uri: uri)) : uri)
     }
 }
 
@@ -139,10 +139,7 @@ struct ShowSettingsCommand: AsyncParsableCommand {
         let state = try await options.load(client, stale: read.stale)
         let lines = ClusterView.settingsLines(state.settings)
         if json {
-            let settings = state.settings
-            print(
-                #"{"number_sync_standbys":\#(settings.numberSyncStandbys),"strict_sync_mode":\#(settings.strictSyncMode),"heartbeat_interval_ms":\#(settings.heartbeatIntervalMillis),"node_unhealthy_timeout_ms":\#(settings.nodeUnhealthyTimeoutMillis),"postgres_restart_timeout_ms":\#(settings.postgresRestartTimeoutMillis),"primary_lease_ms":\#(settings.primaryLeaseMillis)}"#
-            )
+            print(JSONDocument.line(SettingsDocument(state.settings)))
         } else {
             print(formatTable(header: ["SETTING", "VALUE"], rows: lines.map { [$0.key, $0.value] }))
         }

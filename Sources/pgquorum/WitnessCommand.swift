@@ -243,7 +243,7 @@ struct WitnessStatusCommand: AsyncParsableCommand {
             do {
                 let status = try await client.status(of: endpoint)
                 if json {
-                    print(statusJSON(status, endpoint: endpoint))
+                    print(JSONDocument.line(WitnessStatusDocument(status, address: endpoint.description)))
                 } else {
                     let members = status.members.map { member in
                         "\(member.id)" + (member.isLearner ? "(learner)" : "") + (member.match.map { "@\($0)" } ?? "")
@@ -256,7 +256,7 @@ struct WitnessStatusCommand: AsyncParsableCommand {
             } catch {
                 failures += 1
                 if json {
-                    print(#"{"address":\#(jsonString(endpoint.description)),"error":\#(jsonString("\(error)"))}"#)
+                    print(JSONDocument.line(WitnessErrorDocument(address: endpoint.description, error: "\(error)")))
                 } else {
                     rows.append(["?", endpoint.description, "unreachable", "", "", "", "", ""])
                 }
@@ -267,13 +267,6 @@ struct WitnessStatusCommand: AsyncParsableCommand {
             print(formatTable(header: ["ID", "ADDRESS", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "MEMBERS(@MATCH)"], rows: rows))
         }
         if failures == client.endpoints.count { throw ExitCode(1) }
-    }
-
-    private func statusJSON(_ status: WitnessStatus, endpoint: WitnessEndpoint) -> String {
-        let members = status.members.map { member in
-            #"{"id":\#(member.id),"address":\#(jsonString(member.address)),"match":\#(member.match.map(String.init) ?? "null"),"learner":\#(member.isLearner)}"#
-        }.joined(separator: ",")
-        return #"{"address":\#(jsonString(endpoint.description)),"id":\#(status.id),"cluster_id":\#(jsonString(status.clusterID)),"role":\#(jsonString(status.role)),"term":\#(status.term),"leader":\#(status.leader.map(String.init) ?? "null"),"commit":\#(status.commit),"applied":\#(status.applied),"first_index":\#(status.firstIndex),"last_index":\#(status.lastIndex),"members":[\#(members)]}"#
     }
 }
 
@@ -360,22 +353,6 @@ struct WitnessReplaceCommand: AsyncParsableCommand {
 }
 
 /// A JSON string literal.
-func jsonString(_ text: String) -> String {
-    var out = "\""
-    for scalar in text.unicodeScalars {
-        switch scalar {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        case let s where s.value < 0x20: out += String(format: "\\u%04x", s.value)
-        default: out.unicodeScalars.append(scalar)
-        }
-    }
-    return out + "\""
-}
-
 /// Columns padded to their widest cell.
 func formatTable(header: [String], rows: [[String]]) -> String {
     let all = [header] + rows

@@ -82,6 +82,21 @@ struct OperatorCLITests {
             #expect(nodes.map { $0["name"] as? String } == ["alpha", "beta", "gamma"])
             #expect(nodes.map { $0["goal_state"] as? String } == ["primary", "secondary", "secondary"])
             #expect(nodes.allSatisfy { $0["health"] as? String == "good" && $0["lsn"] as? String == "0/A00000" })
+            // Each document has every key docs/JSON.md lists, a missing value as null.
+            #expect(Set(statusJSON.keys) == ["formation", "applied_index", "term", "waiting_reason", "nodes"])
+            #expect(statusJSON["waiting_reason"] is NSNull || statusJSON["waiting_reason"] is String)
+            let nodeKeys: Set<String> = [
+                "id", "name", "host", "port", "reached_state", "goal_state", "goal_reason", "health", "timeline", "lsn", "lag_bytes",
+                "postgres_running", "candidate_priority", "replication_quorum",
+            ]
+            #expect(nodes.allSatisfy { Set($0.keys) == nodeKeys }, "\(nodes)")
+            let witnesses = try await cli(cluster, ["witness", "status", "--json"]).output.split(separator: "\n").map { try json(String($0)) }
+            #expect(witnesses.count == 3)
+            #expect(
+                witnesses.allSatisfy {
+                    Set($0.keys) == ["address", "id", "cluster_id", "role", "term", "leader", "commit", "applied", "first_index", "last_index", "members"]
+                })
+            #expect(witnesses.contains { $0["role"] as? String == "leader" })
 
             let uri = try await cli(cluster, ["show", "uri", "--dbname", "app", "--ca-file", "/etc/pgquorum/ca.crt"])
             try expectSnapshot(uri.output, "show-uri")
@@ -117,6 +132,7 @@ struct OperatorCLITests {
             try expectSnapshot(try await cli(cluster, ["show", "settings"]).output, "show-settings")
             let settings = try json(try await cli(cluster, ["show", "settings", "--json"]).output)
             #expect(settings["number_sync_standbys"] as? Int == 1 && settings["primary_lease_ms"] as? Int == 1500)
+            #expect(settings.count == 6)
         }
     }
 
@@ -258,6 +274,10 @@ struct OperatorCLITests {
             for line in lines {
                 let object = try json(line)
                 #expect(object["kind"] as? String == "node-registered" && object["decisions"] is [Any] && object["index"] is Int)
+                #expect(
+                    Set(object.keys) == ["index", "term", "time", "formation", "kind", "node", "event", "decisions", "waiting", "retry_of", "by"],
+                    "\(line)")
+                #expect(object["by"] is NSNull && object["retry_of"] is NSNull, "\(line)")
             }
             #expect(try await cli(cluster, ["log", "--all", "-n", "2"]).output.split(separator: "\n").filter { !$0.hasPrefix("    ") }.count == 2)
             #expect(try await cli(cluster, ["log", "--until", "1h"]).output.isEmpty, "nothing is older than an hour")
