@@ -9,9 +9,7 @@ enum ClusterView {
 
     /// Bytes of WAL a node is behind the primary, as their last reports say.
     static func lag(_ node: NodeRecord, in state: ClusterState) -> String {
-        guard node.lastReport != nil else { return "-" }
-        guard let primary = state.primaryNode, primary.id != node.id else { return "0" }
-        return "\(primary.lsn > node.lsn ? primary.lsn - node.lsn : 0)"
+        state.lagBytes(of: node).map(String.init) ?? "-"
     }
 
     static func statusTable(_ state: ClusterState) -> String {
@@ -33,17 +31,7 @@ enum ClusterView {
         return text
     }
 
-    static func statusJSON(_ state: ClusterState) -> String {
-        let nodes = state.sortedNodes.map { node in
-            StatusDocument.Node(
-                id: node.id, name: node.registration.name, host: node.registration.host, port: node.registration.port,
-                reachedState: node.reached.rawValue, goalState: node.goal.rawValue, goalReason: node.goalReason, health: state.healthWord(node),
-                timeline: node.timeline, lsn: lsn(node.lsn), lagBytes: UInt64(lag(node, in: state)), postgresRunning: node.lastReport?.postgresRunning,
-                candidatePriority: node.registration.candidatePriority, replicationQuorum: node.registration.replicationQuorum)
-        }
-        return JSONDocument.line(
-            StatusDocument(formation: state.formation, appliedIndex: state.appliedIndex, term: state.term, waitingReason: state.waitingReason, nodes: nodes))
-    }
+    static func statusJSON(_ state: ClusterState) -> String { JSONDocument.line(StatusDocument(state)) }
 
     static func settingsLines(_ settings: FormationSettings) -> [(key: String, value: String)] {
         SettingKey.allCases.map { ($0.rawValue, $0.display(settings)) }

@@ -115,18 +115,19 @@ struct DemoCommand: AsyncParsableCommand {
         print("  witness quorum ready (leader: witness \(leader!))")
 
         let nodePorts = try (1...3).map { _ in try freePort() }
+        let httpPorts = try (1...3).map { _ in try freePort() }
         for id in 1...3 {
             let result = try runCommand(
                 executable,
                 [
                     "node", "create", "--dir", "\(folder)/node-\(id)", "--name", "node\(id)", "--host", "127.0.0.1",
-                    "--port", "\(nodePorts[id - 1])", "--witnesses", witnesses.joined(separator: ","),
+                    "--port", "\(nodePorts[id - 1])", "--http", "127.0.0.1:\(httpPorts[id - 1])", "--witnesses", witnesses.joined(separator: ","),
                     "--credentials", pki.credentialsFile(of: try ClusterIdentity(role: .node, name: "node\(id)")),
                     "--client-networks", "127.0.0.1/32", "--client-auth", "trust",
                 ], timeout: .seconds(60), check: false)
             guard result.termination == .exited(code: 0) else { throw CommandFailure("node create failed: \(result.output)") }
             try processes.spawn(executable, ["node", "run", "--dir", "\(folder)/node-\(id)"], log: "\(folder)/node-\(id).log")
-            print("  started node\(id) on 127.0.0.1:\(nodePorts[id - 1])")
+            print("  started node\(id) on 127.0.0.1:\(nodePorts[id - 1]) (HTTP endpoints on 127.0.0.1:\(httpPorts[id - 1]): /primary, /replica, /health, /cluster)")
         }
 
         // Progress: each state a node reaches, until one primary and two secondaries.

@@ -132,6 +132,11 @@ struct NodeOptions: ParsableArguments {
         configuration.clientNetworks = (file.values["client-networks"] ?? "").split(separator: ",").map(String.init)
         configuration.clientAuthMethod = file.values["client-auth"] ?? "scram-sha-256"
         configuration.clientsWithoutTLS = file.values["client-tls"] == "optional"
+        if let http = file.values["http"], http != "off" {
+            do { configuration.httpAddress = try WitnessEndpoint(parsing: http) } catch {
+                throw CommandFailure("http: \(error) (HOST:PORT, or off)")
+            }
+        }
         if let settings = file.values["postgres-settings"], !settings.isEmpty {
             for pair in settings.split(separator: ",") {
                 let parts = pair.split(separator: "=", maxSplits: 1)
@@ -171,6 +176,12 @@ struct NodeCreateCommand: AsyncParsableCommand {
             valueName: "required|optional"))
     var clientTLS: String?
 
+    @Option(
+        help: ArgumentHelp(
+            "Where the HTTP endpoints for load balancers listen (/primary, /replica, /health, …; default: --host, port 8008), or off.",
+            valueName: "host:port|off"))
+    var http: String?
+
     func validate() throws {
         if let clientTLS, !["required", "optional"].contains(clientTLS) {
             throw ValidationError("--client-tls must be required or optional, not \(clientTLS)")
@@ -184,6 +195,7 @@ struct NodeCreateCommand: AsyncParsableCommand {
         if let clientNetworks { file.values["client-networks"] = clientNetworks }
         if let clientAuth { file.values["client-auth"] = clientAuth }
         if let clientTLS { file.values["client-tls"] = clientTLS }
+        file.values["http"] = http ?? file.values["http"] ?? "\(file.values["host"].map { $0.contains(":") ? "[\($0)]" : $0 } ?? "127.0.0.1"):8008"
         if let credentials = file.values["credentials"] {
             file.values["credentials"] = URL(fileURLWithPath: credentials).standardizedFileURL.path
         }

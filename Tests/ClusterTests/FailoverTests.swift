@@ -100,6 +100,19 @@ struct FailoverTests: ClusterScenarios {
             try await waitUntil("the managers logged the reload", timeout: .seconds(5)) {
                 cluster.ids.allSatisfy { ((try? String(contentsOfFile: cluster.logPath(of: $0), encoding: .utf8)) ?? "").contains("SIGHUP") }
             }
+            // The HTTP endpoints a load balancer asks (Patroni's paths).
+            try await expectEndpoints(primary: old, cluster)
+            let replica = try cluster.http(target, "/replica?lag=16MB&replication_state=streaming")
+            #expect(replica.status == 200 && replica.body.contains(#""role":"replica""#), "\(replica)")
+            #expect(try cluster.http(target, "/replica?lag=sixteen").status == 400)
+            #expect(try cluster.http(old, "/nowhere").status == 404)
+            #expect(try cluster.http(old, "/primary", method: "POST").status == 405)
+            #expect(try cluster.http(old, "/primary", method: "HEAD") == HTTPAnswer(status: 200, body: ""))
+            #expect(try cluster.http(old, "/liveness").status == 200)
+            let document = try cluster.http(old, "/cluster")
+            let parsed = try #require(try JSONSerialization.jsonObject(with: Data(document.body.utf8)) as? [String: Any])
+            #expect((parsed["nodes"] as? [[String: Any]])?.count == 3, "\(document.body)")
+
             try await createTable(cluster)
             let writer = RowWriter(uri: try await cluster.uri())
             try await waitUntil("the writer commits", timeout: .seconds(20)) { writer.count >= 100 }
@@ -111,7 +124,27 @@ struct FailoverTests: ClusterScenarios {
             let state = try await cluster.waitForHealthy(timeout: .seconds(60))
             #expect(primary(state) == target)
             try await expectAllAcknowledged(writer, on: target, cluster)
+            // The endpoints follow the switchover.
+            try await expectEndpoints(primary: target, cluster)
         }
+    }
+
+    /// `/primary` answers 200 on `primary` only, `/replica` and `/read-only` on the others
+    /// (and the primary for `/read-only`), `/health` and `/readiness` on all.
+    func expectEndpoints(primary: PGNodeID, _ cluster: PGClusterFixture) async throws {
+        try await waitUntil("only node \(primary) answers 200 on /primary, the others on /replica", timeout: .seconds(10)) {
+            try cluster.ids.allSatisfy { id in
+                try cluster.http(id, "/primary").status == (id == primary ? 200 : 503)
+                    && cluster.http(id, "/replica").status == (id == primary ? 503 : 200)
+            }
+        }
+        for id in cluster.ids {
+            #expect(try cluster.http(id, "/read-only").status == 200)
+            #expect(try cluster.http(id, "/health").status == 200)
+            #expect(try cluster.http(id, "/readiness").status == 200)
+        }
+        let answer = try cluster.http(primary, "/primary")
+        #expect(answer.body.contains(#""role":"primary""#) && !answer.body.contains(#""lease_remaining_ms":0"#), "\(answer)")
     }
 
     @Test("a frozen primary manager (SIGSTOP): its watchdog stops postgres within lease + grace + 1 s, a standby takes over, never two primaries, nothing acknowledged lost; after SIGCONT it rejoins as a standby")
@@ -223,6 +256,11 @@ struct FailoverTests: ClusterScenarios {
             try await Task.sleep(for: .seconds(6))
             #expect(writer.longestGap(from: noQuorum, to: ContinuousClock.now) < .seconds(2), "writes paused without a witness quorum")
             #expect(cluster.postgresPID(of: old) == pid, "the primary kept running")
+
+            // Its lease ran out (no report commits): it still takes writes, held by its
+            // standbys, but it does not claim /primary on a stale view.
+            let stale = try cluster.http(old, "/primary")
+            #expect(stale.status == 503 && stale.body.contains(#""lease_remaining_ms":0"#), "\(stale)")
 
             // The standbys die too: the primary's lease runs out and it fences itself.
             for standby in cluster.ids where standby != old { await cluster.killManager(standby) }

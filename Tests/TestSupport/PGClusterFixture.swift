@@ -22,6 +22,8 @@ public final class PGClusterFixture: Sendable {
     struct Node {
         var directory: String
         var port: Int
+        /// Where its manager's HTTP endpoints listen.
+        var httpPort: Int
         var manager: ChildProcess?
     }
 
@@ -38,7 +40,7 @@ public final class PGClusterFixture: Sendable {
         executable = try BuiltProducts.path(of: "pgquorum")
         var table: [PGNodeID: Node] = [:]
         for id in 1...PGNodeID(nodes) {
-            table[id] = Node(directory: witnesses.folder.appending("node-\(id)"), port: try FreePort.next())
+            table[id] = Node(directory: witnesses.folder.appending("node-\(id)"), port: try FreePort.next(), httpPort: try FreePort.next())
         }
         state.withLock { $0 = table }
     }
@@ -46,6 +48,14 @@ public final class PGClusterFixture: Sendable {
     public var ids: [PGNodeID] { (1...PGNodeID(nodeCount)).map { $0 } }
 
     public func port(of id: PGNodeID) -> Int { state.withLock { $0[id]!.port } }
+
+    /// The port of node `id`'s HTTP endpoints (on its address).
+    public func httpPort(of id: PGNodeID) -> Int { state.withLock { $0[id]!.httpPort } }
+
+    /// `METHOD path` against node `id`'s HTTP endpoints, from the test process.
+    public func http(_ id: PGNodeID, _ path: String, method: String = "GET") throws -> HTTPAnswer {
+        try httpRequest(host: address(of: id), port: httpPort(of: id), method: method, path: path)
+    }
 
     public func directory(of id: PGNodeID) -> String { state.withLock { $0[id]!.directory } }
 
@@ -84,6 +94,7 @@ public final class PGClusterFixture: Sendable {
                 "node", "create", "--dir", directory(of: id), "--name", "node\(id)", "--host",
                 registeredByName.contains(id) ? host(of: id)!.name : address(of: id), "--port",
                 "\(port(of: id))", "--postgres-settings", "fsync=off", "--client-networks", clients, "--client-auth", "trust",
+                "--http", "\(address(of: id)):\(httpPort(of: id))",
             ] + (nodeArguments[id] ?? []) + ["--witnesses", witnesses.endpoints.map(\.description).joined(separator: ","),
                 "--credentials", try witnesses.nodeCredentialsPath("node\(id)", hosts: [address(of: id)] + (host(of: id).map { [$0.name] } ?? []))]
         let (program, fullArguments) = commandLine(on: id, executable, arguments)

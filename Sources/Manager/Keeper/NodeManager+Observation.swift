@@ -36,8 +36,11 @@ extension NodeManager {
     /// hung postgres delays the observation, never the heartbeat nor the lease check.
     func observationLoop() async {
         while !Task.isCancelled && !isStopping {
-            let interval = shared.withLock { $0.state.settings.heartbeatIntervalMillis }
             let started = nowNanos()
+            let interval = shared.withLock { shared in
+                shared.observationLoopNanos = started
+                return shared.state.settings.heartbeatIntervalMillis
+            }
             await refreshObservation()
             let elapsed = nowNanos() - started
             let intervalNanos = UInt64(interval) * 1_000_000

@@ -33,6 +33,8 @@ public final class NodeManager: Sendable {
         var lastObservation: PostgresObservation?
         /// When the query behind `lastObservation` started (this process's monotonic clock).
         var lastObservedNanos: UInt64?
+        /// When the observation loop last began a round (`/liveness`).
+        var observationLoopNanos: UInt64?
         var stopping = false
         /// The watch of this standby's WAL receiver over the observations.
         var receiverWatch = ReceiverWatch()
@@ -86,14 +88,21 @@ public final class NodeManager: Sendable {
         shared.withLock { $0.tlsGeneration = tlsGeneration }
         // Settings this version derives (replication timeouts…) reach an existing node too.
         if FileManager.default.fileExists(atPath: configuration.dataDirectory + "/PG_VERSION") { try postgres.writeSettings() }
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { await self.observationLoop() }
-            group.addTask { await self.heartbeatLoop() }
-            group.addTask { await self.leaseLoop() }
-            group.addTask { try await self.controlLoop() }
-            try await group.next()
-            group.cancelAll()
+        let endpoints = await startHTTPEndpoints()
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { await self.observationLoop() }
+                group.addTask { await self.heartbeatLoop() }
+                group.addTask { await self.leaseLoop() }
+                group.addTask { try await self.controlLoop() }
+                try await group.next()
+                group.cancelAll()
+            }
+        } catch {
+            await endpoints?.close()
+            throw error
         }
+        await endpoints?.close()
     }
 
     /// Stops postgres and the loops.

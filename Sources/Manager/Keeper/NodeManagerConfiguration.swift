@@ -23,6 +23,9 @@ public struct NodeManagerConfiguration: Sendable {
     /// Where clients may connect from, and how they authenticate (pg_hba.conf).
     public var clientNetworks: [String] = []
     public var clientAuthMethod = "scram-sha-256"
+    /// Where the HTTP endpoints for load balancers and probes listen (`HealthEndpoints`); nil
+    /// serves none.
+    public var httpAddress: WitnessEndpoint?
     /// Let clients connect without TLS (pg_hba.conf `host` instead of `hostssl`).
     public var clientsWithoutTLS = false
     /// The command that runs the watchdog process (`pgquorum node watchdog`); nil runs none.

@@ -61,4 +61,12 @@ extension ClusterState {
         }
         return "postgresql://\(hosts.joined(separator: ","))/\(database)?\(parameters.joined(separator: "&"))"
     }
+
+    /// Bytes of WAL `node` is behind the primary, as their last reports say: 0 for the primary,
+    /// nil before the node's first report.
+    public func lagBytes(of node: NodeRecord) -> UInt64? {
+        guard node.lastReport != nil else { return nil }
+        guard let primary = primaryNode, primary.id != node.id else { return 0 }
+        return primary.lsn > node.lsn ? primary.lsn - node.lsn : 0
+    }
 }
