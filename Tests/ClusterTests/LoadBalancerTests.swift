@@ -1,0 +1,109 @@
+import EventLog
+import Foundation
+import Manager
+import NodeControl
+import Testing
+import TestSupport
+
+/// A real HAProxy in front of a cluster, configured as the README says (issue 17): it sends a
+/// writer's connections to whichever node answers 200 on `/primary`.
+@Suite("a load balancer in front of the cluster", .serialized)
+struct LoadBalancerTests: ClusterScenarios {
+    static let haproxy = "/usr/sbin/haproxy"
+
+    /// The configuration the README shows, for this cluster's nodes.
+    func configuration(_ cluster: PGClusterFixture, port: Int) -> String {
+        let servers = cluster.ids.map { id in
+            "  server node\(id) \(cluster.address(of: id)):\(cluster.port(of: id)) check port \(cluster.httpPort(of: id))"
+        }
+        return """
+            global
+              maxconn 200
+            defaults
+              mode tcp
+              timeout connect 2s
+              timeout client 10m
+              timeout server 10m
+              timeout check 1s
+            listen postgres_primary
+              bind 127.0.0.1:\(port)
+              option httpchk GET /primary
+              http-check expect status 200
+              default-server inter 500ms fall 2 rise 1 on-marked-down shutdown-sessions
+            \(servers.joined(separator: "\n"))
+
+            """
+    }
+
+    @Test(
+        "HAProxy with `option httpchk GET /primary` sends a writer to the primary; across a manager-crash failover and a switchover it reconnects through HAProxy and nothing acknowledged is lost",
+        .enabled(if: FileManager.default.isExecutableFile(atPath: LoadBalancerTests.haproxy), "haproxy is not installed (scripts/setup installs it)"))
+    func haproxyFollowsThePrimary() async throws {
+        try await withPGCluster { cluster in
+            let port = try FreePort.next()
+            let configPath = cluster.witnesses.folder.appending("haproxy.cfg")
+            try configuration(cluster, port: port).write(toFile: configPath, atomically: true, encoding: .utf8)
+            let balancer = try ChildProcess.spawn(
+                Self.haproxy, ["-f", configPath, "-db"], output: .file(path: cluster.witnesses.folder.appending("haproxy.log")),
+                parentDeathSignal: "KILL")
+            do {
+                try await run(cluster, balancerPort: port)
+            } catch {
+                await balancer.stop(signal: SIGKILL, grace: .seconds(5))
+                throw error
+            }
+            await balancer.stop(signal: SIGTERM, grace: .seconds(10))
+        }
+    }
+
+    private func run(_ cluster: PGClusterFixture, balancerPort: Int) async throws {
+        try await cluster.createTable("via_balancer")
+        try await createTable(cluster)
+        // TLS end to end: HAProxy passes the bytes through, and the node's certificate names
+        // 127.0.0.1, where HAProxy listens too.
+        let balanced = RowWriter(
+            uri: "postgresql://127.0.0.1:\(balancerPort)/postgres?connect_timeout=2&sslmode=verify-full&sslrootcert=\(cluster.witnesses.credentials.caFile)",
+            table: "via_balancer")
+        let direct = RowWriter(uri: try await cluster.uri())
+        try await waitUntil("both writers commit", timeout: .seconds(30)) { balanced.count >= 100 && direct.count >= 100 }
+
+        // A manager crash: postgres dies with it, another node is promoted.
+        let old = try #require(primary(try await cluster.clusterState()))
+        let crashedAt = ContinuousClock.now
+        await cluster.killManager(old)
+        let failedOver = try await cluster.waitFor("another node becomes primary", timeout: .seconds(60)) { state in
+            self.primary(state).map { $0 != old } ?? false
+        }
+        let new = try #require(primary(failedOver))
+        let (balancedAt, directAt) = (balanced.count, direct.count)
+        try await waitUntil("both writers resume on the new primary", timeout: .seconds(30)) {
+            balanced.count >= balancedAt + 100 && direct.count >= directAt + 100
+        }
+        let crashThroughBalancer = try #require(balanced.outage(after: crashedAt))
+        let crashDirect = try #require(direct.outage(after: crashedAt))
+        try cluster.startManager(old)
+        _ = try await cluster.waitForHealthy(timeout: .seconds(90))
+
+        // A switchover to the standby that streamed throughout.
+        let target = try #require(cluster.ids.first { $0 != old && $0 != new })
+        let switchedAt = ContinuousClock.now
+        let result = try await cli(cluster, ["switchover", "--to", "\(target)"])
+        #expect(result.termination == .exited(code: 0), "\(result.output)")
+        let (balancedBefore, directBefore) = (balanced.count, direct.count)
+        try await waitUntil("both writers resume after the switchover", timeout: .seconds(30)) {
+            balanced.count >= balancedBefore + 100 && direct.count >= directBefore + 100
+        }
+        let switchThroughBalancer = try #require(balanced.outage(after: switchedAt))
+        let switchDirect = try #require(direct.outage(after: switchedAt))
+        await balanced.stop()
+        await direct.stop()
+        let final = try #require(primary(try await cluster.waitForHealthy(timeout: .seconds(60))))
+        #expect(final == target)
+        let lostBalanced = try await cluster.lostRows(balanced, on: final)
+        #expect(lostBalanced.isEmpty, "\(lostBalanced.count) rows acknowledged through HAProxy missing on node \(final)")
+        try await expectAllAcknowledged(direct, on: final, cluster)
+        print(
+            "writes unavailable, through HAProxy / through the multi-host URI: node crash (node \(old) → \(new)) \(crashThroughBalancer) / \(crashDirect); switchover \(switchThroughBalancer) / \(switchDirect); acknowledged \(balanced.count) / \(direct.count), lost 0"
+        )
+    }
+}
