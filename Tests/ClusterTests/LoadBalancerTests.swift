@@ -1,5 +1,6 @@
 import EventLog
 import Foundation
+import Synchronization
 import Manager
 import NodeControl
 import Testing
@@ -105,5 +106,73 @@ struct LoadBalancerTests: ClusterScenarios {
         print(
             "writes unavailable, through HAProxy / through the multi-host URI: node crash (node \(old) → \(new)) \(crashThroughBalancer) / \(crashDirect); switchover \(switchThroughBalancer) / \(switchDirect); acknowledged \(balanced.count) / \(direct.count), lost 0"
         )
+    }
+
+    @Test("a flood of probes and of connections that send nothing neither stalls the manager's heartbeats nor its lease: no failover, writes go on, /primary keeps answering")
+    func floodOfProbes() async throws {
+        try await withPGCluster { cluster in
+            let primary = try #require(primary(try await cluster.clusterState()))
+            try await createTable(cluster)
+            let writer = RowWriter(uri: try await cluster.uri())
+            try await waitUntil("the writer commits", timeout: .seconds(20)) { writer.count >= 100 }
+            let host = cluster.address(of: primary)
+            let port = cluster.httpPort(of: primary)
+            // 300 connections that never send a request (more than the 256 served at once)…
+            var idle: [Int32] = []
+            defer { for fd in idle { close(fd) } }
+            for _ in 0..<300 {
+                let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+                var address = sockaddr_in()
+                address.sin_family = sa_family_t(AF_INET)
+                address.sin_port = UInt16(port).bigEndian
+                address.sin_addr.s_addr = inet_addr(host)
+                _ = withUnsafePointer(to: &address) { pointer in
+                    pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+                }
+                idle.append(fd)
+            }
+            // …and 8 clients asking as fast as they can for 8 s.
+            let floodStart = ContinuousClock.now
+            let answered = Counter()
+            await withTaskGroup(of: Void.self) { group in
+                for _ in 0..<8 {
+                    group.addTask {
+                        await onOwnThreadIgnoringErrors {
+                            while ContinuousClock.now - floodStart < .seconds(8) {
+                                if (try? httpRequest(host: host, port: port, path: "/primary", timeoutSeconds: 2)) != nil {
+                                    answered.add()
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            let state = try await cluster.clusterState()
+            #expect(state[primary]?.goal == .primary && state.sortedNodes.allSatisfy(\.isConverged), "no failover")
+            #expect(writer.longestGap(from: floodStart, to: ContinuousClock.now) < .seconds(1), "writes paused during the flood")
+            #expect(answered.value > 1_000, "the endpoints answered \(answered.value) requests in 8 s")
+            // The idle connections were closed (after 5 s, or at once beyond 256); it still answers.
+            #expect(try cluster.http(primary, "/primary").status == 200)
+            await writer.stop()
+            try await expectAllAcknowledged(writer, on: primary, cluster)
+            print("flood: \(answered.value) probes answered in 8 s beside 300 idle connections; writer's longest gap \(writer.longestGap(from: floodStart, to: ContinuousClock.now))")
+        }
+    }
+}
+
+/// A count shared by threads.
+final class Counter: Sendable {
+    private let count = Mutex(0)
+    func add() { count.withLock { $0 += 1 } }
+    var value: Int { count.withLock { $0 } }
+}
+
+/// Runs blocking work on a thread of its own and waits for it.
+func onOwnThreadIgnoringErrors(_ body: @escaping @Sendable () -> Void) async {
+    await withCheckedContinuation { continuation in
+        Thread.detachNewThread {
+            body()
+            continuation.resume()
+        }
     }
 }
