@@ -132,6 +132,11 @@ struct NodeOptions: ParsableArguments {
         configuration.clientNetworks = (file.values["client-networks"] ?? "").split(separator: ",").map(String.init)
         configuration.clientAuthMethod = file.values["client-auth"] ?? "scram-sha-256"
         configuration.clientsWithoutTLS = file.values["client-tls"] == "optional"
+        configuration.roleChangeCommand = file.values["on-role-change"].flatMap { $0.isEmpty ? nil : $0 }
+        if let seconds = file.values["on-role-change-timeout"] {
+            guard let value = Int(seconds), value > 0 else { throw CommandFailure("on-role-change-timeout must be a positive number of seconds") }
+            configuration.roleChangeTimeout = .seconds(value)
+        }
         if let http = file.values["http"], http != "off" {
             do { configuration.httpAddress = try WitnessEndpoint(parsing: http) } catch {
                 throw CommandFailure("http: \(error) (HOST:PORT, or off)")
@@ -178,6 +183,15 @@ struct NodeCreateCommand: AsyncParsableCommand {
 
     @Option(
         help: ArgumentHelp(
+            "A command run (/bin/sh -c) when the node becomes primary, replica or stopped, with PGQUORUM_NODE, PGQUORUM_OLD_ROLE, PGQUORUM_NEW_ROLE, PGQUORUM_TIMELINE… in its environment; nothing waits for it.",
+            valueName: "command"))
+    var onRoleChange: String?
+
+    @Option(help: ArgumentHelp("Seconds the role change command may run before it is killed.", valueName: "seconds"))
+    var onRoleChangeTimeout: Int?
+
+    @Option(
+        help: ArgumentHelp(
             "Where the HTTP endpoints for load balancers listen (/primary, /replica, /health, …; default: --host, port 8008), or off.",
             valueName: "host:port|off"))
     var http: String?
@@ -195,6 +209,8 @@ struct NodeCreateCommand: AsyncParsableCommand {
         if let clientNetworks { file.values["client-networks"] = clientNetworks }
         if let clientAuth { file.values["client-auth"] = clientAuth }
         if let clientTLS { file.values["client-tls"] = clientTLS }
+        if let onRoleChange { file.values["on-role-change"] = onRoleChange }
+        if let onRoleChangeTimeout { file.values["on-role-change-timeout"] = String(onRoleChangeTimeout) }
         file.values["http"] = http ?? file.values["http"] ?? "\(file.values["host"].map { $0.contains(":") ? "[\($0)]" : $0 } ?? "127.0.0.1"):8008"
         if let credentials = file.values["credentials"] {
             file.values["credentials"] = URL(fileURLWithPath: credentials).standardizedFileURL.path

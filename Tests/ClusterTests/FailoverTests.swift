@@ -129,6 +129,62 @@ struct FailoverTests: ClusterScenarios {
         }
     }
 
+    @Test("role change hooks run with the node, its old and new role and timeline in their environment; a hook that hangs or fails delays nothing")
+    func roleChangeHooks() async throws {
+        let folder = try TemporaryDirectory(prefix: "pgquorum-hooks")
+        defer { folder.remove() }
+        let record = folder.appending("record.sh")
+        try "#!/bin/sh\n{ env | grep '^PGQUORUM_' | sort; echo ---; } >> \"\(folder.path)/hook-$PGQUORUM_NODE.log\"\n"
+            .write(toFile: record, atomically: true, encoding: .utf8)
+        chmod(record, 0o755)
+        let hooks: [PGNodeID: [String]] = [
+            1: ["--on-role-change", record],
+            2: ["--on-role-change", "\(record); exec sleep 60", "--on-role-change-timeout", "2"],
+            3: ["--on-role-change", "\(record); exit 3"],
+        ]
+        try await withPGCluster(nodeArguments: hooks) { cluster in
+            func hookLog(_ id: PGNodeID) -> String { (try? String(contentsOfFile: folder.appending("hook-node\(id).log"), encoding: .utf8)) ?? "" }
+            func managerLog(_ id: PGNodeID) -> String { (try? String(contentsOfFile: cluster.logPath(of: id), encoding: .utf8)) ?? "" }
+            /// Whether one run of node `id`'s hook had all of `expected` in its environment.
+            func ran(_ id: PGNodeID, _ expected: [String: String]) -> Bool {
+                hookLog(id).components(separatedBy: "---\n").contains { block in
+                    let values = Dictionary(
+                        block.split(separator: "\n").map { line in
+                            let parts = line.split(separator: "=", maxSplits: 1).map(String.init)
+                            return (parts[0], parts.count > 1 ? parts[1] : "")
+                        }, uniquingKeysWith: { $1 })
+                    return expected.allSatisfy { values[$0.key] == $0.value }
+                }
+            }
+            try await waitUntil("every node ran its hook for its first role", timeout: .seconds(20)) {
+                ran(1, ["PGQUORUM_NEW_ROLE": "primary"]) && ran(2, ["PGQUORUM_NEW_ROLE": "replica"]) && ran(3, ["PGQUORUM_NEW_ROLE": "replica"])
+            }
+            #expect(
+                ran(1, ["PGQUORUM_NODE": "node1", "PGQUORUM_NODE_ID": "1", "PGQUORUM_OLD_ROLE": "none", "PGQUORUM_NEW_ROLE": "primary", "PGQUORUM_TIMELINE": "1", "PGQUORUM_FORMATION": "default"]),
+                "\(hookLog(1))")
+            #expect(managerLog(3).contains("the role change hook failed"), "node 3's failing hook is logged")
+            try await waitUntil("node 2's hanging hook is killed after 2 s", timeout: .seconds(10)) {
+                managerLog(2).contains("the role change hook did not end well")
+            }
+
+            // A switchover to node 2, whose hook hangs each time: it is promoted all the same.
+            let result = try await cli(cluster, ["switchover", "--to", "2"])
+            #expect(result.termination == .exited(code: 0), "\(result.output)")
+            try await waitUntil("node 2's hook ran for its promotion, node 1's for its demotion", timeout: .seconds(20)) {
+                ran(2, ["PGQUORUM_OLD_ROLE": "replica", "PGQUORUM_NEW_ROLE": "primary", "PGQUORUM_TIMELINE": "2"]) && ran(1, ["PGQUORUM_OLD_ROLE": "primary"])
+            }
+            // Nothing waited for the promotion's hook: node 2 reached primary while it hung.
+            try await waitUntil("node 2's promotion hook is killed", timeout: .seconds(10)) {
+                managerLog(2).split(separator: "\n").contains { $0.contains("new=primary") && $0.contains("did not end well") }
+            }
+            let lines = managerLog(2).split(separator: "\n")
+            let started = try #require(lines.lastIndex { $0.contains("new=primary") && $0.contains("running the role change hook") })
+            let ended = try #require(lines[started...].firstIndex { $0.contains("new=primary") && $0.contains("did not end well") })
+            let reachedPrimary = lines[started...].firstIndex { $0.contains("state=primary") && $0.hasSuffix("reached") }
+            #expect(reachedPrimary.map { $0 < ended } == true, "node 2 reached primary only after its hook ended:\n\(lines[started...].joined(separator: "\n"))")
+        }
+    }
+
     /// `/primary` answers 200 on `primary` only, `/replica` and `/read-only` on the others
     /// (and the primary for `/read-only`), `/health` and `/readiness` on all.
     func expectEndpoints(primary: PGNodeID, _ cluster: PGClusterFixture) async throws {

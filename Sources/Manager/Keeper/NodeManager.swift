@@ -17,6 +17,8 @@ public final class NodeManager: Sendable {
     let addressBook = PeerAddressBook()
     /// Fences postgres when the lease checks stop (a frozen manager).
     let watchdog: Watchdog?
+    /// Runs the operator's command when the node's role changes, if one is configured.
+    let roleChangeHook: RoleChangeHook?
 
     struct Shared {
         /// The state replayed from the log, as far as this manager read it.
@@ -68,6 +70,7 @@ public final class NodeManager: Sendable {
             throw NodeManagerError("the credentials are \(identity)'s, but this node is named \(configuration.name)")
         }
         shared.withLock { $0.state = ClusterState(formation: configuration.formation) }
+        roleChangeHook = configuration.roleChangeCommand.map { RoleChangeHook(command: $0, timeout: configuration.roleChangeTimeout, logger: logger) }
         watchdog = configuration.watchdogCommand.flatMap { command in
             command.first.map { Watchdog(executable: $0, arguments: Array(command.dropFirst())) }
         }
@@ -229,6 +232,9 @@ public final class NodeManager: Sendable {
             shared.lastAckedIndex = max(shared.lastAckedIndex, index)
         }
         logger.info("reached", metadata: ["state": "\(me.goal.rawValue)", "index": "\(index)"])
+        roleChangeHook?.reached(
+            me.goal, node: me.registration, timeline: shared.withLock { $0.lastObservation?.timeline } ?? me.timeline,
+            formation: configuration.formation)
         // Act next only on a log that shows this state reached (never repeat an action
         // because a lagging witness answered the read).
         while !isStopping {

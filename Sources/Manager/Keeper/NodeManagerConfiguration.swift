@@ -23,6 +23,10 @@ public struct NodeManagerConfiguration: Sendable {
     /// Where clients may connect from, and how they authenticate (pg_hba.conf).
     public var clientNetworks: [String] = []
     public var clientAuthMethod = "scram-sha-256"
+    /// A command run (`/bin/sh -c`) when the node's role changes (`RoleChangeHook`), and how
+    /// long it may run.
+    public var roleChangeCommand: String?
+    public var roleChangeTimeout: Duration = .seconds(30)
     /// Where the HTTP endpoints for load balancers and probes listen (`HealthEndpoints`); nil
     /// serves none.
     public var httpAddress: WitnessEndpoint?
