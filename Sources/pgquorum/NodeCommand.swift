@@ -301,11 +301,10 @@ struct NodeRunCommand: AsyncParsableCommand {
 
     @OptionGroup var options: NodeOptions
 
-    @Option(help: "Log level: trace, debug, info, notice, warning, error or critical.")
-    var logLevel: String = "info"
+    @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
-        let logger = try configureLogging(label: "pgquorum.node", level: logLevel)
+        let logger = logging.bootstrap(label: "pgquorum.node")
         let file = options.merged(with: try NodeConfigFile.load(directory: options.dir))
         var configuration = try options.managerConfiguration(file)
         let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]

@@ -133,11 +133,10 @@ struct WitnessRunCommand: AsyncParsableCommand {
     @Option(help: "Close a connection whose other side has not read for this many milliseconds.")
     var stallTimeoutMs = 10_000
 
-    @Option(help: "Log level: trace, debug, info, notice, warning, error or critical.")
-    var logLevel: String = "info"
+    @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
-        let logger = try configureLogging(label: "pgquorum.witness", level: logLevel)
+        let logger = logging.bootstrap(label: "pgquorum.witness")
         let options = WitnessClientOptions(credentials: credentials)
         let credentials = try options.loadCredentials()
         var configuration = WitnessConfiguration(
@@ -207,20 +206,6 @@ final class ClusterStateApplication: WitnessApplication {
     }
 
     func nextDeadlineNanos() -> UInt64? { state.nextDeadlineStampNanos }
-}
-
-func configureLogging(label: String, level: String) throws -> Logger {
-    guard let parsed = Logger.Level(rawValue: level) else {
-        throw CommandFailure("unknown log level \(level); use one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
-    }
-    LoggingSystem.bootstrap { label in
-        var handler = StreamLogHandler.standardError(label: label)
-        handler.logLevel = parsed
-        return handler
-    }
-    var logger = Logger(label: label)
-    logger.logLevel = parsed
-    return logger
 }
 
 struct WitnessStatusCommand: AsyncParsableCommand {

@@ -175,3 +175,27 @@ struct WitnessSecurityTests {
         }
     }
 }
+
+@Suite("witness logs")
+struct WitnessLogTests {
+    @Test("--log-format json writes one JSON object per line with time, level, label, message, metadata and source; an unknown format is refused")
+    func jsonLogs() async throws {
+        try await withWitnessCluster(extraArguments: ["--log-format", "json"]) { cluster in
+            try cluster.startAll()
+            _ = try await cluster.waitForLeader()
+            let lines = cluster.log(of: 1).split(separator: "\n")
+            #expect(!lines.isEmpty)
+            var listening = false
+            for line in lines {
+                let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "not JSON: \(line)")
+                #expect(Set(object.keys) == ["time", "level", "label", "message", "metadata", "source"], "\(line)")
+                if object["message"] as? String == "witness listening", (object["metadata"] as? [String: String])?["id"] == "1" { listening = true }
+            }
+            #expect(listening, "\(lines.prefix(5))")
+        }
+        let refused = try runCommand(
+            try BuiltProducts.path(of: "pgquorum"), ["witness", "run", "--id", "1", "--data", "/nonexistent", "--listen", "127.0.0.1:1", "--peers", "1=127.0.0.1:1", "--log-format", "xml"],
+            timeout: .seconds(30), check: false)
+        #expect(refused.termination == .exited(code: 64) && refused.output.contains("--log-format must be text or json, not xml"), "\(refused.output)")
+    }
+}
