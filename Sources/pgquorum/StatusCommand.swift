@@ -85,8 +85,8 @@ struct StatusCommand: AsyncParsableCommand {
 struct ShowCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "show",
-        abstract: "Show the connection URI or the formation settings.",
-        subcommands: [ShowURICommand.self, ShowSettingsCommand.self]
+        abstract: "Show the connection URI, the formation settings, or a systemd unit.",
+        subcommands: [ShowURICommand.self, ShowSettingsCommand.self, ShowSystemdCommand.self]
     )
 }
 

@@ -158,11 +158,24 @@ struct WitnessRunCommand: AsyncParsableCommand {
             configuration: configuration, application: ClusterStateApplication(), logger: logger,
             onFatal: { reason in stopSink.yield((reason, true)) })
         try await server.start()
+        // Under systemd (Type=notify): ready now; with WatchdogSec, alive while the Raft loop
+        // answers, so a hung witness is killed and restarted.
+        let notify = SystemdNotify()
+        notify.ready()
+        let keepalive = Task {
+            guard let interval = notify.watchdogInterval else { return }
+            while !Task.isCancelled {
+                if await server.loopResponds(within: interval / 2) { notify.watchdog() }
+                try? await Task.sleep(for: interval / 4)
+            }
+        }
         var stop = (reason: "end of input", failed: false)
         for await received in stops {
             stop = received
             break
         }
+        keepalive.cancel()
+        notify.stopping()
         logger.info("stopping", metadata: ["reason": "\(stop.reason)"])
         await server.stop()
         if stop.failed { throw ExitCode(1) }

@@ -116,13 +116,15 @@ public final class PGClusterFixture: Sendable {
         }
     }
 
-    public func startManager(_ id: PGNodeID) throws {
+    /// Starts node `id`'s manager (`environment`: variables added to the test's, not in a lab).
+    public func startManager(_ id: PGNodeID, environment: [String: String] = [:]) throws {
         let arguments = ["node", "run", "--dir", directory(of: id)]
         let process: ChildProcess
         if let lab, let host = host(of: id) {
             process = try lab.spawn(on: host, executable, arguments, output: .file(path: logPath(of: id)))
         } else {
-            process = try ChildProcess.spawn(executable, arguments, output: .file(path: logPath(of: id)), parentDeathSignal: "KILL")
+            let merged = environment.isEmpty ? nil : ProcessInfo.processInfo.environment.merging(environment) { $1 }
+            process = try ChildProcess.spawn(executable, arguments, environment: merged, output: .file(path: logPath(of: id)), parentDeathSignal: "KILL")
         }
         state.withLock { $0[id]!.manager = process }
     }

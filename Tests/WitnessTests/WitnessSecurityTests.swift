@@ -199,3 +199,89 @@ struct WitnessLogTests {
         #expect(refused.termination == .exited(code: 64) && refused.output.contains("--log-format must be text or json, not xml"), "\(refused.output)")
     }
 }
+
+@Suite("systemd notifications")
+struct SystemdNotifyTests {
+    /// A datagram socket standing in for systemd's `$NOTIFY_SOCKET`.
+    final class NotifySocket {
+        let fd: Int32
+        let path: String
+
+        init(path: String) throws {
+            self.path = path
+            fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+            var address = sockaddr_un()
+            address.sun_family = sa_family_t(AF_UNIX)
+            withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+                for (index, byte) in path.utf8.enumerated() { buffer[index] = byte }
+            }
+            let bound = withUnsafePointer(to: &address) { pointer in
+                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0 }
+            }
+            guard bound else { throw TestSupportError("bind \(path): \(String(cString: strerror(errno)))") }
+            var timeout = timeval(tv_sec: 0, tv_usec: 200_000)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        }
+
+        deinit { close(fd) }
+
+        /// The messages received within `duration`.
+        func messages(during duration: Duration) -> [String] {
+            let deadline = ContinuousClock.now + duration
+            var received: [String] = []
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while ContinuousClock.now < deadline {
+                let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+                if count > 0 { received.append(String(decoding: buffer[0..<count], as: UTF8.self)) }
+            }
+            return received
+        }
+    }
+
+    @Test("a witness run by systemd says READY=1 once it listens and WATCHDOG=1 while its Raft loop answers; frozen, it stops saying so")
+    func witnessNotifies() async throws {
+        try await withWitnessCluster(witnesses: 1) { cluster in
+            let notify = try NotifySocket(path: cluster.folder.appending("notify.sock"))
+            var environment = ProcessInfo.processInfo.environment
+            environment["NOTIFY_SOCKET"] = notify.path
+            environment["WATCHDOG_USEC"] = "600000"
+            let endpoint = cluster.endpoint(of: 1)
+            let witness = try ChildProcess.spawn(
+                try BuiltProducts.path(of: "pgquorum"),
+                ["witness", "run", "--id", "1", "--data", cluster.folder.appending("witness-1"), "--listen", "\(endpoint)", "--peers", "1=\(endpoint)",
+                 "--credentials", try cluster.credentialsPath(of: .witness(1), hosts: ["127.0.0.1"])],
+                environment: environment, output: .file(path: cluster.logPath(of: 1)), parentDeathSignal: "KILL")
+            let first = notify.messages(during: .seconds(3))
+            #expect(first.first?.hasPrefix("READY=1") == true, "\(first)")
+            #expect(first.filter { $0 == "WATCHDOG=1\n" }.count >= 3, "\(first)")
+            witness.send(SIGSTOP)
+            _ = notify.messages(during: .milliseconds(300))
+            let frozen = notify.messages(during: .seconds(1))
+            #expect(!frozen.contains("WATCHDOG=1\n"), "\(frozen)")
+            witness.send(SIGCONT)
+            #expect(notify.messages(during: .seconds(1)).contains("WATCHDOG=1\n"))
+            witness.send(SIGTERM)
+            #expect(notify.messages(during: .seconds(2)).contains { $0.hasPrefix("STOPPING=1") })
+            _ = await witness.stop(signal: SIGTERM, grace: .seconds(10))
+        }
+    }
+
+    @Test("show systemd prints a Type=notify unit with a watchdog for a node and for a witness; missing options are named")
+    func units() throws {
+        let executable = try BuiltProducts.path(of: "pgquorum")
+        let node = try runCommand(executable, ["show", "systemd", "node", "--dir", "/var/lib/pgquorum/node", "--executable", "/usr/bin/pgquorum"], timeout: .seconds(30))
+        for line in ["Type=notify", "User=postgres", "ExecStart=/usr/bin/pgquorum node run --dir /var/lib/pgquorum/node", "WatchdogSec=10", "Restart=always"] {
+            #expect(node.output.contains("\n\(line)\n"), "\(line) in \(node.output)")
+        }
+        let witness = try runCommand(
+            executable,
+            ["show", "systemd", "witness", "--id", "2", "--data", "/var/lib/w", "--listen", "10.0.0.2:7400", "--peers", "1=a:1,2=b:2", "--credentials",
+             "/etc/pgquorum/witness-2.credentials", "--executable", "/usr/bin/pgquorum"], timeout: .seconds(30))
+        #expect(witness.output.contains(
+            "\nExecStart=/usr/bin/pgquorum witness run --id 2 --data /var/lib/w --listen 10.0.0.2:7400 --peers 1=a:1,2=b:2 --credentials /etc/pgquorum/witness-2.credentials\n"),
+            "\(witness.output)")
+        #expect(witness.output.contains("\nUser=pgquorum\n"))
+        let missing = try runCommand(executable, ["show", "systemd", "witness", "--id", "2"], timeout: .seconds(30), check: false)
+        #expect(missing.termination == .exited(code: 64) && missing.output.contains("needs --id, --data, --listen, --peers and --credentials"), "\(missing.output)")
+    }
+}

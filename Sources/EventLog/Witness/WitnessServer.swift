@@ -129,6 +129,22 @@ public final class WitnessServer: @unchecked Sendable {
             metadata: ["id": "\(id)", "address": "\(configuration.listen.host):\(boundPort)", "cluster": "\(credentials.clusterID)"])
     }
 
+    /// Whether the Raft loop runs a task within `timeout` (systemd's watchdog asks): a loop
+    /// stuck in a disk write or a bug answers late or never.
+    public func loopResponds(within timeout: Duration) async -> Bool {
+        let answered = loop.submit { true }
+        return await withTaskGroup(of: Bool.self) { group in
+            group.addTask { (try? await answered.get()) ?? false }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+    }
+
     /// Stops serving: closes every connection and the storage. If this witness leads, it first
     /// hands leadership to the most up-to-date peer so that a planned restart costs no election.
     public func stop() async {

@@ -7,9 +7,18 @@ extension NodeManager {
     func nowNanos() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
 
     /// Checks the primary's lease ten times a second.
+    /// Under systemd with `WatchdogSec=`, each round that checked the lease also tells systemd
+    /// the manager is alive: a manager whose lease checks stop is killed and restarted (its
+    /// postgres dies with it), on top of the watchdog process's own fencing.
     func leaseLoop() async {
+        var lastKeepaliveNanos: UInt64 = 0
+        let keepaliveNanos = notify.watchdogInterval.map { UInt64($0.components.seconds) * 1_000_000_000 / 2 + UInt64($0.components.attoseconds / 2_000_000_000) }
         while !Task.isCancelled && !isStopping {
             await enforceLease()
+            if let keepaliveNanos, nowNanos() >= lastKeepaliveNanos + keepaliveNanos {
+                notify.watchdog()
+                lastKeepaliveNanos = nowNanos()
+            }
             try? await Task.sleep(for: .milliseconds(100))
         }
     }

@@ -19,6 +19,8 @@ public final class NodeManager: Sendable {
     let watchdog: Watchdog?
     /// Runs the operator's command when the node's role changes, if one is configured.
     let roleChangeHook: RoleChangeHook?
+    /// systemd's notifications (`Type=notify`, `WatchdogSec=`), when run by systemd.
+    let notify = SystemdNotify()
 
     struct Shared {
         /// The state replayed from the log, as far as this manager read it.
@@ -92,6 +94,7 @@ public final class NodeManager: Sendable {
         // Settings this version derives (replication timeouts…) reach an existing node too.
         if FileManager.default.fileExists(atPath: configuration.dataDirectory + "/PG_VERSION") { try postgres.writeSettings() }
         let endpoints = await startHTTPEndpoints()
+        notify.ready()
         do {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { await self.observationLoop() }
