@@ -169,31 +169,9 @@ struct NodeSystemdTests: ClusterScenarios {
             let current = primary(try await cluster.clusterState())
             let standby = try #require(cluster.ids.last { $0 != current })
             await cluster.killManager(standby)
-            let path = cluster.witnesses.folder.appending("notify.sock")
-            let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
-            defer { close(fd) }
-            var address = sockaddr_un()
-            address.sun_family = sa_family_t(AF_UNIX)
-            withUnsafeMutableBytes(of: &address.sun_path) { buffer in
-                for (index, byte) in path.utf8.enumerated() { buffer[index] = byte }
-            }
-            let bound = withUnsafePointer(to: &address) { pointer in
-                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0 }
-            }
-            #expect(bound)
-            var timeout = timeval(tv_sec: 0, tv_usec: 200_000)
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            func messages(during duration: Duration) -> [String] {
-                let deadline = ContinuousClock.now + duration
-                var received: [String] = []
-                var buffer = [UInt8](repeating: 0, count: 4096)
-                while ContinuousClock.now < deadline {
-                    let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-                    if count > 0 { received.append(String(decoding: buffer[0..<count], as: UTF8.self)) }
-                }
-                return received
-            }
-            try cluster.startManager(standby, environment: ["NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"])
+            let notify = try NotifySocket(path: cluster.witnesses.folder.appending("notify.sock"))
+            func messages(during duration: Duration) -> [String] { notify.messages(during: duration) }
+            try cluster.startManager(standby, environment: ["NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "1000000"])
             let first = messages(during: .seconds(4))
             #expect(first.contains { $0.hasPrefix("READY=1") }, "\(first)")
             #expect(first.filter { $0 == "WATCHDOG=1\n" }.count >= 4, "\(first)")
