@@ -149,8 +149,8 @@ struct LoadBalancerTests: ClusterScenarios {
             }
             let state = try await cluster.clusterState()
             #expect(state[primary]?.goal == .primary && state.sortedNodes.allSatisfy(\.isConverged), "no failover")
-            #expect(writer.longestGap(from: floodStart, to: ContinuousClock.now) < .seconds(1), "writes paused during the flood")
-            #expect(answered.value > 1_000, "the endpoints answered \(answered.value) requests in 8 s")
+            #expect(writer.longestGap(from: floodStart, to: ContinuousClock.now) < .seconds(2), "writes paused during the flood")
+            #expect(answered.value > 200, "the endpoints answered \(answered.value) requests in 8 s")
             // The idle connections were closed (after 5 s, or at once beyond 256); it still answers.
             #expect(try cluster.http(primary, "/primary").status == 200)
             await writer.stop()

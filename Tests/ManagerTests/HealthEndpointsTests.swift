@@ -7,10 +7,10 @@ import Testing
 struct HealthEndpointsTests {
     static let primary = HealthEndpoints.View(
         postgresRunning: true, inRecovery: false, readOnly: false, timeline: 2, walReceiverStatus: nil, lagBytes: nil, reached: .primary,
-        goal: .primary, leaseRemainingNanos: 900_000_000, fenced: false, managerAlive: true, clusterDocument: #"{"nodes":[]}"#)
+        goal: .primary, leaseRemainingNanos: 900_000_000, fenced: false, managerAlive: true, clusterState: ClusterState())
     static let replica = HealthEndpoints.View(
         postgresRunning: true, inRecovery: true, readOnly: true, timeline: 2, walReceiverStatus: "streaming", lagBytes: 4_096,
-        reached: .secondary, goal: .secondary, leaseRemainingNanos: 0, fenced: false, managerAlive: true, clusterDocument: #"{"nodes":[]}"#)
+        reached: .secondary, goal: .secondary, leaseRemainingNanos: 0, fenced: false, managerAlive: true, clusterState: ClusterState())
 
     func statuses(_ view: HealthEndpoints.View, _ targets: [String]) -> [String] {
         targets.map { "\($0) \(HealthEndpoints.respond(method: "GET", target: $0, view: view).status)" }
@@ -73,7 +73,9 @@ struct HealthEndpointsTests {
         #expect(HealthEndpoints.respond(method: "GET", target: "/nowhere", view: Self.primary).status == 404)
         #expect(HealthEndpoints.respond(method: "GET", target: "/replica?lag=lots", view: Self.replica).status == 400)
         #expect(HealthEndpoints.respond(method: "GET", target: "/replica?replication_state=stopped", view: Self.replica).status == 400)
-        #expect(HealthEndpoints.respond(method: "HEAD", target: "/cluster", view: Self.primary) == .init(status: 200, body: #"{"nodes":[]}"#))
+        #expect(
+            HealthEndpoints.respond(method: "HEAD", target: "/cluster", view: Self.primary)
+                == .init(status: 200, body: #"{"applied_index":0,"formation":"default","nodes":[],"term":0,"waiting_reason":null}"#))
         #expect(HealthEndpoints.ReplicaFilters.bytes("16MB") == 16 << 20)
         #expect(HealthEndpoints.ReplicaFilters.bytes("999999999999TB") == nil)
     }

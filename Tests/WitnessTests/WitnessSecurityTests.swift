@@ -50,7 +50,7 @@ struct WitnessSecurityTests {
             defer { client.close() }
             let acks = AckLog()
             let appenders = startAppenders(client, workers: 2, firstTag: 1_000, into: acks)
-            try await waitUntil("appends commit", timeout: .seconds(10)) { acks.count >= 50 }
+            try await waitUntil("appends commit", timeout: .seconds(30)) { acks.count >= 50 }
             for (id, name) in [(PGNodeID(1), "n1"), (2, "n2")] {
                 _ = try await client.append(.nodeRegistered(NodeRegistration(node: id, name: name, host: "127.0.0.1", port: 5432 + UInt16(id), systemIdentifier: 7)))
             }
@@ -60,7 +60,7 @@ struct WitnessSecurityTests {
             let other = try PKIDirectory.create(at: cluster.folder.appending("other-pki"), clusterID: cluster.credentials.clusterID)
             var foreign = try WitnessCredentials.load(from: try other.issue(testOperator))
             foreign.caFile = cluster.credentials.caFile
-            let foreignClient = cluster.client(timeout: .seconds(3), credentials: foreign)
+            let foreignClient = cluster.client(timeout: .seconds(10), credentials: foreign)
             defer { foreignClient.close() }
             let foreignReason = await refused(foreignClient)
             #expect(foreignReason.contains("refused this side's certificate: it is not signed by the CA it trusts"), "\(foreignReason)")
@@ -72,7 +72,7 @@ struct WitnessSecurityTests {
                 from: try cluster.pki.issue(
                     try ClusterIdentity(role: .operator, name: "future"), days: 30, notValidBefore: Date().addingTimeInterval(Self.day)))
             for credentials in [expired, future] {
-                let refusedClient = cluster.client(timeout: .seconds(3), credentials: credentials)
+                let refusedClient = cluster.client(timeout: .seconds(10), credentials: credentials)
                 defer { refusedClient.close() }
                 let reason = await refused(refusedClient)
                 #expect(reason.contains("refused this side's certificate: it has expired, or is not valid yet"), "\(reason)")
@@ -120,7 +120,7 @@ struct WitnessSecurityTests {
 
             // Nothing refused reached the log; what was allowed did, once.
             let afterwards = acks.count
-            try await waitUntil("appends still commit", timeout: .seconds(10)) { acks.count >= afterwards + 50 }
+            try await waitUntil("appends still commit", timeout: .seconds(30)) { acks.count >= afterwards + 50 }
             appenders.cancel()
             await appenders.value
             let entries = try await cluster.entries(of: leader)
@@ -155,7 +155,7 @@ struct WitnessSecurityTests {
             try cluster.startAll()
             _ = try await cluster.waitForLeader(among: [2, 3])
             _ = try await cluster.client().append(.settingsChanged(FormationSettings()))
-            try await waitUntil("witness 1 logs that its certificate expired", timeout: .seconds(10)) {
+            try await waitUntil("witness 1 logs that its certificate expired", timeout: .seconds(30)) {
                 cluster.log(of: 1).contains("the certificate of witness 1 has expired")
             }
             let direct = cluster.client([cluster.endpoint(of: 1)], timeout: .seconds(2))
@@ -167,7 +167,7 @@ struct WitnessSecurityTests {
                 try runCommand(executable, ["pki", "issue", "witness", "1", "--host", "127.0.0.1", "--renew", "--dir", cluster.pki.path], timeout: .seconds(30))
             }
             #expect(renewed.output.hasPrefix("renewed the certificate of witness 1"), "\(renewed.output)")
-            try await waitUntilAsync("witness 1 serves clients and has caught up", timeout: .seconds(20)) {
+            try await waitUntilAsync("witness 1 serves clients and has caught up", timeout: .seconds(40)) {
                 guard let status = try? await direct.status() else { return false }
                 return status.applied >= 2 && status.leader != nil
             }
@@ -208,22 +208,22 @@ struct SystemdNotifyTests {
             let notify = try NotifySocket(path: cluster.folder.appending("notify.sock"))
             var environment = ProcessInfo.processInfo.environment
             environment["NOTIFY_SOCKET"] = notify.path
-            environment["WATCHDOG_USEC"] = "600000"
+            environment["WATCHDOG_USEC"] = "2000000"
             let endpoint = cluster.endpoint(of: 1)
             let witness = try ChildProcess.spawn(
                 try BuiltProducts.path(of: "pgquorum"),
                 ["witness", "run", "--id", "1", "--data", cluster.folder.appending("witness-1"), "--listen", "\(endpoint)", "--peers", "1=\(endpoint)",
                  "--credentials", try cluster.credentialsPath(of: .witness(1), hosts: ["127.0.0.1"])],
                 environment: environment, output: .file(path: cluster.logPath(of: 1)), parentDeathSignal: "KILL")
-            let first = notify.messages(during: .seconds(3))
+            let first = notify.messages(during: .seconds(5))
             #expect(first.first?.hasPrefix("READY=1") == true, "\(first)")
-            #expect(first.filter { $0 == "WATCHDOG=1\n" }.count >= 3, "\(first)")
+            #expect(first.filter { $0 == "WATCHDOG=1\n" }.count >= 2, "\(first)")
             witness.send(SIGSTOP)
             _ = notify.messages(during: .milliseconds(300))
-            let frozen = notify.messages(during: .seconds(1))
-            #expect(!frozen.contains("WATCHDOG=1\n"), "\(frozen)")
+            let frozen = notify.messages(during: .seconds(2))
             witness.send(SIGCONT)
-            #expect(notify.messages(during: .seconds(1)).contains("WATCHDOG=1\n"))
+            #expect(!frozen.contains("WATCHDOG=1\n"), "\(frozen)")
+            #expect(notify.messages(during: .seconds(3)).contains("WATCHDOG=1\n"))
             witness.send(SIGTERM)
             #expect(notify.messages(during: .seconds(2)).contains { $0.hasPrefix("STOPPING=1") })
             _ = await witness.stop(signal: SIGTERM, grace: .seconds(10))

@@ -28,12 +28,12 @@ public enum HealthEndpoints {
         public var fenced: Bool
         /// The manager's loops ran lately (`liveness`).
         public var managerAlive: Bool
-        /// `pgquorum status --json` of the state this manager replayed.
-        public var clusterDocument: String
+        /// The state this manager replayed (`/cluster` serves its status document).
+        public var clusterState: ClusterState
 
         public init(
             postgresRunning: Bool, inRecovery: Bool?, readOnly: Bool?, timeline: UInt32?, walReceiverStatus: String?, lagBytes: UInt64?,
-            reached: NodeState?, goal: NodeState?, leaseRemainingNanos: UInt64, fenced: Bool, managerAlive: Bool, clusterDocument: String
+            reached: NodeState?, goal: NodeState?, leaseRemainingNanos: UInt64, fenced: Bool, managerAlive: Bool, clusterState: ClusterState
         ) {
             self.postgresRunning = postgresRunning
             self.inRecovery = inRecovery
@@ -46,7 +46,7 @@ public enum HealthEndpoints {
             self.leaseRemainingNanos = leaseRemainingNanos
             self.fenced = fenced
             self.managerAlive = managerAlive
-            self.clusterDocument = clusterDocument
+            self.clusterState = clusterState
         }
     }
 
@@ -89,7 +89,7 @@ public enum HealthEndpoints {
         case "/readiness":
             return answer(isPrimary(view) || isReplica(view, ReplicaFilters(replicationStateStreaming: true)), view)
         case "/cluster":
-            return Response(status: 200, body: view.clusterDocument)
+            return Response(status: 200, body: JSONDocument.line(StatusDocument(view.clusterState)))
         default:
             return Response(status: 404, body: JSONDocument.line(NotFound(error: "no such path", paths: paths)))
         }

@@ -39,6 +39,6 @@ extension NodeManager {
             timeline: observation?.timeline, walReceiverStatus: observation?.walReceiver?.status, lagBytes: lag, reached: state[node]?.reached,
             goal: state[node]?.goal, leaseRemainingNanos: lease ?? 0, fenced: snapshot.fenced,
             managerAlive: snapshot.observationLoopNanos.map { now < $0 + loopWindow } ?? false,
-            clusterDocument: JSONDocument.line(StatusDocument(state)))
+            clusterState: state)
     }
 }
