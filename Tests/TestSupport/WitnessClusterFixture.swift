@@ -134,11 +134,13 @@ public final class WitnessClusterFixture: Sendable {
     public func waitForLeader(among ids: [NodeID]? = nil, timeout: Duration = .seconds(20)) async throws -> NodeID {
         let ids = ids ?? state.withLock { $0.initialMembers }
         let deadline = ContinuousClock.now + timeout
+        // One client per witness for the whole wait: its connection (and TLS handshake, slow
+        // in a debug build on a loaded machine) is made once, not at every attempt.
+        let clients = Dictionary(uniqueKeysWithValues: ids.map { ($0, self.client([endpoint(of: $0)], timeout: .seconds(3))) })
+        defer { for client in clients.values { client.close() } }
         while ContinuousClock.now < deadline {
             for id in ids where isRunning(id) {
-                let client = self.client([endpoint(of: id)], timeout: .seconds(1))
-                defer { client.close() }
-                if let status = try? await client.status(of: endpoint(of: id)), status.role == "leader" { return id }
+                if let status = try? await clients[id]!.status(of: endpoint(of: id)), status.role == "leader" { return id }
             }
             try await Task.sleep(for: .milliseconds(50))
         }
@@ -147,7 +149,7 @@ public final class WitnessClusterFixture: Sendable {
 
     /// The status of one witness.
     public func status(of id: NodeID) async throws -> WitnessStatus {
-        let client = self.client([endpoint(of: id)], timeout: .seconds(2))
+        let client = self.client([endpoint(of: id)], timeout: .seconds(5))
         defer { client.close() }
         return try await client.status(of: endpoint(of: id))
     }
