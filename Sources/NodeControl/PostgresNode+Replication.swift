@@ -178,6 +178,15 @@ extension PostgresNode {
     ) async throws(NodeControlError) -> RewindOutcome {
         try requireDataDirectory()
         await stop(.fast)
+        return try await blocking { () throws(NodeControlError) -> RewindOutcome in
+            try self.rewindStopped(from: source, slot: slot, recloneOnFailure: recloneOnFailure, progress: progress)
+        }
+    }
+
+    /// `rewind` once postgres is stopped: pg_rewind, or the clone that replaces it.
+    private func rewindStopped(
+        from source: ReplicationSource, slot: String?, recloneOnFailure: Bool, progress: @escaping @Sendable (CopyProgress) -> Void
+    ) throws(NodeControlError) -> RewindOutcome {
         do {
             try writeTLSFiles()
             // pg_rewind flushes what it wrote to disk before it returns (a crash right after a

@@ -31,7 +31,7 @@ extension NodeManager {
         }
         // Names resolve from the address book's cache; a lookup that is due runs off the pool.
         let hosts = state.sortedNodes.map(\.registration.host) + [configuration.host]
-        let peers = addressBook.isCurrent(hosts) ? peerAddresses(state) : try await blocking { [self] in peerAddresses(state) }
+        let peers = addressBook.isCurrent(hosts) ? peerAddresses(state) : await blocking { [self] in peerAddresses(state) }
         // A renewed certificate (or CA) reaches postgres as it reaches the witness client.
         let tlsGeneration = client.tls.current().generation
         if shared.withLock({ $0.tlsGeneration }) != tlsGeneration {
