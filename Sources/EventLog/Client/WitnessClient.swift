@@ -282,6 +282,12 @@ public final class WitnessClient: Sendable {
         removed?.close()
     }
 
+    /// Whether a connection on which a request timed out is closed and redialled: when the
+    /// witness has sent nothing on it for an attempt's time (see `call`).
+    static func closesAfterTimeout(silentFor silence: Duration, attempt: Duration) -> Bool {
+        silence >= attempt
+    }
+
     /// How long one attempt at one witness may take: a third of the request's time, at least a
     /// second (a commit that waits for a slow disk is not a dead witness).
     public var attemptTimeout: Duration { max(.seconds(1), requestTimeout / 3) }
@@ -360,13 +366,18 @@ public final class WitnessClient: Sendable {
                     switch error {
                     case .refused, .failure: throw error
                     case .timedOut:
-                        // Slow, hung, or the path to it cut: tried last for a while, and its
-                        // connection closed. A connection cut silently sits in TCP's
-                        // retransmission back-off; after the heal the next request on it could
-                        // wait tens of seconds, while a new one goes through at once. Requests
-                        // in flight on it fail over to a new connection the same way.
+                        // Slow, hung, or the path to it cut: tried last for a while. A
+                        // connection cut silently sits in TCP's retransmission back-off; after
+                        // the heal the next request on it could wait tens of seconds, while a
+                        // new one goes through at once: one that has sent nothing for an
+                        // attempt's time is closed, and requests in flight on it fail over to a
+                        // new connection the same way. One that was heard from lately (its
+                        // handshake just ended, say, using up most of this attempt's time) is
+                        // only slow, and kept: closing it would make every next attempt pay
+                        // for a new handshake too, and on a loaded machine never get an answer.
                         problems[endpoint] = "\(error)"
                         suspect(endpoint)
+                        if let used, !Self.closesAfterTimeout(silentFor: ContinuousClock.now - used.lastHeard, attempt: attemptTimeout) { break }
                         forget(endpoint, used)
                     default:
                         problems[endpoint] = "\(error)"

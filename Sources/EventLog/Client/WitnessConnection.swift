@@ -44,6 +44,7 @@ final class WitnessConnection: Sendable {
         var pushes: [UInt64: @Sendable (WitnessResponse) -> Void] = [:]
         var onClose: [@Sendable (String) -> Void] = []
         var closedReason: String?
+        var lastHeard = ContinuousClock.now
     }
 
     private init(endpoint: WitnessEndpoint, channel: any Channel) {
@@ -53,6 +54,9 @@ final class WitnessConnection: Sendable {
     }
 
     var isOpen: Bool { state.withLock { $0.closedReason == nil } && channel.isActive }
+
+    /// When the witness last sent anything on this connection (its handshake included).
+    var lastHeard: ContinuousClock.Instant { state.withLock { $0.lastHeard } }
 
     /// Connects and completes TLS and the handshake. The witness refusing this side (its
     /// certificate, its cluster id) is `.refused`; this side refusing the witness (its
@@ -99,6 +103,7 @@ final class WitnessConnection: Sendable {
         box.connection = connection
         do {
             try await handshake.futureResult.get()
+            connection.state.withLock { $0.lastHeard = .now }
         } catch let closed as HandshakeClosed {
             channel.close(promise: nil)
             if closed.reason.refusal { throw WitnessClientError.refused(endpoint: endpoint, reason: closed.reason.text) }
@@ -155,6 +160,7 @@ final class WitnessConnection: Sendable {
     }
 
     private func received(_ frame: Frame) {
+        state.withLock { $0.lastHeard = .now }
         guard frame.kind == WitnessFrameKind.response.rawValue else {
             return closeBroken("unexpected frame kind \(frame.kind)")
         }

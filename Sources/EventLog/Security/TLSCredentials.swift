@@ -202,7 +202,7 @@ public struct TLSFailure: Sendable, CustomStringConvertible {
         switch error {
         case NIOSSLError.handshakeFailed(let inner): text = "\(inner)"
         case NIOSSLError.uncleanShutdown:
-            self.init(description: "the connection closed during the TLS handshake (the other side stopped, or refused it)", refusedThisSide: false)
+            self.init(description: "the other side closed the connection without ending TLS (it stopped, or refused this side)", refusedThisSide: false)
             return
         case let error as NIOSSLError: text = "\(error)"
         // In TLS 1.3 the client's handshake ends before the server checked the client's
