@@ -34,7 +34,7 @@ struct HostAddressesTests {
     }
 
     @Test("the address book resolves a name once per refresh, keeps its last addresses when the resolver fails, and retries a failure")
-    func addressBook() throws {
+    func addressBook() async throws {
         let answers = Mutex<[String: [String]]>(["db1": ["10.0.0.1"]])
         let calls = Mutex(0)
         let book = PeerAddressBook(refresh: .milliseconds(300), retry: .milliseconds(100)) { (host: String) throws(NodeControlError) -> [String] in
@@ -48,11 +48,11 @@ struct HostAddressesTests {
         // The name moves; the book sees it after its refresh time, not before.
         answers.withLock { $0["db1"] = ["10.0.0.2", "fd00::2"] }
         #expect(book.lookup(["db1"]).cidrs == ["10.0.0.1/32"])
-        Thread.sleep(forTimeInterval: 0.35)
+        try await Task.sleep(for: .milliseconds(350))
         #expect(book.lookup(["db1"]).cidrs == ["10.0.0.2/32", "fd00::2/128"])
         // The resolver fails: the last addresses stay.
         answers.withLock { $0["db1"] = nil }
-        Thread.sleep(forTimeInterval: 0.35)
+        try await Task.sleep(for: .milliseconds(350))
         let kept = book.lookup(["db1"])
         #expect(kept.cidrs == ["10.0.0.2/32", "fd00::2/128"])
         #expect(kept.unresolved.isEmpty)
@@ -62,7 +62,7 @@ struct HostAddressesTests {
         #expect(missing.unresolved["db2"]?.contains("db2 does not resolve") == true)
         answers.withLock { $0["db2"] = ["10.0.0.3"] }
         #expect(book.lookup(["db2"]).cidrs.isEmpty)
-        Thread.sleep(forTimeInterval: 0.15)
+        try await Task.sleep(for: .milliseconds(150))
         #expect(book.lookup(["db2"]).cidrs == ["10.0.0.3/32"])
     }
 
@@ -71,7 +71,7 @@ struct HostAddressesTests {
         try await withNodes(["node_1"]) { nodes in
             let node = nodes[0].node
             #expect(throws: NodeControlError.self) { _ = try node.hbaContent(peers: ["db1.example.com"]) }
-            try node.initialize(peers: ["127.0.0.1"])
+            try await onOwnThread { try node.initialize(peers: ["127.0.0.1"]) }
             let peers = try ["10.0.0.7", "fd00::7", "192.168.0.0/16"] + HostAddresses.resolve("localhost")
             #expect(try node.writeHBA(peers: peers))
             #expect(try !node.writeHBA(peers: peers.reversed()))

@@ -8,7 +8,7 @@ import TestSupport
 struct PostgresConnectionTests {
     @Test("a query with parameters runs on a postgres the test started and stopped")
     func queryWithParameters() async throws {
-        let server = try PostgresFixture()
+        let server = try await PostgresFixture()
         do {
             try await server.start()
             let connection = try PostgresConnection(server.connectionOptions())

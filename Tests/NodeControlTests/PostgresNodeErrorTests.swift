@@ -25,7 +25,7 @@ struct PostgresNodeErrorTests {
             try await first.startPrimary()
             let second = try NodeFixture(name: "node_2", port: first.node.configuration.port)
             defer { second.folder.remove() }
-            try second.node.initialize(peers: [])
+            try await onOwnThread { try second.node.initialize(peers: []) }
             let clock = ContinuousClock()
             let started = clock.now
             do {
@@ -49,8 +49,8 @@ struct PostgresNodeErrorTests {
             let nowhere = ReplicationSource(host: "127.0.0.1", port: try FreePort.next())
             let clock = ContinuousClock()
             let started = clock.now
-            #expect {
-                try node.basebackup(from: nowhere, slot: "node_2")
+            await #expect {
+                try await onOwnThread { try node.basebackup(from: nowhere, slot: "node_2") }
             } throws: { error in
                 guard case NodeControlError.commandFailed(let operation, .failed(_, _, let tail)) = error else { return false }
                 return operation == "pg_basebackup from \(nowhere)" && tail.contains("Connection refused")

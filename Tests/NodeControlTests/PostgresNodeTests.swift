@@ -29,7 +29,8 @@ struct PostgresNodeTests {
             try primary.node.createSlot("node_2")
             try primary.node.createSlot("node_2")  // idempotent
             let reports = Mutex<[CopyProgress]>([])
-            try standby.node.basebackup(from: primary.source, slot: "node_2") { progress in reports.withLock { $0.append(progress) } }
+            let node = standby.node
+            try await onOwnThread { try node.basebackup(from: primary.source, slot: "node_2") { progress in reports.withLock { $0.append(progress) } } }
             try await standby.node.start()
             #expect(reports.withLock { $0.last?.percent } == 100)
             #expect(reports.withLock { $0.allSatisfy { $0.totalBytes > 0 } })
@@ -86,7 +87,7 @@ struct PostgresNodeTests {
             try await waitUntil("row 1 reaches the standby") { try newPrimary.sql("SELECT count(*) FROM t") == "1" }
 
             try newPrimary.node.setReadOnly(true)
-            try newPrimary.node.promote()
+            try await onOwnThread { try newPrimary.node.promote() }
             #expect(try newPrimary.node.observe().inRecovery == false)
             // Read-only until told otherwise: a write fails with SQLSTATE 25006.
             #expect {
@@ -96,7 +97,7 @@ struct PostgresNodeTests {
             try newPrimary.sql("INSERT INTO t VALUES (2)")
             // The old primary diverges a little before it is fenced.
             try oldPrimary.sql("INSERT INTO t VALUES (100)")
-            try newPrimary.node.checkpoint()
+            try await onOwnThread { try newPrimary.node.checkpoint() }
             #expect(try newPrimary.node.observe().timeline == 2)
 
             try newPrimary.node.createSlot("node_1")
@@ -185,7 +186,7 @@ struct PostgresNodeTests {
     func postgresDiesWithItsManager() async throws {
         try await withNodes(["node_1"]) { nodes in
             let fixture = nodes[0]
-            try fixture.node.initialize(peers: ["127.0.0.1"])
+            try await onOwnThread { try fixture.node.initialize(peers: ["127.0.0.1"]) }
             let output = fixture.folder.appending("helper.out")
             let helper = try ChildProcess.spawn(
                 try BuiltProducts.path(of: "pgquorum-test-helper"),
@@ -228,6 +229,6 @@ struct PostgresNodeTests {
 func startPrimaryAndStandby(_ primary: NodeFixture, _ standby: NodeFixture) async throws {
     try await primary.startPrimary()
     try primary.node.createSlot(standby.name)
-    try standby.node.basebackup(from: primary.source, slot: standby.name)
+    try await onOwnThread { try standby.node.basebackup(from: primary.source, slot: standby.name) }
     try await standby.node.start()
 }

@@ -35,8 +35,8 @@ struct PostgresTLSTests {
 
             // A server whose certificate is the cluster CA's but for another host.
             try await impostor.startPrimary()
-            #expect {
-                try victim.node.basebackup(from: impostor.source, slot: nil)
+            await #expect {
+                try await onOwnThread { try victim.node.basebackup(from: impostor.source, slot: nil) }
             } throws: { error in
                 "\(error)".contains("does not match host name \"127.0.0.1\"")
             }

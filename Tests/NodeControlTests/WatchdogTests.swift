@@ -8,11 +8,11 @@ import TestSupport
 @Suite("the watchdog", .serialized)
 struct WatchdogTests {
     /// A stand-in for a postmaster: a shell with two children, all sleeping.
-    func target() throws -> (ChildProcess, [pid_t]) {
+    func target() async throws -> (ChildProcess, [pid_t]) {
         let process = try ChildProcess.spawn("/bin/sh", ["-c", "sleep 300 & sleep 300 & wait"])
         var children: [pid_t] = []
         for _ in 0..<100 where children.count < 2 {
-            Thread.sleep(forTimeInterval: 0.02)
+            try await Task.sleep(for: .milliseconds(20))
             children = Watchdog.childProcesses(of: process.pid)
         }
         #expect(children.count == 2)
@@ -31,7 +31,7 @@ struct WatchdogTests {
 
     @Test("armed and not renewed, it kills the process and every child at the deadline, not before")
     func killsAtDeadline() async throws {
-        let (process, children) = try target()
+        let (process, children) = try await target()
         let watchdog = try watchdog()
         defer { Task { await watchdog.close() } }
         // The deadline counts from when the watchdog reads the command: first let it start
@@ -57,7 +57,7 @@ struct WatchdogTests {
 
     @Test("renewed in time it never kills; disarmed it never kills")
     func renewedAndDisarmed() async throws {
-        let (process, children) = try target()
+        let (process, children) = try await target()
         defer {
             process.send(SIGKILL)
             for child in children { kill(child, SIGKILL) }
@@ -90,7 +90,7 @@ struct WatchdogTests {
 
     @Test("when the manager is gone (its pipe closes) while armed, it kills at once; a new watchdog starts on the next arm")
     func managerGone() async throws {
-        let (process, _) = try target()
+        let (process, _) = try await target()
         let watchdog = try watchdog()
         defer { Task { await watchdog.close() } }
         try watchdog.arm(postmaster: process.pid, remaining: .seconds(60))
@@ -99,7 +99,7 @@ struct WatchdogTests {
         let ended = await process.wait(timeout: .seconds(5))
         #expect(ended == .signaled(signal: SIGKILL))
         // The next arm starts a new watchdog process.
-        let (second, children) = try target()
+        let (second, children) = try await target()
         defer {
             second.send(SIGKILL)
             for child in children { kill(child, SIGKILL) }

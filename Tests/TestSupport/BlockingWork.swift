@@ -1,19 +1,21 @@
 import Foundation
+import NodeControl
 
-/// Runs blocking work (libpq calls that wait, for instance) on a thread of its own, so that
-/// it neither occupies nor waits for a thread of Swift's cooperative pool — which tests share,
-/// and which long CPU-bound tests (the simulations) can fill.
+/// Runs blocking work (libpq calls that wait, child programs) on a thread of its own
+/// (NodeControl's `blocking`), so that it neither occupies nor waits for a thread of Swift's
+/// cooperative pool — which every test of the process shares: two tests blocking it on a
+/// two-core machine stop every other test's tasks, their clients and timers, until one
+/// returns.
 public func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        let thread = Thread {
-            do {
-                continuation.resume(returning: try body())
-            } catch {
-                continuation.resume(throwing: error)
-            }
-        }
-        thread.start()
-    }
+    try await blocking(body)
+}
+
+/// `runCommand` on a thread of its own (see `onOwnThread`).
+@discardableResult
+public func runProgram(
+    _ executable: String, _ arguments: [String], environment: [String: String]? = nil, timeout: Duration = .seconds(120), check: Bool = true
+) async throws -> CommandResult {
+    try await onOwnThread { try runCommand(executable, arguments, environment: environment, timeout: timeout, check: check) }
 }
 
 /// Runs long CPU-bound work (the simulations) on a thread of its own at the lowest

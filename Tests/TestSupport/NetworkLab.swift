@@ -246,13 +246,14 @@ public func withNetworkLab<T>(hostCount: Int, _ body: (NetworkLab) async throws 
     while flock(lock, LOCK_EX | LOCK_NB) != 0 {
         try await Task.sleep(for: .milliseconds(200))
     }
-    let lab = try NetworkLab(hostCount: hostCount)
+    // Tens of `ip` and `nft` commands: run from a thread of their own, not the test pool's.
+    let lab = try await onOwnThread { try NetworkLab(hostCount: hostCount) }
     do {
         let result = try await body(lab)
-        lab.destroy()
+        _ = try? await onOwnThread { lab.destroy() }
         return result
     } catch {
-        lab.destroy()
+        _ = try? await onOwnThread { lab.destroy() }
         throw error
     }
 }

@@ -32,9 +32,10 @@ public final class NodeFixture: @unchecked Sendable {
 
     /// initdb, start, and create the replication role: a running primary.
     public func startPrimary() async throws {
-        try node.initialize(peers: ["127.0.0.1"])
+        let node = node
+        try await blocking { () throws(NodeControlError) in try node.initialize(peers: ["127.0.0.1"]) }
         try await node.start()
-        try node.createReplicationRole(password: Self.password)
+        try await blocking { () throws(NodeControlError) in try node.createReplicationRole(password: Self.password) }
     }
 
     public func destroy() async {

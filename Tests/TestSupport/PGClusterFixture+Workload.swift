@@ -41,27 +41,4 @@ extension PGClusterFixture {
     public static func primary(_ state: ClusterState) -> PGNodeID? {
         state.sortedNodes.first { [.primary, .waitPrimary, .single].contains($0.reached) && $0.isConverged }?.id
     }
-
-    /// Whether node `id`'s postgres takes writes now, asked from the host it runs on (a cut
-    /// between it and the test process does not matter): it accepts a connection, is not in
-    /// recovery and is not read-only, so a `target_session_attrs=read-write` client would
-    /// write to it. nil when the question got no answer within `timeout` seconds.
-    public func isWritableSeenFromItsHost(_ id: PGNodeID, timeout: Int = 2) -> Bool? {
-        let psql = PostgresInstallation().binDirectory + "/psql"
-        let conninfo = "host=\(address(of: id)) port=\(port(of: id)) user=postgres dbname=postgres connect_timeout=\(timeout)"
-        let query = "SELECT NOT pg_is_in_recovery() AND current_setting('default_transaction_read_only') = 'off'"
-        let arguments = ["-X", "-At", "-d", conninfo, "-c", query]
-        let (program, full): (String, [String])
-        if let lab, let host = host(of: id) {
-            (program, full) = lab.command(on: host, psql, arguments)
-        } else {
-            (program, full) = (psql, arguments)
-        }
-        guard let result = try? runCommand(program, full, timeout: .seconds(timeout + 2), check: false) else { return nil }
-        guard result.termination == .exited(code: 0) else {
-            // Refused, or reset: postgres is down or on its way down.
-            return result.output.contains("timeout expired") ? nil : false
-        }
-        return result.output.trimmingCharacters(in: .whitespacesAndNewlines) == "t"
-    }
 }

@@ -16,7 +16,7 @@ public final class PostgresFixture: @unchecked Sendable {
     public private(set) var process: ChildProcess?
 
     /// Creates the cluster with initdb (trust authentication for the `postgres` role).
-    public init(installation: PostgresInstallation = PostgresInstallation()) throws {
+    public init(installation: PostgresInstallation = PostgresInstallation()) async throws {
         self.installation = installation
         folder = try TemporaryDirectory(prefix: "pgquorum-pg")
         dataDirectory = folder.appending("data")
@@ -33,7 +33,7 @@ public final class PostgresFixture: @unchecked Sendable {
             let initdb = try installation.command(
                 "initdb",
                 ["-D", dataDirectory, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"])
-            try runCommand(initdb.executable, initdb.arguments, timeout: .seconds(120))
+            try await runProgram(initdb.executable, initdb.arguments, timeout: .seconds(120))
         } catch {
             folder.remove()
             throw error

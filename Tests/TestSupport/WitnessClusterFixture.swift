@@ -131,20 +131,28 @@ public final class WitnessClusterFixture: Sendable {
     }
 
     /// Waits until some witness reports itself leader, and returns its id.
-    public func waitForLeader(among ids: [NodeID]? = nil, timeout: Duration = .seconds(20)) async throws -> NodeID {
+    public func waitForLeader(among ids: [NodeID]? = nil, timeout: Duration = .seconds(30)) async throws -> NodeID {
         let ids = ids ?? state.withLock { $0.initialMembers }
         let deadline = ContinuousClock.now + timeout
         // One client per witness for the whole wait: its connection (and TLS handshake, slow
         // in a debug build on a loaded machine) is made once, not at every attempt.
-        let clients = Dictionary(uniqueKeysWithValues: ids.map { ($0, self.client([endpoint(of: $0)], timeout: .seconds(3))) })
+        let clients = Dictionary(uniqueKeysWithValues: ids.map { ($0, self.client([endpoint(of: $0)], timeout: .seconds(6))) })
         defer { for client in clients.values { client.close() } }
+        var last: [NodeID: String] = [:]
         while ContinuousClock.now < deadline {
             for id in ids where isRunning(id) {
-                if let status = try? await clients[id]!.status(of: endpoint(of: id)), status.role == "leader" { return id }
+                do {
+                    let status = try await clients[id]!.status(of: endpoint(of: id))
+                    if status.role == "leader" { return id }
+                    last[id] = "\(status.role), term \(status.term)"
+                } catch {
+                    last[id] = "\(error)"
+                }
             }
             try await Task.sleep(for: .milliseconds(50))
         }
-        throw TestSupportError("no witness became leader within \(timeout)")
+        let seen = ids.map { "witness \($0): \(last[$0] ?? (isRunning($0) ? "not asked" : "not running"))" }.joined(separator: "; ")
+        throw TestSupportError("no witness became leader within \(timeout) (last answers: \(seen))")
     }
 
     /// The status of one witness.

@@ -83,8 +83,9 @@ struct WitnessPartitionTests {
                 let elapsed = ContinuousClock.now - started
                 #expect(heartbeatSettings(in: entries) == [600, 700])
                 #expect(entries.contains { $0.index == changed })
-                // About a second on an idle machine; CI runs whole clusters beside it.
-                #expect(elapsed < .seconds(8), "the read took \(elapsed)")
+                // About a second on an idle machine; CI runs whole clusters beside it. Waiting
+                // out the attempt at witness 1 would take 20 s.
+                #expect(elapsed < .seconds(15), "the read took \(elapsed)")
 
                 // The operator's view: `show settings` with the cut-off witness listed first
                 // shows the change; `--stale` on that witness alone shows its frozen copy.

@@ -193,7 +193,7 @@ struct WitnessLogTests {
             }
             #expect(listening, "\(lines.prefix(5))")
         }
-        let refused = try runCommand(
+        let refused = try await runProgram(
             try BuiltProducts.path(of: "pgquorum"), ["witness", "run", "--id", "1", "--data", "/nonexistent", "--listen", "127.0.0.1:1", "--peers", "1=127.0.0.1:1", "--log-format", "xml"],
             timeout: .seconds(30), check: false)
         #expect(refused.termination == .exited(code: 64) && refused.output.contains("--log-format must be text or json, not xml"), "\(refused.output)")
@@ -231,13 +231,13 @@ struct SystemdNotifyTests {
     }
 
     @Test("show systemd prints a Type=notify unit with a watchdog for a node and for a witness; missing options are named")
-    func units() throws {
+    func units() async throws {
         let executable = try BuiltProducts.path(of: "pgquorum")
-        let node = try runCommand(executable, ["show", "systemd", "node", "--dir", "/var/lib/pgquorum/node", "--executable", "/usr/bin/pgquorum"], timeout: .seconds(30))
+        let node = try await runProgram(executable, ["show", "systemd", "node", "--dir", "/var/lib/pgquorum/node", "--executable", "/usr/bin/pgquorum"], timeout: .seconds(30))
         for line in ["Type=notify", "User=postgres", "ExecStart=/usr/bin/pgquorum node run --dir /var/lib/pgquorum/node", "WatchdogSec=10", "Restart=always"] {
             #expect(node.output.contains("\n\(line)\n"), "\(line) in \(node.output)")
         }
-        let witness = try runCommand(
+        let witness = try await runProgram(
             executable,
             ["show", "systemd", "witness", "--id", "2", "--data", "/var/lib/w", "--listen", "10.0.0.2:7400", "--peers", "1=a:1,2=b:2", "--credentials",
              "/etc/pgquorum/witness-2.credentials", "--executable", "/usr/bin/pgquorum"], timeout: .seconds(30))
@@ -245,7 +245,7 @@ struct SystemdNotifyTests {
             "\nExecStart=/usr/bin/pgquorum witness run --id 2 --data /var/lib/w --listen 10.0.0.2:7400 --peers 1=a:1,2=b:2 --credentials /etc/pgquorum/witness-2.credentials\n"),
             "\(witness.output)")
         #expect(witness.output.contains("\nUser=pgquorum\n"))
-        let missing = try runCommand(executable, ["show", "systemd", "witness", "--id", "2"], timeout: .seconds(30), check: false)
+        let missing = try await runProgram(executable, ["show", "systemd", "witness", "--id", "2"], timeout: .seconds(30), check: false)
         #expect(missing.termination == .exited(code: 64) && missing.output.contains("needs --id, --data, --listen, --peers and --credentials"), "\(missing.output)")
     }
 }
