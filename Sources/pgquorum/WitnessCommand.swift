@@ -118,6 +118,12 @@ struct WitnessRunCommand: AsyncParsableCommand {
     @Flag(help: "Do not bootstrap: wait to be added with `pgquorum witness add`.")
     var join = false
 
+    @Option(
+        help: ArgumentHelp(
+            "Serve Prometheus metrics at http://HOST:PORT/metrics (term, role, commit and applied index, leader changes, commit latency, snapshots, connections).",
+            valueName: "host:port"))
+    var metrics: String?
+
     @Option(help: "Milliseconds per Raft tick.")
     var tickMs = 50
 
@@ -149,15 +155,30 @@ struct WitnessRunCommand: AsyncParsableCommand {
         configuration.keepEntries = keepEntries
         configuration.stallTimeoutMillis = stallTimeoutMs
         try configuration.validate()
+        let metricsAddress: WitnessEndpoint?
+        do { metricsAddress = try metrics.map { try WitnessEndpoint(parsing: $0) } } catch {
+            throw ValidationError("--metrics: \(error) (HOST:PORT)")
+        }
         try WitnessIdentity.claim(dataDirectory: data, clusterID: credentials.clusterID)
 
         let (stops, stopSink) = AsyncStream<(reason: String, failed: Bool)>.makeStream()
         let signals = forwardStopSignals(to: stopSink) { ($0, false) }
         defer { signals.forEach { $0.cancel() } }
+        let endpoint = MetricsEndpoint()
         let server = try WitnessServer(
             configuration: configuration, application: ClusterStateApplication(), logger: logger,
+            metrics: metricsAddress == nil ? WitnessMetrics() : WitnessMetrics(factory: endpoint.factory),
             onFatal: { reason in stopSink.yield((reason, true)) })
         try await server.start()
+        // The metrics endpoint runs on a loop of its own; a scrape only reads what the Raft
+        // loop recorded.
+        var metricsServer: HTTPEndpointServer?
+        if let metricsAddress {
+            metricsServer = try await HTTPEndpointServer(host: metricsAddress.host, port: metricsAddress.port, logger: logger) { method, target in
+                endpoint.respond(method: method, target: target)
+                    ?? HealthEndpoints.Response(status: 404, body: "a witness serves \(MetricsEndpoint.path) only\n", contentType: "text/plain")
+            }
+        }
         // Under systemd (Type=notify): ready now; with WatchdogSec, alive while the Raft loop
         // answers, so a hung witness is killed and restarted.
         let notify = SystemdNotify()
@@ -177,6 +198,7 @@ struct WitnessRunCommand: AsyncParsableCommand {
         keepalive.cancel()
         notify.stopping()
         logger.info("stopping", metadata: ["reason": "\(stop.reason)"])
+        await metricsServer?.close()
         await server.stop()
         if stop.failed { throw ExitCode(1) }
     }

@@ -24,11 +24,17 @@ public final class WitnessClusterFixture: Sendable {
 
     private struct State {
         var ports: [NodeID: Int] = [:]
+        /// The ports of the witnesses' metrics endpoints, when the fixture serves them.
+        var metricsPorts: [NodeID: Int] = [:]
         var initialMembers: [NodeID] = []
         var processes: [NodeID: ChildProcess] = [:]
     }
 
-    public init(witnesses: Int = 3, extraArguments: [String] = [], root: String = "/tmp", lab: NetworkLab? = nil) throws {
+    /// Whether every witness serves `--metrics` (on a port of its own: `metrics(of:)`).
+    public let servesMetrics: Bool
+
+    public init(witnesses: Int = 3, extraArguments: [String] = [], root: String = "/tmp", lab: NetworkLab? = nil, metrics: Bool = false) throws {
+        servesMetrics = metrics
         precondition(lab.map { $0.hosts.count >= witnesses } ?? true, "the lab has fewer hosts than witnesses")
         self.lab = lab
         folder = try TemporaryDirectory(prefix: "pgquorum-witness", root: root)
@@ -91,6 +97,11 @@ public final class WitnessClusterFixture: Sendable {
             "--credentials", try credentialsPath(of: .witness(id), hosts: [endpoint(of: id).host]),
         ]
         if join { arguments.append("--join") }
+        if servesMetrics {
+            let port = try state.withLock { state in try state.metricsPorts[id] ?? FreePort.next() }
+            state.withLock { $0.metricsPorts[id] = port }
+            arguments += ["--metrics", "\(endpoint(of: id).host):\(port)"]
+        }
         let process: ChildProcess
         if let lab, let host = host(of: id) {
             process = try lab.spawn(on: host, executable, arguments + extraArguments, output: .file(path: logPath(of: id)))
@@ -155,6 +166,18 @@ public final class WitnessClusterFixture: Sendable {
         throw TestSupportError("no witness became leader within \(timeout) (last answers: \(seen))")
     }
 
+    /// The port of witness `id`'s metrics endpoint, once started with one.
+    public func metricsPort(of id: NodeID) -> Int? { state.withLock { $0.metricsPorts[id] } }
+
+    /// Witness `id`'s `/metrics`, parsed (the fixture must serve metrics).
+    public func metrics(of id: NodeID) async throws -> PrometheusText {
+        guard let port = metricsPort(of: id) else { throw TestSupportError("witness \(id) serves no metrics") }
+        let host = endpoint(of: id).host
+        let answer = try await onOwnThread { try httpRequest(host: host, port: port, path: "/metrics") }
+        guard answer.status == 200 else { throw TestSupportError("GET /metrics of witness \(id): \(answer.status) \(answer.body)") }
+        return try PrometheusText(answer.body)
+    }
+
     /// The status of one witness.
     public func status(of id: NodeID) async throws -> WitnessStatus {
         let client = self.client([endpoint(of: id)], timeout: .seconds(5))
@@ -207,9 +230,9 @@ public func waitUntilAsync(
 
 /// Runs `body` with a witness cluster and always destroys it; a failure carries the logs.
 public func withWitnessCluster(
-    witnesses: Int = 3, extraArguments: [String] = [], lab: NetworkLab? = nil, _ body: (WitnessClusterFixture) async throws -> Void
+    witnesses: Int = 3, extraArguments: [String] = [], lab: NetworkLab? = nil, metrics: Bool = false, _ body: (WitnessClusterFixture) async throws -> Void
 ) async throws {
-    let cluster = try WitnessClusterFixture(witnesses: witnesses, extraArguments: extraArguments, lab: lab)
+    let cluster = try WitnessClusterFixture(witnesses: witnesses, extraArguments: extraArguments, lab: lab, metrics: metrics)
     do {
         try await body(cluster)
     } catch {

@@ -14,6 +14,8 @@ final class PeerLinks: @unchecked Sendable {
     struct Feedback {
         var unreachable: (NodeID) -> Void
         var snapshotDelivered: (NodeID, Bool) -> Void
+        /// A link came up or went down.
+        var changed: () -> Void = {}
     }
 
     private struct Link {
@@ -46,6 +48,9 @@ final class PeerLinks: @unchecked Sendable {
     }
 
     var channels: [any Channel] { links.values.compactMap(\.channel) }
+
+    /// The peers this witness's own connections reach now.
+    var connectedPeers: Set<NodeID> { Set(links.filter { $0.value.channel != nil }.keys) }
 
     /// Keeps a connection to every witness in `targets` (this one excluded), at the address
     /// `address` gives, and closes the others.
@@ -171,6 +176,7 @@ final class PeerLinks: @unchecked Sendable {
         links[peer]?.connecting = false
         links[peer]?.backoffMillis = 50
         logger.info("connected to peer", metadata: ["peer": "\(peer)"])
+        feedback.changed()
     }
 
     private func disconnected(_ peer: NodeID, channel: (any Channel)?, reason: String?) {
@@ -182,6 +188,7 @@ final class PeerLinks: @unchecked Sendable {
         link.nextAttemptNanos = NIODeadline.now().uptimeNanoseconds + link.backoffMillis * 1_000_000
         link.backoffMillis = min(link.backoffMillis * 2, 1_000)
         links[peer] = link
+        feedback.changed()
         if !stopped { feedback.unreachable(peer) }
     }
 }

@@ -36,6 +36,9 @@ final class WitnessReplica: @unchecked Sendable {
     /// `termStarted` entry it writes first when it becomes leader.
     private var lastStoredNanos: UInt64?
     private let transport: Transport
+    private let metrics: WitnessMetrics
+    /// The leader this witness last knew, for the leader-change count.
+    private var knownLeader: NodeID?
 
     private(set) var storage: LMDBRaftStorage!
     private(set) var node: RaftNode!
@@ -69,8 +72,9 @@ final class WitnessReplica: @unchecked Sendable {
     /// when this witness could not confirm one in time.
     private var reads = ReadGate<(Bool) -> Void>()
 
-    init(configuration: WitnessConfiguration, application: (any WitnessApplication)?, logger: Logger, transport: Transport) {
+    init(configuration: WitnessConfiguration, application: (any WitnessApplication)?, logger: Logger, metrics: WitnessMetrics = WitnessMetrics(), transport: Transport) {
         self.configuration = configuration
+        self.metrics = metrics
         self.application = application
         self.logger = logger
         self.transport = transport
@@ -113,6 +117,8 @@ final class WitnessReplica: @unchecked Sendable {
         let last = try storage.lastIndex()
         logger.info(
             "witness replica opened", metadata: ["term": "\(node.term)", "commit": "\(hardState.commit)", "last": "\(last)", "snapshot": "\(applied)"])
+        metrics.firstIndex.record(try storage.firstIndex())
+        publishMetrics()
         processReady()
     }
 
@@ -216,9 +222,11 @@ final class WitnessReplica: @unchecked Sendable {
                 for read in reads.failedBatch(context) { read(false) }
             }
         }
+        var changed = false
         do {
             while node.hasReady() {
                 let ready = try node.ready()
+                changed = changed || ready.hardState != nil || ready.softState != nil || !ready.entries.isEmpty || !ready.committedEntries.isEmpty
                 if let soft = ready.softState { leadershipChanged(soft) }
                 // The leader's appends go out while its own disk write runs (thesis §10.2.1);
                 // everything else promises what this write stores, so it waits for it.
@@ -239,9 +247,22 @@ final class WitnessReplica: @unchecked Sendable {
         }
         for read in reads.served(applied: applied) { read(true) }
         transport.onApplied()
+        if changed { publishMetrics() }
+    }
+
+    /// The Raft gauges (`WitnessMetrics`), set after a change: not at every heartbeat.
+    private func publishMetrics() {
+        let status = node.status
+        metrics.term.record(status.term)
+        metrics.isLeader.record(status.role == .leader ? 1 : 0)
+        metrics.commitIndex.record(status.commit)
+        metrics.appliedIndex.record(applied)
+        metrics.lastIndex.record(status.lastIndex)
     }
 
     private func leadershipChanged(_ soft: SoftState) {
+        if let leader = soft.leader, leader != knownLeader { metrics.leaderChanges.increment() }
+        knownLeader = soft.leader ?? knownLeader
         if soft.role == .leader {
             let now = nowNanos()
             sequencer.becameLeader(term: node.term, nowNanos: now)
@@ -280,6 +301,7 @@ final class WitnessReplica: @unchecked Sendable {
                 waiter.reply(.failure(WitnessFailure(.unavailable, "the outcome is unknown (a snapshot replaced the log); check and retry")))
             }
         }
+        metrics.firstIndex.record(try storage.firstIndex())
         logger.info("installed a snapshot", metadata: ["index": "\(applied)"])
     }
 
@@ -336,6 +358,8 @@ final class WitnessReplica: @unchecked Sendable {
         pendingSnapshot = nil
         guard pending.index >= (try storage.firstIndex()) else { return }
         try storage.compact(to: pending.index, membership: pending.membership, data: pending.data)
+        metrics.snapshots.increment()
+        metrics.firstIndex.record(try storage.firstIndex())
         logger.info("compacted the log", metadata: ["snapshot": "\(pending.index)"])
     }
 

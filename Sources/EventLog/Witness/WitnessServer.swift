@@ -23,6 +23,7 @@ public final class WitnessServer: @unchecked Sendable {
     private let raftGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     private let ioGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     private let loop: any EventLoop
+    private let metrics: WitnessMetrics
 
     // Everything below is touched on `loop` only.
     private var replica: WitnessReplica!
@@ -45,11 +46,12 @@ public final class WitnessServer: @unchecked Sendable {
 
     public init(
         configuration: WitnessConfiguration, application: (any WitnessApplication)? = nil, logger: Logger,
-        onFatal: @escaping @Sendable (String) -> Void
+        metrics: WitnessMetrics = WitnessMetrics(), onFatal: @escaping @Sendable (String) -> Void
     ) throws {
         try configuration.validate()
         self.configuration = configuration
         self.logger = logger
+        self.metrics = metrics
         tls = try TLSCredentials(configuration.credentials)
         guard tls.identity == .witness(configuration.id) else {
             throw WitnessConfigurationError.invalid(
@@ -64,12 +66,13 @@ public final class WitnessServer: @unchecked Sendable {
                 self.tickTask?.cancel()
                 onFatal(reason)
             })
-        replica = WitnessReplica(configuration: configuration, application: application, logger: logger, transport: transport)
+        replica = WitnessReplica(configuration: configuration, application: application, logger: logger, metrics: metrics, transport: transport)
         peers = PeerLinks(
             configuration: configuration, tls: tls, logger: logger, loop: loop, group: ioGroup,
             feedback: PeerLinks.Feedback(
                 unreachable: { [unowned self] peer in self.replica.reportUnreachable(peer) },
-                snapshotDelivered: { [unowned self] peer, delivered in self.replica.reportSnapshot(to: peer, delivered: delivered) }))
+                snapshotDelivered: { [unowned self] peer, delivered in self.replica.reportSnapshot(to: peer, delivered: delivered) },
+                changed: { [unowned self] in self.publishConnectionCounts() }))
         streams = WitnessStreams(replica: replica)
     }
 
@@ -193,6 +196,13 @@ public final class WitnessServer: @unchecked Sendable {
         case .client: clients[ObjectIdentifier(channel)] = (channel, identity)
         case .peer: inboundPeers[ObjectIdentifier(channel)] = (remoteID, MessageChunks.Assembler())
         }
+        publishConnectionCounts()
+    }
+
+    /// The connection gauges: clients, and peers connected in either direction.
+    private func publishConnectionCounts() {
+        metrics.clientsConnected.record(clients.count)
+        metrics.peersConnected.record(Set(inboundPeers.values.map(\.id)).union(peers.connectedPeers).count)
     }
 
     private func closed(_ channel: any Channel) {
@@ -202,6 +212,7 @@ public final class WitnessServer: @unchecked Sendable {
         pendingReads.removeValue(forKey: key)
         streams.remove(channel)
         peers.closed(channel)
+        publishConnectionCounts()
     }
 
     private func received(_ frame: Frame, on channel: any Channel, limiter: RequestLimiter) {
@@ -285,9 +296,9 @@ public final class WitnessServer: @unchecked Sendable {
         case .append(var record):
             // The log records who asked for every change an operator makes.
             if record.event.isOperatorChange { record.author = identity.description }
-            replica.append(record, reply: reply)
+            replica.append(record, reply: timedCommit(reply))
         case .report(let formation, let report):
-            replica.report(report, formation: formation, reply: reply)
+            replica.report(report, formation: formation, reply: timedCommit(reply))
         case .read(let from, let maxEntries, let stale):
             let maxEntries = min(maxEntries, WitnessRequest.readEntriesMax)
             let answer = { [unowned self] in reply(self.replica.entries(from: from, maxEntries: maxEntries)) }
@@ -307,6 +318,15 @@ public final class WitnessServer: @unchecked Sendable {
             replica.changeMembership(change, author: identity.description, reply: reply)
         }
         scheduleReady()
+    }
+
+    /// `reply`, recording how long the request took to commit when it did.
+    private func timedCommit(_ reply: @escaping @Sendable (WitnessResponse) -> Void) -> @Sendable (WitnessResponse) -> Void {
+        let received = NIODeadline.now()
+        return { [metrics] response in
+            if case .committed = response { metrics.commitLatency.recordNanoseconds((NIODeadline.now() - received).nanoseconds) }
+            reply(response)
+        }
     }
 
     /// Queues a confirmed read of a client connection (see `pendingReads`).

@@ -4,18 +4,21 @@ import NIOHTTP1
 import NIOPosix
 import Synchronization
 
-/// Serves `HealthEndpoints` over HTTP/1.1 on an event loop of its own, so that a flood of
-/// probes never delays the manager's heartbeats or lease checks: each request takes one
-/// snapshot of the manager's view (`view`) and is answered from it; the connection closes
-/// after the answer.
-final class HTTPEndpointServer: Sendable {
+/// Serves GET endpoints over HTTP/1.1 on an event loop of its own, so that a flood of probes
+/// never delays a node manager's heartbeats and lease checks, or a witness's Raft loop: each
+/// request is answered by `respond` (method, target) from one snapshot of what the process
+/// knows — `HealthEndpoints` and `/metrics` on a node manager, `/metrics` on a witness; the
+/// connection closes after the answer.
+public final class HTTPEndpointServer: Sendable {
     private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     private let channel: any Channel
 
     /// The most connections served at once; more are closed on accept.
     static let connectionsMax = 256
 
-    init(host: String, port: Int, logger: Logger, view: @escaping @Sendable () -> HealthEndpoints.View) async throws {
+    public typealias Respond = @Sendable (_ method: String, _ target: String) -> HealthEndpoints.Response
+
+    public init(host: String, port: Int, logger: Logger, respond: @escaping Respond) async throws {
         let open = OpenConnections()
         do {
             channel = try await ServerBootstrap(group: group)
@@ -28,7 +31,7 @@ final class HTTPEndpointServer: Sendable {
                         // A client that sends nothing for 5 s is closed.
                         try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: .seconds(5)))
                         try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                        try channel.pipeline.syncOperations.addHandler(EndpointHandler(view: view))
+                        try channel.pipeline.syncOperations.addHandler(EndpointHandler(respond: respond))
                     }
                 }
                 .bind(host: host, port: port).get()
@@ -39,9 +42,9 @@ final class HTTPEndpointServer: Sendable {
         logger.info("HTTP endpoints listening", metadata: ["address": "\(host):\(channel.localAddress?.port ?? port)"])
     }
 
-    var port: Int? { channel.localAddress?.port }
+    public var port: Int? { channel.localAddress?.port }
 
-    func close() async {
+    public func close() async {
         try? await channel.close()
         try? await group.shutdownGracefully()
     }
@@ -67,11 +70,11 @@ private final class EndpointHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
-    private let view: @Sendable () -> HealthEndpoints.View
+    private let respond: HTTPEndpointServer.Respond
     private var head: HTTPRequestHead?
 
-    init(view: @escaping @Sendable () -> HealthEndpoints.View) {
-        self.view = view
+    init(respond: @escaping HTTPEndpointServer.Respond) {
+        self.respond = respond
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -81,9 +84,9 @@ private final class EndpointHandler: ChannelInboundHandler {
         case .end:
             guard let head else { return }
             self.head = nil
-            let response = HealthEndpoints.respond(method: head.method.rawValue, target: head.uri, view: view())
-            var headers = HTTPHeaders([("Content-Type", "application/json"), ("Connection", "close")] + response.headers)
-            let body = response.body + "\n"
+            let response = respond(head.method.rawValue, head.uri)
+            var headers = HTTPHeaders([("Content-Type", response.contentType), ("Connection", "close")] + response.headers)
+            let body = response.body.hasSuffix("\n") ? response.body : response.body + "\n"
             headers.add(name: "Content-Length", value: "\(body.utf8.count)")
             let status = HTTPResponseStatus(statusCode: response.status)
             context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)

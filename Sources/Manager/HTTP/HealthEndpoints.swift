@@ -57,14 +57,22 @@ public enum HealthEndpoints {
         public var status: Int
         public var body: String
         public var headers: [(String, String)] = []
+        public var contentType = "application/json"
+
+        public init(status: Int, body: String, headers: [(String, String)] = [], contentType: String = "application/json") {
+            self.status = status
+            self.body = body
+            self.headers = headers
+            self.contentType = contentType
+        }
 
         public static func == (lhs: Response, rhs: Response) -> Bool {
-            lhs.status == rhs.status && lhs.body == rhs.body && lhs.headers.elementsEqual(rhs.headers) { $0 == $1 }
+            lhs.status == rhs.status && lhs.body == rhs.body && lhs.headers.elementsEqual(rhs.headers) { $0 == $1 } && lhs.contentType == rhs.contentType
         }
     }
 
-    /// The paths served, for the 404 message.
-    public static let paths = ["/primary", "/replica", "/read-only", "/health", "/liveness", "/readiness", "/cluster"]
+    /// The paths a node manager serves (`/metrics` by `MetricsEndpoint`), for the 404 message.
+    public static let paths = ["/primary", "/replica", "/read-only", "/health", "/liveness", "/readiness", "/cluster", MetricsEndpoint.path]
 
     /// The answer to `method target` (a path with an optional query).
     public static func respond(method: String, target: String, view: View) -> Response {

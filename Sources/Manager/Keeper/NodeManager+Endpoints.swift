@@ -2,15 +2,22 @@ import EventLog
 import Foundation
 import NodeControl
 
-/// The HTTP endpoints (`HealthEndpoints`) answer from the manager's view at the time of each
-/// request.
+/// The HTTP endpoints (`HealthEndpoints`, and `/metrics`) answer from the manager's view at
+/// the time of each request.
 extension NodeManager {
     /// Starts the endpoints when configured. A port that cannot be bound is logged and left:
     /// high availability does not wait for a probe endpoint.
     func startHTTPEndpoints() async -> HTTPEndpointServer? {
         guard let address = configuration.httpAddress else { return nil }
         do {
-            return try await HTTPEndpointServer(host: address.host, port: address.port, logger: logger) { [self] in endpointView() }
+            return try await HTTPEndpointServer(host: address.host, port: address.port, logger: logger) { [self] method, target in
+                let metrics = metricsEndpoint.respond(method: method, target: target) {
+                    let view = endpointView()
+                    // The observation only when fresh, as the view has it.
+                    self.metrics.refresh(view: view, observation: view.inRecovery == nil ? nil : shared.withLock { $0.lastObservation })
+                }
+                return metrics ?? HealthEndpoints.respond(method: method, target: target, view: endpointView())
+            }
         } catch {
             logger.error("the HTTP endpoints cannot listen; running without them", metadata: ["address": "\(address)", "error": "\(error)"])
             return nil

@@ -21,6 +21,9 @@ public final class NodeManager: Sendable {
     let roleChangeHook: RoleChangeHook?
     /// systemd's notifications (`Type=notify`, `WatchdogSec=`), when run by systemd.
     let notify = SystemdNotify()
+    /// The Prometheus registry served at `/metrics`, and what the manager records into it.
+    let metricsEndpoint = MetricsEndpoint()
+    let metrics: ManagerMetrics
 
     struct Shared {
         /// The state replayed from the log, as far as this manager read it.
@@ -55,6 +58,8 @@ public final class NodeManager: Sendable {
         var tlsGeneration: Int?
         /// The peer addresses pg_hba.conf was last checked against (nil: check it again).
         var admittedPeers: [String]?
+        /// Primary handovers in the replayed log, for the metrics.
+        var handovers = HandoverTracker()
     }
 
     public init(configuration: NodeManagerConfiguration, logger: Logger) throws {
@@ -72,6 +77,7 @@ public final class NodeManager: Sendable {
             throw NodeManagerError("the credentials are \(identity)'s, but this node is named \(configuration.name)")
         }
         shared.withLock { $0.state = ClusterState(formation: configuration.formation) }
+        metrics = ManagerMetrics(factory: metricsEndpoint.factory)
         roleChangeHook = configuration.roleChangeCommand.map { RoleChangeHook(command: $0, timeout: configuration.roleChangeTimeout, logger: logger) }
         watchdog = configuration.watchdogCommand.flatMap { command in
             command.first.map { Watchdog(executable: $0, arguments: Array(command.dropFirst())) }
@@ -178,11 +184,14 @@ public final class NodeManager: Sendable {
 
     /// Replays the committed entries this manager has not seen yet.
     func refresh() async throws {
-        var state = shared.withLock { $0.state }
-        // The first replay goes through the whole history: its goals are not news.
+        var (state, handovers) = shared.withLock { ($0.state, $0.handovers) }
+        // The first replay goes through the whole history: its goals are not news, and the
+        // handovers it shows happened before this process counted.
         let firstReplay = state.appliedIndex == 0
         try await ClusterLog.replay(from: client, into: &state) { step in
+            let handover = handovers.observe(step)
             guard !firstReplay else { return }
+            if let handover { self.metrics.handedOver(handover) }
             for change in step.changes where change.node == self.node {
                 self.logger.info("new goal", metadata: ["goal": "\(change.to.rawValue)", "reason": "\(change.reason)"])
             }
@@ -197,6 +206,7 @@ public final class NodeManager: Sendable {
         }
         shared.withLock { shared in
             shared.state = state
+            shared.handovers = handovers
             if state[node] != nil { shared.registered = true }
         }
     }
