@@ -58,7 +58,14 @@ extension PostgresNode {
             ("wal_retrieve_retry_interval", "500ms"),
             ("password_encryption", "scram-sha-256"),
             ("cluster_name", configuration.applicationName),
-            ("logging_collector", "off"),
+            // The server's log goes to log/ in the data directory, one file a weekday, each
+            // emptied when its day comes round again: a week of logs, never more.
+            ("logging_collector", "on"),
+            ("log_directory", PostgresNode.logDirectoryName),
+            ("log_filename", "postgresql-%a.log"),
+            ("log_rotation_age", "1d"),
+            ("log_rotation_size", "0"),
+            ("log_truncate_on_rotation", "on"),
             ("log_line_prefix", "%m [%p] "),
         ]
         if configuration.tls != nil {

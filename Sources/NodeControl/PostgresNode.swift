@@ -138,21 +138,18 @@ public final class PostgresNode: Sendable {
         tail(recentLog())
     }
 
-    /// The end of the server log (at most `bytes`), without reading a log that grew large.
+    /// The folder of the server's log files, in the data directory (`logging_collector`).
+    static let logDirectoryName = "log"
+    public var logDirectory: String { dataDirectory + "/" + Self.logDirectoryName }
+
+    /// The log file the server writes now (`ServerLog.currentFile`).
+    public var currentLogFile: String? { ServerLog.currentFile(dataDirectory: dataDirectory) }
+
+    /// The end of the server log (at most `bytes` of each file), without reading a log that
+    /// grew large: what postgres wrote to its standard error (before its logging collector
+    /// started, or when it never could), then the collector's current file.
     func recentLog(bytes: Int = 16_384) -> String {
-        let fd = open(logPath, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return "" }
-        defer { close(fd) }
-        let size = lseek(fd, 0, SEEK_END)
-        guard size > 0 else { return "" }
-        let start = max(0, size - off_t(bytes))
-        var buffer = [UInt8](repeating: 0, count: Int(size - start))
-        let count = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, start) }
-        guard count > 0 else { return "" }
-        var text = String(decoding: buffer[0..<count], as: UTF8.self)
-        // Started mid-line: drop the partial first line.
-        if start > 0, let newline = text.firstIndex(of: "\n") { text = String(text[text.index(after: newline)...]) }
-        return text
+        [logPath, currentLogFile].compactMap { $0.map { fileTail($0, bytes: bytes) } }.filter { !$0.isEmpty }.joined()
     }
 
     /// The WAL segment the upstream no longer has, when the latest attempt of this standby's
@@ -171,6 +168,23 @@ public final class PostgresNode: Sendable {
         return nil
     }
 
+    /// The last `bytes` of a file, from a line's start; "" when it cannot be read.
+    func fileTail(_ path: String, bytes: Int) -> String {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return "" }
+        defer { close(fd) }
+        let size = lseek(fd, 0, SEEK_END)
+        guard size > 0 else { return "" }
+        let start = max(0, size - off_t(bytes))
+        var buffer = [UInt8](repeating: 0, count: Int(size - start))
+        let count = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, start) }
+        guard count > 0 else { return "" }
+        var text = String(decoding: buffer[0..<count], as: UTF8.self)
+        // Started mid-line: drop the partial first line.
+        if start > 0, let newline = text.firstIndex(of: "\n") { text = String(text[text.index(after: newline)...]) }
+        return text.hasSuffix("\n") ? text : text + "\n"
+    }
+
     func requireDataDirectory() throws(NodeControlError) {
         guard fileExists(dataDirectory) else { throw .dataDirectoryMissing(path: dataDirectory) }
         guard fileExists(dataDirectory + "/PG_VERSION") else { throw .notADataDirectory(path: dataDirectory) }
@@ -179,5 +193,18 @@ public final class PostgresNode: Sendable {
     /// Creates `path` empty if missing, owned by the server user.
     func ensureFile(_ path: String) throws(NodeControlError) {
         if !fileExists(path) { try writeFile(path, "", mode: 0o640) }
+    }
+}
+
+/// Where a PostgreSQL server's log is.
+public enum ServerLog {
+    /// The file the server's logging collector writes now, as it names it in
+    /// `current_logfiles`; nil before the collector first started.
+    public static func currentFile(dataDirectory: String) -> String? {
+        guard let text = try? String(contentsOfFile: dataDirectory + "/current_logfiles", encoding: .utf8),
+            let line = text.split(separator: "\n").first(where: { $0.hasPrefix("stderr ") })
+        else { return nil }
+        let path = String(line.dropFirst("stderr ".count))
+        return path.hasPrefix("/") ? path : dataDirectory + "/" + path
     }
 }

@@ -68,14 +68,32 @@ struct LoadBalancerTests: ClusterScenarios {
         let direct = RowWriter(uri: try await cluster.uri())
         try await waitUntil("both writers commit", timeout: .seconds(30)) { balanced.count >= 100 && direct.count >= 100 }
 
-        // A manager crash: postgres dies with it, another node is promoted.
+        // The primary's metrics: its state, postgres, its lease, each standby's lag.
         let old = try #require(primary(try await cluster.clusterState()))
+        let before = try await cluster.metrics(of: old)
+        #expect(before.value("pgquorum_node_state", ["kind": "reached", "state": "primary"]) == 1)
+        #expect(before.value("pgquorum_node_state", ["kind": "goal", "state": "primary"]) == 1)
+        #expect(before.value("pgquorum_postgres_up") == 1)
+        #expect((before.value("pgquorum_lease_remaining_seconds") ?? 0) > 0)
+        #expect((before.value("pgquorum_postgres_lsn_bytes") ?? 0) > 0)
+        for standby in cluster.ids where standby != old {
+            #expect(before.value("pgquorum_replication_lag_bytes", ["standby": "pgquorum_\(standby)"]) != nil, "\(before.samples)")
+        }
+        #expect(before.value("pgquorum_failovers_total") == 0)
+
+        // A manager crash: postgres dies with it, another node is promoted.
         let crashedAt = ContinuousClock.now
         await cluster.killManager(old)
         let failedOver = try await cluster.waitFor("another node becomes primary", timeout: .seconds(60)) { state in
             self.primary(state).map { $0 != old } ?? false
         }
         let new = try #require(primary(failedOver))
+        // The replayed log shows the failover: counted on the new primary, with its duration.
+        try await waitUntilAsync("the failover is counted", timeout: .seconds(10)) {
+            try await cluster.metrics(of: new).value("pgquorum_failovers_total") == 1
+        }
+        let lastFailover = try #require(try await cluster.metrics(of: new).value("pgquorum_last_failover_seconds"))
+        #expect(lastFailover > 0 && lastFailover < 60, "\(lastFailover)")
         let (balancedAt, directAt) = (balanced.count, direct.count)
         try await waitUntil("both writers resume on the new primary", timeout: .seconds(30)) {
             balanced.count >= balancedAt + 100 && direct.count >= directAt + 100
@@ -100,6 +118,9 @@ struct LoadBalancerTests: ClusterScenarios {
         await direct.stop()
         let final = try #require(primary(try await cluster.waitForHealthy(timeout: .seconds(60))))
         #expect(final == target)
+        // The switchover's node ran throughout: it counted both handovers, each as what it was.
+        let after = try await cluster.metrics(of: target)
+        #expect(after.value("pgquorum_failovers_total") == 1 && after.value("pgquorum_switchovers_total") == 1, "\(after.samples)")
         let lostBalanced = try await cluster.lostRows(balanced, on: final)
         #expect(lostBalanced.isEmpty, "\(lostBalanced.count) rows acknowledged through HAProxy missing on node \(final)")
         try await expectAllAcknowledged(direct, on: final, cluster)

@@ -52,6 +52,15 @@ struct PostgresNodeTests {
             #expect(standbyView.synchronousStandbyNames == "")
             #expect(try primary.node.slots() == ["node_2"])
 
+            // Each server logs through its collector into log/ of its data directory; the
+            // clone did not keep the primary's log (its lines would read as the standby's).
+            let logFile = try #require(standby.node.currentLogFile)
+            #expect(logFile.hasPrefix(standby.node.dataDirectory + "/log/postgresql-"), "\(logFile)")
+            let standbyLog = try String(contentsOfFile: logFile, encoding: .utf8)
+            #expect(standbyLog.contains("started streaming WAL"))
+            #expect(!standbyLog.contains("ready to accept connections"), "the primary's log came with the clone")
+            #expect(standby.node.logTail().contains("started streaming WAL"))
+
             // A standby keeps slots for its peers and moves them forward as it replays.
             try standby.node.createSlot("node_3")
             let replayed = try standby.node.observe().replayLSN

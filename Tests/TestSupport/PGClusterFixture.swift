@@ -57,6 +57,13 @@ public final class PGClusterFixture: Sendable {
         try httpRequest(host: address(of: id), port: httpPort(of: id), method: method, path: path)
     }
 
+    /// Node `id`'s manager's `/metrics`, parsed.
+    public func metrics(of id: PGNodeID) async throws -> PrometheusText {
+        let answer = try await onOwnThread { try self.http(id, "/metrics") }
+        guard answer.status == 200 else { throw TestSupportError("GET /metrics of node \(id): \(answer.status) \(answer.body)") }
+        return try PrometheusText(answer.body)
+    }
+
     public func directory(of id: PGNodeID) -> String { state.withLock { $0[id]!.directory } }
 
     public func logPath(of id: PGNodeID) -> String { witnesses.folder.appending("node-\(id).log") }
