@@ -6,6 +6,7 @@
 //   swift build -c release && .build/release/pgquorum-bench witness [--seconds S] [--trials N] [--root DIR]
 //   swift build -c release && .build/release/pgquorum-bench failover [--trials N]
 //   swift build -c release && .build/release/pgquorum-bench partition [--trials N] [--cut SECONDS] [--fault NAME]   (as root)
+//   swift build -c release && .build/release/pgquorum-bench idle [--windows N] [--seconds S] [--scrape SECONDS] [--endpoints on|off]
 //
 // Every figure is measured in this process on this machine; compare ratios from one run.
 import Foundation
@@ -29,6 +30,7 @@ let usage = """
            pgquorum-bench witness [--seconds S] [--trials N] [--root DIR]
            pgquorum-bench failover [--trials N]
            pgquorum-bench partition [--trials N] [--cut SECONDS] [--fault NAME]
+           pgquorum-bench idle [--windows N] [--seconds S] [--scrape SECONDS] [--endpoints on|off]
 
       raft   entries committed per second by a 3-replica in-process Raft cluster on
              in-memory storage: the leader proposes batches, messages are delivered
@@ -57,6 +59,11 @@ let usage = """
              --fault names: how long the old primary takes writes, when another node does,
              when writes resume, when the faulted node is heard and the cluster healthy
              after the heal, writes lost.
+      idle   the same cluster on loopback at rest, observed as in production (every
+             process's /metrics scraped every SECONDS (15), every node's /primary probed
+             every 2 s): CPU of the witnesses, managers and watchdogs as a share of one
+             core, and their RSS and PSS, per window of S seconds (30), N windows (3);
+             --endpoints off: no metrics, no HTTP endpoints, nothing scraped (the base).
     """
 
 let command = CommandLine.arguments.dropFirst().first
@@ -64,7 +71,7 @@ let command = CommandLine.arguments.dropFirst().first
 let options: [String: Set<String>] = [
     "raft": ["--entries", "--batch", "--payload", "--runs"], "lmdb": ["--seconds", "--payload", "--runs", "--dir"],
     "replay": ["--entries", "--runs"], "witness": ["--seconds", "--trials", "--root"], "failover": ["--trials"],
-    "partition": ["--trials", "--cut", "--fault"],
+    "partition": ["--trials", "--cut", "--fault"], "idle": ["--windows", "--seconds", "--scrape", "--endpoints"],
 ]
 // `--help` anywhere prints the usage, and an option the benchmark does not take is refused,
 // rather than a long run with defaults.
@@ -110,6 +117,13 @@ do {
         ).run()
     case "failover":
         try await FailoverBenchmark(trials: argument("--trials", default: 5)).run()
+    case "idle":
+        let endpoints = CommandLine.arguments.firstIndex(of: "--endpoints").map { $0 + 1 < CommandLine.arguments.count ? CommandLine.arguments[$0 + 1] : "" } ?? "on"
+        guard ["on", "off"].contains(endpoints) else { throw BenchmarkError("--endpoints takes on or off, not \(endpoints)") }
+        try await IdleBenchmark(
+            windows: argument("--windows", default: 3), seconds: argument("--seconds", default: 30), scrapeSeconds: argument("--scrape", default: 15),
+            endpoints: endpoints == "on"
+        ).run()
     case "partition":
         let name = CommandLine.arguments.firstIndex(of: "--fault").flatMap { $0 + 1 < CommandLine.arguments.count ? CommandLine.arguments[$0 + 1] : nil }
         let faults = try name.map { name in

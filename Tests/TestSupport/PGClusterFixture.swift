@@ -30,10 +30,12 @@ public final class PGClusterFixture: Sendable {
     /// Nodes registered by their lab host's name rather than its address.
     public let registeredByName: Set<PGNodeID>
 
-    public init(nodes: Int = 3, nodeArguments: [PGNodeID: [String]] = [:], lab: NetworkLab? = nil, registeredByName: Set<PGNodeID> = []) throws {
+    public init(
+        nodes: Int = 3, nodeArguments: [PGNodeID: [String]] = [:], lab: NetworkLab? = nil, registeredByName: Set<PGNodeID> = [], witnessMetrics: Bool = false
+    ) throws {
         precondition(lab != nil || registeredByName.isEmpty, "only lab hosts have names")
         self.registeredByName = registeredByName
-        witnesses = try WitnessClusterFixture(lab: lab)
+        witnesses = try WitnessClusterFixture(lab: lab, metrics: witnessMetrics)
         self.lab = lab
         nodeCount = nodes
         self.nodeArguments = nodeArguments
@@ -224,9 +226,9 @@ public final class PGClusterFixture: Sendable {
 /// Runs `body` with a cluster and always destroys it; a failure carries the logs.
 public func withPGCluster(
     nodes: Int = 3, nodeArguments: [PGNodeID: [String]] = [:], lab: NetworkLab? = nil, registeredByName: Set<PGNodeID> = [],
-    _ body: (PGClusterFixture) async throws -> Void
+    witnessMetrics: Bool = false, _ body: (PGClusterFixture) async throws -> Void
 ) async throws {
-    let cluster = try PGClusterFixture(nodes: nodes, nodeArguments: nodeArguments, lab: lab, registeredByName: registeredByName)
+    let cluster = try PGClusterFixture(nodes: nodes, nodeArguments: nodeArguments, lab: lab, registeredByName: registeredByName, witnessMetrics: witnessMetrics)
     do {
         try await cluster.start()
         try await body(cluster)

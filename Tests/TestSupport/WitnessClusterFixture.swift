@@ -115,6 +115,9 @@ public final class WitnessClusterFixture: Sendable {
         for id in state.withLock({ $0.initialMembers }) { try start(id) }
     }
 
+    /// The process id of witness `id`, while the fixture runs it.
+    public func pid(of id: NodeID) -> pid_t? { state.withLock { $0.processes[id] }?.pid }
+
     public func isRunning(_ id: NodeID) -> Bool { state.withLock { $0.processes[id] }?.isRunning ?? false }
 
     /// Sends `signal` to witness `id` (SIGSTOP and SIGCONT freeze and thaw it).
