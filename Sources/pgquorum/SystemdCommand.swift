@@ -40,6 +40,9 @@ struct ShowSystemdCommand: ParsableCommand {
     @Option(help: ArgumentHelp("witness: its credentials file.", valueName: "file"))
     var credentials: String?
 
+    @Option(help: ArgumentHelp("witness: serve Prometheus metrics at this address (`witness run --metrics`).", valueName: "host:port"))
+    var metrics: String?
+
     @Option(help: "The user the service runs as (default: postgres for a node, pgquorum for a witness).")
     var user: String?
 
@@ -60,6 +63,7 @@ struct ShowSystemdCommand: ParsableCommand {
         default:
             throw ValidationError("the kind must be witness or node, not \(kind)")
         }
+        if kind == "node" && metrics != nil { throw ValidationError("--metrics is a witness's: a node manager serves /metrics beside its HTTP endpoints") }
         guard watchdogSeconds > 0 else { throw ValidationError("--watchdog-seconds must be positive") }
     }
 
@@ -77,7 +81,7 @@ struct ShowSystemdCommand: ParsableCommand {
         } else {
             description = "pgquorum witness \(id!)"
             command = [program, "witness", "run", "--id", "\(id!)", "--data", absolute(data!), "--listen", listen!, "--peers", peers!,
-                       "--credentials", absolute(credentials!)]
+                       "--credentials", absolute(credentials!)] + (metrics.map { ["--metrics", $0] } ?? [])
             account = user ?? "pgquorum"
         }
         print(

@@ -32,6 +32,11 @@ struct MetricsTests {
         // Maintenance of the primary hands over too, as an operator asked.
         #expect(tracker.observe(step(term: 3, seconds: 5, event: .operatorRequest(.maintenance(node: 3, enabled: true)), [change(3, .primary, .prepareMaintenance)])) == nil)
         #expect(tracker.observe(step(term: 3, seconds: 6, [change(1, .stopReplication, .waitPrimary)]))?.kind == .switchover)
+        // Called off: the old primary is given its role back; a later wait_primary of it
+        // (its standbys gone) ends nothing.
+        #expect(tracker.observe(step(term: 3, seconds: 6.5, [change(1, .primary, .draining)])) == nil)
+        #expect(tracker.observe(step(term: 3, seconds: 6.6, [change(1, .draining, .primary)])) == nil)
+        #expect(tracker.observe(step(term: 3, seconds: 6.7, [change(1, .primary, .waitPrimary)])) == nil)
         // A standby's goals never start one.
         #expect(tracker.observe(step(term: 3, seconds: 7, [change(2, .secondary, .draining)])) == nil)
         #expect(tracker.observe(step(term: 3, seconds: 8, [change(2, .catchingUp, .waitPrimary)])) == nil)

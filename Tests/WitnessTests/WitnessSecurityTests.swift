@@ -240,9 +240,9 @@ struct SystemdNotifyTests {
         let witness = try await runProgram(
             executable,
             ["show", "systemd", "witness", "--id", "2", "--data", "/var/lib/w", "--listen", "10.0.0.2:7400", "--peers", "1=a:1,2=b:2", "--credentials",
-             "/etc/pgquorum/witness-2.credentials", "--executable", "/usr/bin/pgquorum"], timeout: .seconds(30))
+             "/etc/pgquorum/witness-2.credentials", "--executable", "/usr/bin/pgquorum", "--metrics", "10.0.0.2:9400"], timeout: .seconds(30))
         #expect(witness.output.contains(
-            "\nExecStart=/usr/bin/pgquorum witness run --id 2 --data /var/lib/w --listen 10.0.0.2:7400 --peers 1=a:1,2=b:2 --credentials /etc/pgquorum/witness-2.credentials\n"),
+            "\nExecStart=/usr/bin/pgquorum witness run --id 2 --data /var/lib/w --listen 10.0.0.2:7400 --peers 1=a:1,2=b:2 --credentials /etc/pgquorum/witness-2.credentials --metrics 10.0.0.2:9400\n"),
             "\(witness.output)")
         #expect(witness.output.contains("\nUser=pgquorum\n"))
         let missing = try await runProgram(executable, ["show", "systemd", "witness", "--id", "2"], timeout: .seconds(30), check: false)

@@ -3,7 +3,8 @@ import EventLog
 /// Follows the replayed log for primary handovers, for the metrics: one starts when the
 /// primary's goal leaves the primary states for draining or maintenance — a failover when the
 /// policy decided it (the primary was unhealthy), a switchover when an operator asked — and
-/// ends when a node's goal becomes wait_primary, the new primary taking writes. Its duration
+/// ends when another node's goal becomes wait_primary, the new primary taking writes (the old
+/// primary's goal going back to a primary state calls it off). Its duration
 /// is measured in log time, between the leader's clock stamps when both entries are of one
 /// Raft term, else between their wall-clock stamps.
 public struct HandoverTracker: Sendable {
@@ -17,7 +18,7 @@ public struct HandoverTracker: Sendable {
         public var durationNanos: UInt64
     }
 
-    private var started: (kind: Kind, term: UInt64, stamp: LogStamp)?
+    private var started: (primary: PGNodeID, kind: Kind, term: UInt64, stamp: LogStamp)?
 
     public init() {}
 
@@ -32,8 +33,10 @@ public struct HandoverTracker: Sendable {
             if Self.primaryGoals.contains(change.from), Self.handingOverGoals.contains(change.to), started == nil {
                 let kind: Kind
                 if case .operatorRequest = entry.record.event { kind = .switchover } else { kind = .failover }
-                started = (kind, entry.term, entry.record.stamp)
-            } else if change.to == .waitPrimary, let start = started {
+                started = (change.node, kind, entry.term, entry.record.stamp)
+            } else if let start = started, change.node == start.primary, Self.primaryGoals.contains(change.to) {
+                started = nil
+            } else if change.to == .waitPrimary, let start = started, change.node != start.primary {
                 let stamp = entry.record.stamp
                 let nanos: UInt64
                 if start.term == entry.term, stamp.leaderClockNanos >= start.stamp.leaderClockNanos {
