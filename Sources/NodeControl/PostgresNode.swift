@@ -1,3 +1,4 @@
+import Foundation
 import Synchronization
 
 #if canImport(Glibc)
@@ -94,6 +95,8 @@ public final class PostgresNode: Sendable {
         let deadline = clock.now + configuration.startTimeout
         while true {
             if let ended = process.poll() {
+                // Its logging collector may still be writing the reason out.
+                await logSettled()
                 throw .startFailed(dataDirectory: dataDirectory, reason: "postgres \(ended)", logTail: logTail())
             }
             if let connection = try? PostgresConnection(localConnectionOptions()) {
@@ -168,6 +171,23 @@ public final class PostgresNode: Sendable {
         return nil
     }
 
+    /// Waits until the server log stops growing (for 100 ms, at most 1 s): a postmaster that
+    /// exited leaves its logging collector to write out what it was sent.
+    func logSettled() async {
+        var last = -1
+        for _ in 0..<10 {
+            let size = [logPath, currentLogFile].compactMap { $0 }.map { fileSize($0) }.reduce(0, +)
+            if size == last { return }
+            last = size
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
+    private func fileSize(_ path: String) -> Int {
+        var info = stat()
+        return stat(path, &info) == 0 ? Int(info.st_size) : 0
+    }
+
     /// The last `bytes` of a file, from a line's start; "" when it cannot be read.
     func fileTail(_ path: String, bytes: Int) -> String {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
@@ -200,11 +220,22 @@ public final class PostgresNode: Sendable {
 public enum ServerLog {
     /// The file the server's logging collector writes now, as it names it in
     /// `current_logfiles`; nil before the collector first started.
+    /// When postgres has stopped (it removes that file), the file in `log/` written last.
     public static func currentFile(dataDirectory: String) -> String? {
-        guard let text = try? String(contentsOfFile: dataDirectory + "/current_logfiles", encoding: .utf8),
+        if let text = try? String(contentsOfFile: dataDirectory + "/current_logfiles", encoding: .utf8),
             let line = text.split(separator: "\n").first(where: { $0.hasPrefix("stderr ") })
-        else { return nil }
-        let path = String(line.dropFirst("stderr ".count))
-        return path.hasPrefix("/") ? path : dataDirectory + "/" + path
+        {
+            let path = String(line.dropFirst("stderr ".count))
+            return path.hasPrefix("/") ? path : dataDirectory + "/" + path
+        }
+        let folder = dataDirectory + "/" + PostgresNode.logDirectoryName
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
+        return files.map { folder + "/" + $0 }.max { modified($0) < modified($1) }
+    }
+
+    private static func modified(_ path: String) -> Int {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return 0 }
+        return info.st_mtim.tv_sec * 1_000_000_000 + info.st_mtim.tv_nsec
     }
 }
