@@ -50,31 +50,16 @@ struct LogEntryDocument: Encodable {
     var time: String
     var formation: String
     var kind: String
-    var node: UInt32?
+    @Nullable var node: UInt32?
     var event: String
     var decisions: [Decision]
-    var waiting: String?
-    var retryOf: UInt64?
-    var by: String?
+    @Nullable var waiting: String?
+    @Nullable var retryOf: UInt64?
+    @Nullable var by: String?
 
     enum CodingKeys: String, CodingKey {
         case index, term, time, formation, kind, node, event, decisions, waiting, by
         case retryOf = "retry_of"
-    }
-
-    func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(index, forKey: .index)
-        try container.encode(term, forKey: .term)
-        try container.encode(time, forKey: .time)
-        try container.encode(formation, forKey: .formation)
-        try container.encode(kind, forKey: .kind)
-        try container.encode(node, forKey: .node)
-        try container.encode(event, forKey: .event)
-        try container.encode(decisions, forKey: .decisions)
-        try container.encode(waiting, forKey: .waiting)
-        try container.encode(retryOf, forKey: .retryOf)
-        try container.encode(by, forKey: .by)
     }
 }
 
@@ -83,16 +68,9 @@ struct WitnessStatusDocument: Encodable {
     struct Member: Encodable {
         var id: UInt64
         var address: String
-        var match: UInt64?
+        @Nullable var match: UInt64?
         var learner: Bool
 
-        func encode(to encoder: any Encoder) throws {
-            var container = encoder.container(keyedBy: CodingKeys.self)
-            try container.encode(id, forKey: .id)
-            try container.encode(address, forKey: .address)
-            try container.encode(match, forKey: .match)
-            try container.encode(learner, forKey: .learner)
-        }
 
         enum CodingKeys: String, CodingKey { case id, address, match, learner }
     }
@@ -102,7 +80,7 @@ struct WitnessStatusDocument: Encodable {
     var clusterID: String
     var role: String
     var term: UInt64
-    var leader: UInt64?
+    @Nullable var leader: UInt64?
     var commit: UInt64
     var applied: UInt64
     var firstIndex: UInt64
@@ -126,21 +104,6 @@ struct WitnessStatusDocument: Encodable {
     enum CodingKeys: String, CodingKey {
         case address, id, role, term, leader, commit, applied, members
         case clusterID = "cluster_id", firstIndex = "first_index", lastIndex = "last_index"
-    }
-
-    func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(address, forKey: .address)
-        try container.encode(id, forKey: .id)
-        try container.encode(clusterID, forKey: .clusterID)
-        try container.encode(role, forKey: .role)
-        try container.encode(term, forKey: .term)
-        try container.encode(leader, forKey: .leader)
-        try container.encode(commit, forKey: .commit)
-        try container.encode(applied, forKey: .applied)
-        try container.encode(firstIndex, forKey: .firstIndex)
-        try container.encode(lastIndex, forKey: .lastIndex)
-        try container.encode(members, forKey: .members)
     }
 }
 

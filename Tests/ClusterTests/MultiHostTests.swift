@@ -132,7 +132,9 @@ struct MultiHostTests: ClusterScenarios {
             try await withPGCluster(lab: lab) { cluster in
                 let trial = try await cluster.partitionTrial(.replicationLinks, duration: .seconds(20), healthyWithin: .seconds(15))
                 print("\(PartitionFault.replicationLinks): \(trial.summary)")
-                #expect(trial.longestWriteGap < .seconds(5), "writes stopped for \(trial.longestWriteGap)")
+                // Once (of many runs, under the whole suite's load) writes stopped for the whole
+                // cut here, with ten times fewer writes acknowledged: the logs say why, next time.
+                #expect(trial.longestWriteGap < .seconds(5), "writes stopped for \(trial.longestWriteGap)\n\(cluster.logs())")
                 #expect(trial.newPrimary == trial.oldPrimary && trial.newPrimaryWritableAfter == nil, "a failover happened")
                 #expect(trial.twoWritable == 0, "\(trial.twoWritable) times two nodes may have taken writes at once")
                 expectNothingLost(trial)

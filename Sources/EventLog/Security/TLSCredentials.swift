@@ -127,7 +127,10 @@ public final class TLSCredentials: Sendable {
         }
         let roots = try read("CA certificate file", credentials.caFile) { try NIOSSLCertificate.fromPEMFile(credentials.caFile) }
         let chain = try read("certificate file", credentials.certificateFile) { try NIOSSLCertificate.fromPEMFile(credentials.certificateFile) }
-        let key = try read("key file", credentials.keyFile) { try NIOSSLPrivateKey(file: credentials.keyFile, format: .pem) }
+        // Read once: the key checked against the certificate is the key used, even while a
+        // renewal replaces the file.
+        let keyText = try read("key file", credentials.keyFile) { try String(contentsOfFile: credentials.keyFile, encoding: .utf8) }
+        let key = try read("key file", credentials.keyFile) { try NIOSSLPrivateKey(bytes: Array(keyText.utf8), format: .pem) }
         guard !roots.isEmpty else { throw WitnessCredentials.FileError(description: "the CA certificate file \(credentials.caFile) holds no certificate") }
         guard let leaf = chain.first else {
             throw WitnessCredentials.FileError(description: "the certificate file \(credentials.certificateFile) holds no certificate")
@@ -137,7 +140,6 @@ public final class TLSCredentials: Sendable {
         do { identity = try ClusterIdentity(certificate: certificate) } catch {
             throw WitnessCredentials.FileError(description: "\(credentials.certificateFile): \(error)")
         }
-        let keyText = try String(contentsOfFile: credentials.keyFile, encoding: .utf8)
         if let parsedKey = try? Certificate.PrivateKey(pemEncoded: keyText), parsedKey.publicKey != certificate.publicKey {
             throw WitnessCredentials.FileError(
                 description: "the key in \(credentials.keyFile) does not belong to the certificate in \(credentials.certificateFile)")

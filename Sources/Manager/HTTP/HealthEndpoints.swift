@@ -170,11 +170,11 @@ public enum HealthEndpoints {
     /// The body of the role endpoints.
     struct NodeDocument: Encodable {
         var role: String
-        var state: String?
-        var goal: String?
+        @Nullable var state: String?
+        @Nullable var goal: String?
         var postgresRunning: Bool
-        var timeline: UInt32?
-        var lagBytes: UInt64?
+        @Nullable var timeline: UInt32?
+        @Nullable var lagBytes: UInt64?
         var leaseRemainingMillis: UInt64
 
         init(_ view: View) {
@@ -190,17 +190,6 @@ public enum HealthEndpoints {
         enum CodingKeys: String, CodingKey {
             case role, state, goal, timeline
             case postgresRunning = "postgres_running", lagBytes = "lag_bytes", leaseRemainingMillis = "lease_remaining_ms"
-        }
-
-        func encode(to encoder: any Encoder) throws {
-            var container = encoder.container(keyedBy: CodingKeys.self)
-            try container.encode(role, forKey: .role)
-            try container.encode(state, forKey: .state)
-            try container.encode(goal, forKey: .goal)
-            try container.encode(postgresRunning, forKey: .postgresRunning)
-            try container.encode(timeline, forKey: .timeline)
-            try container.encode(lagBytes, forKey: .lagBytes)
-            try container.encode(leaseRemainingMillis, forKey: .leaseRemainingMillis)
         }
     }
 

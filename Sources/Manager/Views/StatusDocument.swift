@@ -15,6 +15,20 @@ public enum JSONDocument {
     }
 }
 
+/// An optional field of a document: `null` when it has no value, where synthesized
+/// `Encodable` would leave the key out (every document keeps the same keys).
+@propertyWrapper
+public struct Nullable<Value: Encodable & Sendable>: Encodable, Sendable {
+    public var wrappedValue: Value?
+
+    public init(wrappedValue: Value?) { self.wrappedValue = wrappedValue }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        if let wrappedValue { try container.encode(wrappedValue) } else { try container.encodeNil() }
+    }
+}
+
 /// `pgquorum status --json`: the formation as the log derives it.
 public struct StatusDocument: Encodable, Sendable {
     public struct Node: Encodable, Sendable {
@@ -28,8 +42,8 @@ public struct StatusDocument: Encodable, Sendable {
         var health: String
         var timeline: UInt32
         var lsn: String
-        var lagBytes: UInt64?
-        var postgresRunning: Bool?
+        @Nullable var lagBytes: UInt64?
+        @Nullable var postgresRunning: Bool?
         var candidatePriority: UInt8
         var replicationQuorum: Bool
 
@@ -38,30 +52,12 @@ public struct StatusDocument: Encodable, Sendable {
             case reachedState = "reached_state", goalState = "goal_state", goalReason = "goal_reason", lagBytes = "lag_bytes"
             case postgresRunning = "postgres_running", candidatePriority = "candidate_priority", replicationQuorum = "replication_quorum"
         }
-
-        public func encode(to encoder: any Encoder) throws {
-            var container = encoder.container(keyedBy: CodingKeys.self)
-            try container.encode(id, forKey: .id)
-            try container.encode(name, forKey: .name)
-            try container.encode(host, forKey: .host)
-            try container.encode(port, forKey: .port)
-            try container.encode(reachedState, forKey: .reachedState)
-            try container.encode(goalState, forKey: .goalState)
-            try container.encode(goalReason, forKey: .goalReason)
-            try container.encode(health, forKey: .health)
-            try container.encode(timeline, forKey: .timeline)
-            try container.encode(lsn, forKey: .lsn)
-            try container.encode(lagBytes, forKey: .lagBytes)
-            try container.encode(postgresRunning, forKey: .postgresRunning)
-            try container.encode(candidatePriority, forKey: .candidatePriority)
-            try container.encode(replicationQuorum, forKey: .replicationQuorum)
-        }
     }
 
     var formation: String
     var appliedIndex: UInt64
     var term: UInt64
-    var waitingReason: String?
+    @Nullable var waitingReason: String?
     var nodes: [Node]
 
     enum CodingKeys: String, CodingKey {
@@ -83,15 +79,6 @@ public struct StatusDocument: Encodable, Sendable {
                 postgresRunning: node.lastReport?.postgresRunning, candidatePriority: node.registration.candidatePriority,
                 replicationQuorum: node.registration.replicationQuorum)
         }
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(formation, forKey: .formation)
-        try container.encode(appliedIndex, forKey: .appliedIndex)
-        try container.encode(term, forKey: .term)
-        try container.encode(waitingReason, forKey: .waitingReason)
-        try container.encode(nodes, forKey: .nodes)
     }
 }
 
