@@ -1,3 +1,4 @@
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -23,9 +24,22 @@ public enum InstallationError: Error, Equatable, CustomStringConvertible {
     case binaryMissing(path: String)
     case userMissing(name: String)
     case fileOperationFailed(operation: String, path: String, message: String)
+    /// No PostgreSQL server programs were found; what was tried, in order.
+    case notFound(tried: [String])
+    /// The server programs do not say which version they are.
+    case unknownVersion(path: String, output: String)
+    /// A data directory made by another major version than the programs'.
+    case versionMismatch(dataDirectory: String, data: Int, binaries: Int, binDirectory: String)
 
     public var description: String {
         switch self {
+        case .notFound(let tried):
+            return "no PostgreSQL server programs found (tried \(tried.joined(separator: "; "))): pass --pg-bindir DIR, set PG_CONFIG, or install postgresql-15 (scripts/setup)"
+        case .unknownVersion(let path, let output):
+            return "\(path) --version did not say its version: \(output.prefix(200))"
+        case .versionMismatch(let dataDirectory, let data, let binaries, let binDirectory):
+            return "the data directory \(dataDirectory) was made by PostgreSQL \(data), but the programs in \(binDirectory) are PostgreSQL \(binaries): "
+                + "point --pg-bindir at PostgreSQL \(data)'s programs (or upgrade the data with pg_upgrade first)"
         case .binaryMissing(let path):
             return "PostgreSQL program \(path) is missing; run scripts/setup to install postgresql-15"
         case .userMissing(let name):
@@ -85,6 +99,62 @@ public struct PostgresInstallation: Sendable {
             wrapper.append("--pdeathsig=\(parentDeathSignal)")
         }
         return ("/usr/bin/setpriv", wrapper + ["--", path] + arguments)
+    }
+
+    /// The folder where this platform's package puts PostgreSQL 15 (Debian, Ubuntu).
+    public static let packagedBinDirectory = "/usr/lib/postgresql/15/bin"
+
+    /// Finds the server programs: `binDirectory` when given; else `pg_config --bindir` of
+    /// $PG_CONFIG, or of the `pg_config` on the PATH; else the folder of the `postgres` on the
+    /// PATH; else the packaged folder. Each candidate must hold an executable `postgres`.
+    public static func locate(binDirectory: String?, environment: [String: String]) throws(InstallationError) -> PostgresInstallation {
+        func holdsPostgres(_ folder: String) -> Bool { access(folder + "/postgres", X_OK) == 0 }
+        if let binDirectory {
+            guard holdsPostgres(binDirectory) else { throw .binaryMissing(path: binDirectory + "/postgres") }
+            return PostgresInstallation(binDirectory: binDirectory)
+        }
+        var tried: [String] = []
+        let path = (environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":").map(String.init)
+        let pgConfigs = [environment["PG_CONFIG"].map { ("$PG_CONFIG", $0) }, path.map { $0 + "/pg_config" }.first { access($0, X_OK) == 0 }.map { ("pg_config on the PATH", $0) }]
+        for case let (source, pgConfig)? in pgConfigs {
+            guard let result = try? runCommand(pgConfig, ["--bindir"], timeout: .seconds(10)) else {
+                tried.append("\(source) \(pgConfig): it did not run")
+                continue
+            }
+            let folder = result.output.trimmingCharacters(in: .whitespacesAndNewlines)
+            if holdsPostgres(folder) { return PostgresInstallation(binDirectory: folder) }
+            tried.append("\(source) \(pgConfig) --bindir: \(folder) holds no postgres")
+        }
+        if let folder = path.first(where: holdsPostgres) { return PostgresInstallation(binDirectory: folder) }
+        tried.append("postgres on the PATH")
+        if holdsPostgres(packagedBinDirectory) { return PostgresInstallation(binDirectory: packagedBinDirectory) }
+        tried.append(packagedBinDirectory)
+        throw .notFound(tried: tried)
+    }
+
+    /// The major version of the server programs, from `postgres --version`.
+    public func majorVersion() throws(InstallationError) -> Int {
+        let path = try program("postgres")
+        let output = (try? runCommand(path, ["--version"], timeout: .seconds(10)))?.output ?? ""
+        guard let version = Self.majorVersion(of: output) else { throw .unknownVersion(path: path, output: output) }
+        return version
+    }
+
+    /// The major version in `postgres --version`'s answer: "postgres (PostgreSQL) 15.18 …" → 15.
+    static func majorVersion(of output: String) -> Int? {
+        guard let range = output.range(of: "(PostgreSQL) ") else { return nil }
+        let number = output[range.upperBound...].prefix { $0.isNumber || $0 == "." }
+        return number.split(separator: ".").first.flatMap { Int($0) }
+    }
+
+    /// Refuses a data directory made by another major version (its PG_VERSION); a missing
+    /// or empty one (not made yet) passes.
+    public func checkDataDirectory(_ dataDirectory: String) throws(InstallationError) {
+        guard let text = try? String(contentsOfFile: dataDirectory + "/PG_VERSION", encoding: .utf8),
+            let data = text.split(separator: ".").first.flatMap({ Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) })
+        else { return }
+        let binaries = try majorVersion()
+        guard data == binaries else { throw .versionMismatch(dataDirectory: dataDirectory, data: data, binaries: binaries, binDirectory: binDirectory) }
     }
 
     /// Makes `path` belong to the server user (when root), so postgres may write there.

@@ -142,6 +142,14 @@ struct NodeOptions: ParsableArguments {
                 throw CommandFailure("http: \(error) (HOST:PORT, or off)")
             }
         }
+        // node.conf names the server programs `node create` found; one written before it
+        // did finds them the same way now.
+        do {
+            configuration.installation = try PostgresInstallation.locate(
+                binDirectory: file.values["pg-bindir"], environment: ProcessInfo.processInfo.environment)
+        } catch {
+            throw CommandFailure("\(error)")
+        }
         if let settings = file.values["postgres-settings"], !settings.isEmpty {
             for pair in settings.split(separator: ",") {
                 let parts = pair.split(separator: "=", maxSplits: 1)
@@ -168,6 +176,13 @@ struct NodeCreateCommand: AsyncParsableCommand {
 
     @Option(help: ArgumentHelp("Extra postgres settings, KEY=VALUE,… (for tests: fsync=off).", valueName: "settings"))
     var postgresSettings: String?
+
+    @Option(
+        name: .customLong("pg-bindir"),
+        help: ArgumentHelp(
+            "The folder of the PostgreSQL server programs (postgres, initdb, pg_rewind…); default: pg_config --bindir of $PG_CONFIG or of the pg_config on the PATH, else the postgres on the PATH, else /usr/lib/postgresql/15/bin. Saved in node.conf.",
+            valueName: "dir"))
+    var pgBindir: String?
 
     @Option(help: ArgumentHelp("Networks clients may connect from, CIDR,… (pg_hba.conf `host all all`).", valueName: "networks"))
     var clientNetworks: String?
@@ -215,10 +230,14 @@ struct NodeCreateCommand: AsyncParsableCommand {
         if let credentials = file.values["credentials"] {
             file.values["credentials"] = URL(fileURLWithPath: credentials).standardizedFileURL.path
         }
+        if let pgBindir { file.values["pg-bindir"] = URL(fileURLWithPath: pgBindir).standardizedFileURL.path }
         var configuration = try options.managerConfiguration(file, idRequired: false)
+        file.values["pg-bindir"] = configuration.installation.binDirectory
         // Refuse here what would stop postgres later: a bad client network, a host that does
-        // not resolve (every node's pg_hba.conf gets this host's addresses).
+        // not resolve (every node's pg_hba.conf gets this host's addresses), server programs
+        // of another major version than an existing data directory's.
         try configuration.postgresConfiguration().validate()
+        do { try configuration.installation.checkDataDirectory(configuration.dataDirectory) } catch { throw CommandFailure("\(error)") }
         do {
             _ = try HostAddresses.resolve(configuration.host)
         } catch {

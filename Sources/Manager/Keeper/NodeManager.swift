@@ -91,6 +91,8 @@ public final class NodeManager: Sendable {
     /// Throws when the node is not registered at all.
     public func run() async throws {
         if let warning = client.tls.expiryWarning() { logger.error("certificate problem", metadata: ["reason": "\(warning)"]) }
+        // Programs of another major version than the data directory's would not start it.
+        do { try configuration.installation.checkDataDirectory(configuration.dataDirectory) } catch { throw NodeManagerError("\(error)") }
         try postgres.writeReplicationPassword(configuration.replicationPassword)
         // The CA and this node's certificate, for its replication connections (a clone's
         // first) and for its server.

@@ -34,6 +34,8 @@ public struct NodeManagerConfiguration: Sendable {
     public var clientsWithoutTLS = false
     /// The command that runs the watchdog process (`pgquorum node watchdog`); nil runs none.
     public var watchdogCommand: [String]?
+    /// Where the PostgreSQL server programs are (node.conf's `pg-bindir`).
+    public var installation = PostgresInstallation()
 
     public init(
         node: PGNodeID, name: String, host: String, port: Int, dataDirectory: String, runDirectory: String, witnesses: [WitnessEndpoint],
@@ -62,6 +64,7 @@ public struct NodeManagerConfiguration: Sendable {
     public func postgresConfiguration() -> PostgresNodeConfiguration {
         var configuration = PostgresNodeConfiguration(
             dataDirectory: dataDirectory, runDirectory: runDirectory, port: port, applicationName: ClusterState.applicationName(of: node))
+        configuration.installation = installation
         configuration.listenAddress = host
         configuration.extraSettings = postgresSettings
         configuration.clientNetworks = clientNetworks
