@@ -32,5 +32,12 @@ struct NodeCreateInstallationTests {
         #expect(
             older.output.contains("was made by PostgreSQL 14, but the programs in \(PostgresInstallation.packagedBinDirectory) are PostgreSQL 15"),
             "\(older.output)")
+
+        // node run checks it too (the programs changed under a node created before).
+        let conf = ["id: 1", "name: alpha", "host: 127.0.0.1", "port: 6543", "witnesses: 127.0.0.1:1", "credentials: \(credentials)", "formation: default"]
+        try (conf.joined(separator: "\n") + "\n").write(toFile: node + "/node.conf", atomically: true, encoding: .utf8)
+        let run = try await runProgram(executable, ["node", "run", "--dir", node], timeout: .seconds(30), check: false)
+        #expect(run.termination == .exited(code: 1))
+        #expect(run.output.contains("was made by PostgreSQL 14, but the programs in"), "\(run.output)")
     }
 }
