@@ -35,7 +35,7 @@ struct IdleBenchmark {
         for id in cluster.ids {
             guard let manager = cluster.manager(of: id)?.pid else { continue }
             processes.append(Process(kind: "manager", pid: manager))
-            processes += Self.children(of: manager).filter { Self.commandLine($0).contains("watchdog") }.map { Process(kind: "watchdog", pid: $0) }
+            processes += ProcessTree.children(of: manager).filter { Self.commandLine($0).contains("watchdog") }.map { Process(kind: "watchdog", pid: $0) }
         }
         if endpoints {
             print("idle cluster: \(processes.count) processes (3 witnesses with --metrics, 3 managers with HTTP endpoints, their watchdogs); "
@@ -108,15 +108,6 @@ struct IdleBenchmark {
             text.split(separator: "\n").first { $0.hasPrefix(name + ":") }.flatMap { Int($0.split(separator: " ", omittingEmptySubsequences: true)[1]) } ?? 0
         }
         return (field("Rss"), field("Pss"))
-    }
-
-    static func children(of parent: pid_t) -> [pid_t] {
-        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
-        return entries.compactMap { pid_t($0) }.filter { pid in
-            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return false }
-            let fields = stat[stat.index(after: close)...].split(separator: " ")
-            return fields.count > 1 && pid_t(fields[1]) == parent
-        }
     }
 
     static func commandLine(_ pid: pid_t) -> String {

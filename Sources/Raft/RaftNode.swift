@@ -210,6 +210,10 @@ public struct RaftNode {
         if let last = ready.committedEntries.last { log.applied(to: last.index) }
     }
 
+    /// The commit index and the last index of the log, without building `status`.
+    public var commitIndex: UInt64 { log.committed }
+    public var lastIndex: UInt64 { (try? log.lastIndex()) ?? 0 }
+
     public var status: RaftStatus {
         var peers: [NodeID: RaftStatus.Peer] = [:]
         if role == .leader {
@@ -218,8 +222,8 @@ public struct RaftNode {
             }
         }
         return RaftStatus(
-            id: id, term: term, vote: vote, role: role, leader: leader, commit: log.committed, applied: log.applied,
-            lastIndex: (try? log.lastIndex()) ?? 0, membership: membership, peers: peers, transferee: transferee)
+            id: id, term: term, vote: vote, role: role, leader: leader, commit: commitIndex, applied: log.applied,
+            lastIndex: lastIndex, membership: membership, peers: peers, transferee: transferee)
     }
 }
 

@@ -160,13 +160,16 @@ final class WitnessConnection: Sendable {
     }
 
     private func received(_ frame: Frame) {
-        state.withLock { $0.lastHeard = .now }
         guard frame.kind == WitnessFrameKind.response.rawValue else {
             return closeBroken("unexpected frame kind \(frame.kind)")
         }
         let decoded: (id: UInt64, response: WitnessResponse)
         do { decoded = try WitnessResponse.decode(frame.payload) } catch { return closeBroken("\(error)") }
-        if let push = state.withLock({ $0.pushes[decoded.id] }) {
+        let push = state.withLock { state in
+            state.lastHeard = .now
+            return state.pushes[decoded.id]
+        }
+        if let push {
             push(decoded.response)
         } else {
             finish(decoded.id, with: .success(decoded.response))

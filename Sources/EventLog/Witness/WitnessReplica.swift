@@ -252,12 +252,11 @@ final class WitnessReplica: @unchecked Sendable {
 
     /// The Raft gauges (`WitnessMetrics`), set after a change: not at every heartbeat.
     private func publishMetrics() {
-        let status = node.status
-        metrics.term.record(status.term)
-        metrics.isLeader.record(status.role == .leader ? 1 : 0)
-        metrics.commitIndex.record(status.commit)
+        metrics.term.record(node.term)
+        metrics.isLeader.record(node.role == .leader ? 1 : 0)
+        metrics.commitIndex.record(node.commitIndex)
         metrics.appliedIndex.record(applied)
-        metrics.lastIndex.record(status.lastIndex)
+        metrics.lastIndex.record(node.lastIndex)
     }
 
     private func leadershipChanged(_ soft: SoftState) {
