@@ -11,7 +11,8 @@ import TestSupport
 
 /// A stand-in witness on a real TLS socket: it answers every request with an empty read at
 /// once — except, on each connection, the first read from index `slowFrom`, answered only
-/// after `delay` — and counts the connections.
+/// after `delay` — sends an answer to no request every 200 ms (as a stream's pushes keep a
+/// real witness heard, whatever the client's own timing), and counts the connections.
 final class SlowWitness: Sendable {
     let channel: any Channel
     private let connections = Counter()
@@ -27,7 +28,13 @@ final class SlowWitness: Sendable {
                 connections.increment()
                 let slowOnes = Counter()
                 let events = WitnessChannelHandler.Events(
-                    opened: { _, _, _, _ in },
+                    opened: { channel, _, _, _ in
+                        let heard = Frame(kind: WitnessFrameKind.response.rawValue, payload: WitnessResponse.entries([]).encoded(id: .max))
+                        let beat = channel.eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(200), delay: .milliseconds(200)) { _ in
+                            channel.writeAndFlush(WitnessChannelHandler.buffer(heard), promise: nil)
+                        }
+                        channel.closeFuture.whenComplete { _ in beat.cancel() }
+                    },
                     frame: { channel, frame in
                         guard let (id, request) = try? WitnessRequest.decode(frame.payload) else { return }
                         var wait = TimeAmount.zero
@@ -78,9 +85,10 @@ struct WitnessClientConnectionTests {
         defer { client.close() }
         #expect(try await client.read(from: 1).isEmpty)
         #expect(server.accepted == 1)
-        // The read from 7 gets no answer within its attempt; meanwhile another one is answered
-        // on the same connection: the witness is slow for one request, the path is sound, and
-        // the retry goes out on the same connection (answered at once).
+        // The read from 7 gets no answer within its attempt; meanwhile the witness is heard on
+        // the same connection (another read is answered, and its beats): it is slow for one
+        // request, the path is sound, and the retry goes out on the same connection (answered
+        // at once).
         let slow = Task { try await client.read(from: 7) }
         try await Task.sleep(for: .milliseconds(300))
         #expect(try await client.read(from: 1).isEmpty)
