@@ -51,6 +51,19 @@ struct MultiHostTests: ClusterScenarios {
                 #expect(primary(state) == old)
                 try await expectAllAcknowledged(writer, on: old, cluster)
                 for id in cluster.ids where id != old { try await expectStandbyWithEveryAcknowledgedRow(id, writer, cluster) }
+
+                // Dropping node 3 takes its host's lines out of every other node's pg_hba.conf.
+                let drop = try await cli(cluster, ["drop", "3"])
+                #expect(drop.termination == .exited(code: 0), "\(drop.output)")
+                let remaining = Set(cluster.ids.filter { $0 != 3 }.compactMap { cluster.host(of: $0).map { "\($0.address)" } })
+                for id in cluster.ids where id != 3 {
+                    try await waitUntilAsync("node \(id)'s pg_hba.conf no longer admits node 3", timeout: .seconds(30)) {
+                        let admitted = try await onOwnThread {
+                            try cluster.sql(on: id, "SELECT DISTINCT address FROM pg_hba_file_rules WHERE 'replication' = ANY(database)")
+                        }
+                        return Set(admitted.compactMap { $0 }) == remaining
+                    }
+                }
             }
         }
     }
