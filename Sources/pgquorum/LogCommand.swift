@@ -170,6 +170,13 @@ func describe(_ event: ClusterEvent) -> String {
         return "operator asked to drop node \(node)"
     case .operatorRequest(.forceDrop(let node)):
         return "operator forced the drop of node \(node)"
+    case .operatorRequest(.setCandidatePriority(let node, let priority)):
+        return "operator set the candidate priority of node \(node) to \(priority)"
+    case .operatorRequest(.setReplicationQuorum(let node, let enabled)):
+        return "operator made node \(node) \(enabled ? "a quorum (synchronous)" : "an asynchronous") standby"
+    case .operatorRequest(.setParameter(let name, let value, let node)):
+        let scope = node.map { " on node \($0)" } ?? ""
+        return value.map { "operator set parameter \(name) = '\($0)'\(scope)" } ?? "operator reset parameter \(name)\(scope)"
     case .settingsChanged(let settings):
         return "settings: " + ClusterView.settingsLines(settings).map { "\($0.key)=\($0.value)" }.joined(separator: " ")
     case .tick:
@@ -189,8 +196,10 @@ extension ClusterEvent {
         case .nodeReports(let reports): return reports.map(\.node)
         case .stateReached(let node, _): return [node]
         case .operatorRequest(.switchover(let target)): return target.map { [$0] } ?? []
-        case .operatorRequest(.maintenance(let node, _)), .operatorRequest(.dropNode(let node)), .operatorRequest(.forceDrop(let node)):
+        case .operatorRequest(.maintenance(let node, _)), .operatorRequest(.dropNode(let node)), .operatorRequest(.forceDrop(let node)),
+            .operatorRequest(.setCandidatePriority(let node, _)), .operatorRequest(.setReplicationQuorum(let node, _)):
             return [node]
+        case .operatorRequest(.setParameter(_, _, let node)): return node.map { [$0] } ?? []
         case .settingsChanged, .tick, .termStarted, .membershipChanged: return []
         }
     }

@@ -18,7 +18,7 @@ struct NodeCommand: AsyncParsableCommand {
             drives postgres to the goal the formation assigns. The first node becomes the \
             primary (initdb); the others clone it and follow.
             """,
-        subcommands: [NodeCreateCommand.self, NodeRunCommand.self, NodeLogsCommand.self, NodeWatchdogCommand.self]
+        subcommands: [NodeCreateCommand.self, NodeRunCommand.self, NodeSetCommand.self, NodeLogsCommand.self, NodeWatchdogCommand.self]
     )
 }
 

@@ -11,8 +11,11 @@ struct OperatorRequestRunner {
     var noWait: Bool
     var waitSeconds: Double
 
+    /// `applied`, when given, tells a request the reducer took from one it refused, for
+    /// requests that change no goal (a reason left waiting then is not a refusal).
     func run(
-        _ request: OperatorRequest, describe: String, done: @escaping @Sendable (ClusterState) -> Bool
+        _ request: OperatorRequest, describe: String, applied: (@Sendable (ClusterState) -> Bool)? = nil,
+        done: @escaping @Sendable (ClusterState) -> Bool
     ) async throws {
         let client = try options.connection.makeClient()
         defer { client.close() }
@@ -21,13 +24,12 @@ struct OperatorRequestRunner {
         // with its reason instead of being appended.
         var trial = state
         let changes = trial.apply(probeEntry(request, after: state))
-        if changes.isEmpty, let reason = trial.waitingReason, reason != state.waitingReason {
-            throw CommandFailure("refused: \(reason)")
-        }
+        let refused = applied.map { !$0(trial) } ?? (changes.isEmpty && trial.waitingReason != state.waitingReason)
+        if refused, let reason = trial.waitingReason { throw CommandFailure("refused: \(reason)") }
         let index = try await client.append(.operatorRequest(request), formation: options.formation)
         print("\(describe) requested (log index \(index))")
         guard !noWait else { return }
-        try await follow(client, from: state, requestIndex: index, done: done)
+        try await follow(client, from: state, requestIndex: index, applied: applied, done: done)
     }
 
     private func probeEntry(_ request: OperatorRequest, after state: ClusterState) -> LogEntry {
@@ -39,7 +41,8 @@ struct OperatorRequestRunner {
     }
 
     private func follow(
-        _ client: WitnessClient, from start: ClusterState, requestIndex: UInt64, done: @escaping @Sendable (ClusterState) -> Bool
+        _ client: WitnessClient, from start: ClusterState, requestIndex: UInt64, applied: (@Sendable (ClusterState) -> Bool)?,
+        done: @escaping @Sendable (ClusterState) -> Bool
     ) async throws {
         let formation = options.formation
         let seconds = waitSeconds
@@ -59,7 +62,11 @@ struct OperatorRequestRunner {
                                 }
                                 printStep(step, formation: formation)
                             }
-                            if let problem { throw CommandFailure("refused: \(problem)") }
+                            if let applied, entry.index == requestIndex {
+                                if !applied(state) { throw CommandFailure("refused: \(state.waitingReason ?? "the request changed nothing")") }
+                            } else if let problem {
+                                throw CommandFailure("refused: \(problem)")
+                            }
                         }
                     }
                     if state.appliedIndex >= requestIndex && done(state) {

@@ -12,6 +12,7 @@ let sampleRecords: [EventRecord] = {
     var withViews = NodeReport(node: 3, reachedState: .reportLSN, postgresRunning: true, timeline: 2, flushLSN: 77, sentAtNanos: 5)
     withViews.standbys = [StandbyView(node: 2, streaming: false, syncState: .quorum, flushLagBytes: .max, replyAgeMillis: .max)]
     withViews.followingEndedMillisAgo = 2_750
+    withViews.pendingRestart = true
     let events: [ClusterEvent] = [
         .nodeRegistered(NodeRegistration(node: 1, name: "node-1", host: "10.0.0.1", port: 5432, systemIdentifier: .max, candidatePriority: 100, replicationQuorum: false)),
         .nodeReports([]),
@@ -26,6 +27,12 @@ let sampleRecords: [EventRecord] = {
         .operatorRequest(.maintenance(node: 2, enabled: true)),
         .operatorRequest(.dropNode(node: 4)),
         .operatorRequest(.forceDrop(node: 5)),
+        .operatorRequest(.setCandidatePriority(node: 6, priority: 0)),
+        .operatorRequest(.setCandidatePriority(node: 6, priority: 100)),
+        .operatorRequest(.setReplicationQuorum(node: 7, enabled: false)),
+        .operatorRequest(.setParameter(name: "work_mem", value: "64MB", node: nil)),
+        .operatorRequest(.setParameter(name: "log_min_duration_statement", value: "", node: 3)),
+        .operatorRequest(.setParameter(name: "search_path", value: nil, node: nil)),
         .settingsChanged(settings),
         .tick,
         .termStarted(carriedNanos: 1_234_567_890),
@@ -44,14 +51,19 @@ struct EventRecordTests {
         }
     }
 
-    @Test("reports of format 2 (kind 8, before standbys said when they stopped following) still decode")
+    @Test("reports of formats 2 and 3 (kinds 8 and 10, before standbys said when they stopped following, and before pending restarts) still decode")
     func reportsOfFormat2() throws {
         let report = NodeReport(node: 2, reachedState: .reportLSN, postgresRunning: true, timeline: 4, flushLSN: 42, sentAtNanos: 7)
         let current = EventRecord(formation: "default", stamp: LogStamp(leaderClockNanos: 1, wallTimeMillis: 2), event: .nodeReports([report]))
             .encoded()
-        // Format 2 is format 3 without the last field (4 bytes before the checksum).
+        // Format 3 is format 4 without the last field (1 byte before the checksum).
+        var format3 = ByteWriter()
+        for (index, byte) in current.dropLast(5).enumerated() { format3.write(index == 1 ? UInt8(10) : byte) }
+        format3.appendChecksum()
+        #expect(try EventRecord(decoding: format3.bytes).event == .nodeReports([report]))
+        // Format 2 is format 3 without its last field (4 more bytes).
         var writer = ByteWriter()
-        for (index, byte) in current.dropLast(8).enumerated() { writer.write(index == 1 ? UInt8(8) : byte) }
+        for (index, byte) in current.dropLast(9).enumerated() { writer.write(index == 1 ? UInt8(8) : byte) }
         writer.appendChecksum()
         let decoded = try EventRecord(decoding: writer.bytes)
         guard case .nodeReports(let reports) = decoded.event else {

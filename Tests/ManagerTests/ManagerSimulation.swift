@@ -161,9 +161,15 @@ struct ReducerSimulation {
         case standbySideReset
     }
 
-    init(seed: UInt64) {
+    /// Operators change nodes' candidate priority and replication quorum
+    /// (`pgquorum node set`), drawn from a generator of their own so that the other faults
+    /// each seed draws stay as they are without them.
+    var nodeSettings: SeededGenerator?
+
+    init(seed: UInt64, nodeSettings: Bool = false) {
         self.seed = seed
         rng = SeededGenerator(seed: seed)
+        self.nodeSettings = nodeSettings ? SeededGenerator(seed: seed ^ 0x6e6f_6465_7365_7473) : nil
     }
 
     mutating func roll(_ perMille: UInt64) -> Bool { rng.next() % 1000 < perMille }
@@ -639,9 +645,33 @@ struct ReducerSimulation {
         statistics["term changes", default: 0] += 1
     }
 
+    /// An operator's `node set`, now and then: a node leaves or joins the replication quorum,
+    /// or its candidate priority goes to 0 or back up.
+    private mutating func changeNodeSettings(_ ids: [PGNodeID]) throws {
+        guard var generator = nodeSettings else { return }
+        defer { nodeSettings = generator }
+        guard generator.next() % 1000 < 8, !ids.isEmpty else { return }
+        let id = ids[Int(generator.next() % UInt64(ids.count))]
+        guard let record = runner.state[id] else { return }
+        if generator.next() % 3 == 0 {
+            let priority: UInt8 = record.registration.candidatePriority == 0 ? 50 + UInt8(generator.next() % 51) : 0
+            note("node \(id): candidate priority \(priority) asked")
+            try append(.operatorRequest(.setCandidatePriority(node: id, priority: priority)))
+            if runner.state[id]?.registration.candidatePriority == priority { statistics["candidate priorities changed", default: 0] += 1 }
+        } else {
+            let enabled = !record.registration.replicationQuorum
+            note("node \(id): replication quorum \(enabled) asked")
+            try append(.operatorRequest(.setReplicationQuorum(node: id, enabled: enabled)))
+            if runner.state[id]?.registration.replicationQuorum == enabled {
+                statistics[enabled ? "quorum joins" : "quorum leaves", default: 0] += 1
+            }
+        }
+    }
+
     private mutating func perturb() throws {
         let ids = runner.state.sortedNodes.map(\.id)
         guard let id = pick(ids) else { return }
+        try changeNodeSettings(ids)
         if roll(6) {
             let mode = managers[id]!.mode
             let next: SimulatedManager.Mode = mode != .up ? .up : rng.next() % 2 == 0 ? .cutOff : .frozen

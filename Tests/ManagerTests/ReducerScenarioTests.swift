@@ -121,6 +121,10 @@ extension StoryRunner {
         case "maintenance": changes = append(.operatorRequest(.maintenance(node: try node(), enabled: positional.count > 1 && positional[1] == "on")))
         case "drop": changes = append(.operatorRequest(.dropNode(node: try node())))
         case "drop-force": changes = append(.operatorRequest(.forceDrop(node: try node())))
+        case "set-priority":
+            changes = append(.operatorRequest(.setCandidatePriority(node: try node(), priority: UInt8(positional.count > 1 ? positional[1] : "") ?? 0)))
+        case "set-quorum":
+            changes = append(.operatorRequest(.setReplicationQuorum(node: try node(), enabled: positional.count > 1 && positional[1] == "true")))
         case "settings":
             var settings = state.settings
             if let k = options["k"].flatMap(UInt8.init) { settings.numberSyncStandbys = k }

@@ -100,6 +100,20 @@ extension ClusterEvent {
             case .forceDrop(let node):
                 writer.write(UInt8(4))
                 writer.write(node)
+            case .setCandidatePriority(let node, let priority):
+                writer.write(UInt8(5))
+                writer.write(node)
+                writer.write(priority)
+            case .setReplicationQuorum(let node, let enabled):
+                writer.write(UInt8(6))
+                writer.write(node)
+                writer.write(enabled)
+            case .setParameter(let name, let value, let node):
+                writer.write(UInt8(7))
+                writer.write(name)
+                writer.write(value != nil)
+                writer.write(value ?? "")
+                writer.write(node ?? 0)
             }
         case .settingsChanged(let settings):
             writer.write(settings)
@@ -117,13 +131,14 @@ extension ClusterEvent {
         switch kind {
         case 1:
             return .nodeRegistered(try reader.readRegistration())
-        case 2, 8, 10:
+        case 2, 8, 10, 11:
             // Kind 2: reports of format 1 (without the primary's view of its standbys), kind 8:
-            // format 2 (without when a standby stopped following).
+            // format 2 (without when a standby stopped following), kind 10: format 3 (without
+            // a pending restart).
             let count = try reader.readCount("report count", maxCount: EventRecord.reportsPerEntryMax)
             var reports: [NodeReport] = []
             reports.reserveCapacity(count)
-            let format = kind == 2 ? 1 : kind == 8 ? 2 : 3
+            let format = kind == 2 ? 1 : kind == 8 ? 2 : kind == 10 ? 3 : 4
             for _ in 0..<count { reports.append(try reader.readReport(format: format)) }
             return .nodeReports(reports)
         case 3:
@@ -156,6 +171,27 @@ extension ClusterEvent {
             return .dropNode(node: try reader.readNodeID("dropped node"))
         case 4:
             return .forceDrop(node: try reader.readNodeID("force-dropped node"))
+        case 5:
+            let node = try reader.readNodeID("node of a candidate priority")
+            let priority = try reader.readUInt8("candidate priority")
+            guard priority <= NodeRegistration.candidatePriorityMax else {
+                throw .invalidValue(field: "candidate priority", reason: "\(priority) is above \(NodeRegistration.candidatePriorityMax)")
+            }
+            return .setCandidatePriority(node: node, priority: priority)
+        case 6:
+            return .setReplicationQuorum(node: try reader.readNodeID("node of a replication quorum"), enabled: try reader.readBool("replication quorum"))
+        case 7:
+            let name = try reader.readString("parameter name")
+            guard !name.isEmpty, name.utf8.count <= OperatorRequest.parameterNameMax else {
+                throw .invalidValue(field: "parameter name", reason: "\(name.utf8.count) bytes (1 to \(OperatorRequest.parameterNameMax))")
+            }
+            let hasValue = try reader.readBool("parameter has a value")
+            let value = try reader.readString("parameter value")
+            guard value.utf8.count <= OperatorRequest.parameterValueMax else {
+                throw .invalidValue(field: "parameter value", reason: "\(value.utf8.count) bytes (at most \(OperatorRequest.parameterValueMax))")
+            }
+            let node = try reader.readUInt32("parameter node")
+            return .setParameter(name: name, value: hasValue ? value : nil, node: node == 0 ? nil : node)
         default:
             throw .unknownKind(field: "operator request", value: kind)
         }
@@ -210,6 +246,7 @@ extension ByteWriter {
             write(view.replyAgeMillis)
         }
         write(report.followingEndedMillisAgo)
+        write(report.pendingRestart)
     }
 
     public mutating func write(_ settings: FormationSettings) {
@@ -249,8 +286,8 @@ extension ByteReader {
         return registration
     }
 
-    /// A report of `format` 1, 2 (adds the primary's view of its standbys) or 3 (adds when a
-    /// standby stopped following).
+    /// A report of `format` 1, 2 (adds the primary's view of its standbys), 3 (adds when a
+    /// standby stopped following) or 4 (adds a pending restart).
     public mutating func readReport(format: Int) throws(DecodingError) -> NodeReport {
         let node = try readNodeID("reporting node")
         let state = try readNodeState()
@@ -279,6 +316,7 @@ extension ByteReader {
                     replyAgeMillis: try readUInt32("standby reply age")))
         }
         if format >= 3 { report.followingEndedMillisAgo = try readUInt32("following ended") }
+        if format >= 4 { report.pendingRestart = try readBool("pending restart") }
         return report
     }
 

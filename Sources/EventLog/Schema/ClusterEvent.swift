@@ -32,7 +32,7 @@ public enum ClusterEvent: Sendable, Equatable {
     var kind: UInt8 {
         switch self {
         case .nodeRegistered: return 1
-        case .nodeReports: return 10
+        case .nodeReports: return 11
         case .stateReached: return 3
         case .operatorRequest: return 4
         case .settingsChanged: return 5
@@ -78,6 +78,8 @@ public struct NodeRegistration: Sendable, Equatable {
     public var candidatePriority: UInt8
     /// Whether this node counts in `synchronous_standby_names` (false: asynchronous standby).
     public var replicationQuorum: Bool
+    /// The highest candidate priority (pg_auto_failover's range, 0–100).
+    public static let candidatePriorityMax: UInt8 = 100
 
     public init(
         node: PGNodeID, name: String, host: String, port: UInt16, systemIdentifier: UInt64,
@@ -149,6 +151,9 @@ public struct NodeReport: Sendable, Equatable {
     /// reply to it is then older than the election, and the new primary need not wait for it
     /// to age (DESIGN §5 rule 1).
     public var followingEndedMillisAgo = UInt32.max
+    /// Postgres runs with a parameter changed in its files that takes effect only at a
+    /// restart (`pg_settings.pending_restart`; reports of format 4).
+    public var pendingRestart = false
     /// The most standby views one report carries.
     public static let standbysMax = 64
 
@@ -179,6 +184,18 @@ public enum OperatorRequest: Sendable, Equatable {
     /// Remove a node at once, without waiting for its manager (gone for good) to report it
     /// stopped. Refused for a primary whose lease may still run.
     case forceDrop(node: PGNodeID)
+    /// Change a node's candidate priority (0: never promoted; 1–100, higher wins elections).
+    case setCandidatePriority(node: PGNodeID, priority: UInt8)
+    /// Count a node in `synchronous_standby_names` and in elections' quorum (`true`), or make
+    /// it an asynchronous standby (`false`).
+    case setReplicationQuorum(node: PGNodeID, enabled: Bool)
+    /// Set a PostgreSQL parameter (`value` nil: reset it to what postgres would use without
+    /// pgquorum), for every node or, with `node`, for that node alone.
+    case setParameter(name: String, value: String?, node: PGNodeID?)
+
+    /// The longest parameter name and value a request may carry, in bytes.
+    public static let parameterNameMax = 256
+    public static let parameterValueMax = 8_192
 }
 
 /// The formation's tunables, changed only through the log so every reader agrees on them.

@@ -329,8 +329,8 @@ extension WitnessRequest {
             writer.write(UInt8(1))
             writer.writeBlob(record.encoded())
         case .report(let formation, let report):
-            // Tag 2 carried reports of format 1, tag 10 of format 2.
-            writer.write(UInt8(11))
+            // Tag 2 carried reports of format 1, tag 10 of format 2, tag 11 of format 3.
+            writer.write(UInt8(12))
             writer.write(formation)
             writer.write(report)
         case .read(let from, let maxEntries, let stale):
@@ -362,9 +362,9 @@ extension WitnessRequest {
         let request: WitnessRequest
         switch tag {
         case 1: request = .append(try EventRecord(decoding: try reader.readBlob("record", maxCount: Frame.bytesMax)))
-        case 2, 10, 11:
+        case 2, 10, 11, 12:
             let formation = try reader.readString("formation")
-            request = .report(formation: formation, try reader.readReport(format: tag == 2 ? 1 : tag == 10 ? 2 : 3))
+            request = .report(formation: formation, try reader.readReport(format: tag == 2 ? 1 : tag == 10 ? 2 : tag == 11 ? 3 : 4))
         case 3, 9:
             let from = try reader.readUInt64("from index")
             request = .read(from: from, maxEntries: try reader.readUInt32("max entries"), stale: tag == 9)

@@ -10,9 +10,10 @@ extension ClusterState {
     /// in that view, version 6 the primary narrowing its quorum and when a standby last stopped
     /// following, version 7 the log time carried from earlier terms, version 8 whether the
     /// primary last took writes without synchronous replication, when each standby last
-    /// stopped following, the former lease and unhealthy timeout, and reports of format 3;
-    /// older snapshots still load.
-    public static let snapshotVersion: UInt8 = 8
+    /// stopped following, the former lease and unhealthy timeout, and reports of format 3,
+    /// version 9 the PostgreSQL parameters (the formation's and each node's) and reports of
+    /// format 4; older snapshots still load.
+    public static let snapshotVersion: UInt8 = 9
     /// The most nodes a formation holds.
     public static let nodesMax = 256
 
@@ -49,6 +50,7 @@ extension ClusterState {
             writer.write(node.unstreamedSinceNanos ?? 0)
             writer.write(node.followingEndedNanos != nil)
             writer.write(node.followingEndedNanos ?? 0)
+            writer.writeParameters(node.parameters)
         }
         writer.write(narrowingPrimary ?? 0)
         writer.write(lastStoppedFollowingNanos != nil)
@@ -58,6 +60,7 @@ extension ClusterState {
         writer.write(formerLeaseMillis ?? 0)
         writer.write(formerUnhealthyMillis ?? 0)
         writer.write(formerTimeoutsIndex)
+        writer.writeParameters(parameters)
         writer.appendChecksum()
         return writer.bytes
     }
@@ -83,7 +86,7 @@ extension ClusterState {
             node.reached = try reader.readNodeState("reached state")
             node.goal = try reader.readNodeState("goal state")
             node.goalReason = try reader.readString("goal reason")
-            node.lastReport = try reader.readBool("has report") ? try reader.readReport(format: version >= 8 ? 3 : version >= 5 ? 2 : 1) : nil
+            node.lastReport = try reader.readBool("has report") ? try reader.readReport(format: version >= 9 ? 4 : version >= 8 ? 3 : version >= 5 ? 2 : 1) : nil
             node.lastHeardNanos = try reader.readUInt64("last heard")
             let down = try reader.readBool("postgres down")
             let downSince = try reader.readUInt64("postgres down since")
@@ -106,6 +109,7 @@ extension ClusterState {
                 let endedAt = try reader.readUInt64("stopped following at")
                 node.followingEndedNanos = ended ? endedAt : nil
             }
+            if version >= 9 { node.parameters = try reader.readParameters() }
             nodes[node.id] = node
         }
         highestNodeID = max(highestNodeID, nodes.records.last?.id ?? 0)
@@ -130,6 +134,35 @@ extension ClusterState {
             formerUnhealthyMillis = unhealthy == 0 ? nil : unhealthy
             formerTimeoutsIndex = try reader.readUInt64("former timeouts index")
         }
+        if version >= 9 { parameters = try reader.readParameters() }
         try reader.finish()
+    }
+}
+
+/// The most PostgreSQL parameters one scope (the formation, or a node) holds.
+let parametersMax = 4_096
+
+extension ByteWriter {
+    /// Parameters sorted by name, so that equal states give equal snapshots.
+    mutating func writeParameters(_ parameters: [String: String]) {
+        precondition(parameters.count <= parametersMax, "\(parameters.count) parameters")
+        write(UInt32(parameters.count))
+        for (name, value) in parameters.sorted(by: { $0.key < $1.key }) {
+            write(name)
+            write(value)
+        }
+    }
+}
+
+extension ByteReader {
+    mutating func readParameters() throws(DecodingError) -> [String: String] {
+        let count = try readCount("parameter count", maxCount: parametersMax)
+        var parameters: [String: String] = [:]
+        for _ in 0..<count {
+            let name = try readString("parameter name")
+            guard !name.isEmpty, parameters[name] == nil else { throw .invalidValue(field: "parameter name", reason: "empty or repeated: \(name)") }
+            parameters[name] = try readString("parameter value")
+        }
+        return parameters
     }
 }

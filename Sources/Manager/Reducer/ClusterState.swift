@@ -36,6 +36,9 @@ public struct NodeRecord: Sendable, Equatable {
     /// (`NodeReport.followingEndedMillisAgo`). Its replies can hold an old primary until a
     /// lease and the watchdog's grace after it.
     public var followingEndedNanos: UInt64?
+    /// PostgreSQL parameters set for this node alone (`pgquorum pg set --node`), over the
+    /// formation's (`ClusterState.parameters`).
+    public var parameters: [String: String] = [:]
 
     public var id: PGNodeID { registration.node }
 
@@ -106,6 +109,9 @@ public struct ClusterState: Sendable, Equatable {
     public internal(set) var formerUnhealthyMillis: UInt32?
     /// The index of the settings change that set them.
     public internal(set) var formerTimeoutsIndex: UInt64 = 0
+    /// PostgreSQL parameters set through the log for every node (`pgquorum pg set`), by
+    /// lower-case name (`ManagedParameters`).
+    public internal(set) var parameters: [String: String] = [:]
 
     /// The policy's inputs when it last settled (see `policyInputs`). Not part of the state:
     /// a state without it runs the policy once more and reaches the same fixpoint.
@@ -123,6 +129,7 @@ public struct ClusterState: Sendable, Equatable {
             && lhs.lastStoppedFollowingNanos == rhs.lastStoppedFollowingNanos && lhs.clockOffsetNanos == rhs.clockOffsetNanos
             && lhs.primaryAcknowledgedAlone == rhs.primaryAcknowledgedAlone && lhs.formerLeaseMillis == rhs.formerLeaseMillis
             && lhs.formerUnhealthyMillis == rhs.formerUnhealthyMillis && lhs.formerTimeoutsIndex == rhs.formerTimeoutsIndex
+            && lhs.parameters == rhs.parameters
     }
 
     /// The leader clock (`LogStamp.leaderClockNanos`) of the last applied entry.

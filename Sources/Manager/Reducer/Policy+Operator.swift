@@ -17,6 +17,12 @@ extension ClusterState {
             drop(id, forced: false, &changes)
         case .forceDrop(let id):
             drop(id, forced: true, &changes)
+        case .setCandidatePriority(let id, let priority):
+            setCandidatePriority(id, to: priority)
+        case .setReplicationQuorum(let id, let enabled):
+            setReplicationQuorum(id, to: enabled, &changes)
+        case .setParameter(let name, let value, let id):
+            setParameter(name, to: value, node: id)
         }
     }
 
@@ -128,7 +134,7 @@ extension ClusterState {
     /// writes. The primary re-applies `synchronous_standby_names` (apply_settings), and its
     /// manager returns to primary only once a remaining quorum standby flushed past its current
     /// LSN; until then no automatic failover starts.
-    private mutating func resynchronize(after departed: PGNodeID, _ changes: inout [GoalChange]) {
+    mutating func resynchronize(after departed: PGNodeID, _ changes: inout [GoalChange]) {
         guard let primary = primaryNode, primary.goal == .primary, settings.numberSyncStandbys > 0 else { return }
         assign(primary.id, .applySettings, "quorum standby node \(departed) left: wait until the others hold every acknowledged write", &changes)
         narrowingPrimary = primary.id
