@@ -51,6 +51,9 @@ public struct PostgresObservation: Sendable, Equatable {
     public var synchronousStandbyNames: String
     public var replication: [ReplicationPeer]
     public var walReceiver: WALReceiver?
+    /// Parameters changed in the files that take effect only at a restart
+    /// (`pg_settings.pending_restart`), by name.
+    public var pendingRestart: [String] = []
 }
 
 extension PostgresNode {
@@ -61,7 +64,8 @@ extension PostgresNode {
                 """
                 SELECT pg_is_in_recovery(), system_identifier::text, current_setting('default_transaction_read_only'),
                        current_setting('synchronous_standby_names'),
-                       (SELECT timeline_id FROM pg_control_checkpoint())
+                       (SELECT timeline_id FROM pg_control_checkpoint()),
+                       (SELECT coalesce(string_agg(name, ',' ORDER BY name), '') FROM pg_settings WHERE pending_restart)
                 FROM pg_control_system()
                 """)
             let row = base.rows[0]
@@ -70,6 +74,7 @@ extension PostgresNode {
                 inRecovery: inRecovery, timeline: UInt32(row[4] ?? "") ?? 0, currentLSN: 0, flushLSN: 0, replayLSN: 0,
                 systemIdentifier: UInt64(row[1] ?? "") ?? 0, defaultTransactionReadOnly: row[2] == "on",
                 synchronousStandbyNames: row[3] ?? "", replication: [], walReceiver: nil)
+            observation.pendingRestart = (row[5] ?? "").split(separator: ",").map(String.init)
             if inRecovery {
                 let positions = try connection.query("SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text").rows[0]
                 observation.replayLSN = positions[1].flatMap(LSNFormat.parse) ?? 0

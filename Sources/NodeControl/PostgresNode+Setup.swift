@@ -5,6 +5,8 @@ extension PostgresNode {
     var settingsFile: String { dataDirectory + "/pgquorum.conf" }
     /// The file of standby settings (upstream, slot), included after `settingsFile`.
     var standbySettingsFile: String { dataDirectory + "/pgquorum-standby.conf" }
+    /// The parameters managed through the log, included at the end of `settingsFile`.
+    var parametersFile: String { dataDirectory + "/pgquorum-parameters.conf" }
 
     /// Creates the run folder (0700) and, when the data directory is missing or empty, a new
     /// cluster with initdb; then writes our settings and `pg_hba.conf`. Idempotent: an
@@ -76,7 +78,10 @@ extension PostgresNode {
         }
         settings += configuration.extraSettings.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
         let body = settings.map { "\($0.0) = '\(escapeConfValue($0.1))'" }.joined(separator: "\n")
-        try writeFile(settingsFile, "# Written by pgquorum; changes here are overwritten.\n\(body)\n", mode: 0o600)
+        try writeFile(
+            settingsFile, "# Written by pgquorum; changes here are overwritten.\n\(body)\ninclude_if_exists = 'pgquorum-parameters.conf'\n",
+            mode: 0o600)
+        try writeParametersFile()
         if !fileExists(standbySettingsFile) {
             try writeFile(standbySettingsFile, "# Written by pgquorum: standby settings.\n", mode: 0o600)
         }
@@ -85,6 +90,45 @@ extension PostgresNode {
         let includes = "include_if_exists = 'pgquorum.conf'\ninclude_if_exists = 'pgquorum-standby.conf'\n"
         if !main.contains("include_if_exists = 'pgquorum.conf'") {
             try writeFile(mainFile, main + "\n# pgquorum\n" + includes, mode: 0o600)
+        }
+    }
+
+    /// The text of `parametersFile` for `parameters`, sorted by name.
+    static func parametersContent(_ parameters: [String: String]) -> String {
+        let lines = parameters.sorted { $0.key < $1.key }.map { "\($0.key) = '\(escapeConfValue($0.value))'" }
+        return "# Written by pgquorum from the log (`pgquorum pg set`); changes here are overwritten.\n"
+            + lines.map { $0 + "\n" }.joined()
+    }
+
+    /// Writes `parametersFile` from the parameters last given, unless it says that already
+    /// or none were given yet (a manager that starts postgres before it read the log keeps
+    /// the file's values); true when it changed.
+    @discardableResult
+    func writeParametersFile() throws(NodeControlError) -> Bool {
+        guard let parameters = managedParameters.withLock({ $0 }) else { return false }
+        let content = Self.parametersContent(parameters)
+        if fileExists(parametersFile), (try? readFile(parametersFile)) == content { return false }
+        try writeFile(parametersFile, content, mode: 0o600)
+        return true
+    }
+
+    /// The parameters the log manages for this node (`pgquorum pg set`): kept for every later
+    /// rewrite of the configuration (a clone or rewind brings the source's file), and written
+    /// now when the data directory exists. True when the file changed: a running postgres then
+    /// needs `reload()`.
+    public func setManagedParameters(_ parameters: [String: String]) throws(NodeControlError) -> Bool {
+        managedParameters.withLock { $0 = parameters }
+        guard fileExists(dataDirectory + "/PG_VERSION") else { return false }
+        return try writeParametersFile()
+    }
+
+    /// Problems postgres found in its configuration files at its last read
+    /// (`pg_file_settings.error`), each as "file:line: error".
+    public func configurationErrors() throws(NodeControlError) -> [String] {
+        try withConnection("read pg_file_settings on \(dataDirectory)") { connection throws(PostgresError) -> [String] in
+            try connection.query("SELECT sourcefile, sourceline::text, coalesce(name, ''), error FROM pg_file_settings WHERE error IS NOT NULL ORDER BY seqno").rows.map {
+                "\($0[0] ?? "?"):\($0[1] ?? "?"): \($0[2] ?? "") \($0[3] ?? "")"
+            }
         }
     }
 

@@ -14,6 +14,9 @@ import Glibc
 public final class PostgresNode: Sendable {
     public let configuration: PostgresNodeConfiguration
     private let child = Mutex<ChildProcess?>(nil)
+    /// The parameters managed through the log (`pgquorum pg set`), as last given; nil until
+    /// then (the file in the data directory is left as it is).
+    let managedParameters = Mutex<[String: String]?>(nil)
 
     public init(_ configuration: PostgresNodeConfiguration) throws(NodeControlError) {
         try configuration.validate()

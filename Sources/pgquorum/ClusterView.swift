@@ -27,6 +27,9 @@ enum ClusterView {
         for node in state.sortedNodes where !node.isConverged {
             text += "\nnode \(node.id) (\(node.registration.name)): \(node.reached.rawValue) -> \(node.goal.rawValue): \(node.goalReason)"
         }
+        for node in state.sortedNodes where node.lastReport?.pendingRestart == true {
+            text += "\nnode \(node.id) (\(node.registration.name)): pending restart: a changed parameter takes effect when postgres restarts (`pgquorum pg restart`)"
+        }
         if let waiting = state.waitingReason { text += "\nwaiting: \(waiting)" }
         return text
     }

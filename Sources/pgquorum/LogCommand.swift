@@ -177,6 +177,8 @@ func describe(_ event: ClusterEvent) -> String {
     case .operatorRequest(.setParameter(let name, let value, let node)):
         let scope = node.map { " on node \($0)" } ?? ""
         return value.map { "operator set parameter \(name) = '\($0)'\(scope)" } ?? "operator reset parameter \(name)\(scope)"
+    case .operatorRequest(.restartPostgres(let node)):
+        return "operator asked to restart postgres on node \(node)"
     case .settingsChanged(let settings):
         return "settings: " + ClusterView.settingsLines(settings).map { "\($0.key)=\($0.value)" }.joined(separator: " ")
     case .tick:
@@ -197,7 +199,8 @@ extension ClusterEvent {
         case .stateReached(let node, _): return [node]
         case .operatorRequest(.switchover(let target)): return target.map { [$0] } ?? []
         case .operatorRequest(.maintenance(let node, _)), .operatorRequest(.dropNode(let node)), .operatorRequest(.forceDrop(let node)),
-            .operatorRequest(.setCandidatePriority(let node, _)), .operatorRequest(.setReplicationQuorum(let node, _)):
+            .operatorRequest(.setCandidatePriority(let node, _)), .operatorRequest(.setReplicationQuorum(let node, _)),
+            .operatorRequest(.restartPostgres(let node)):
             return [node]
         case .operatorRequest(.setParameter(_, _, let node)): return node.map { [$0] } ?? []
         case .settingsChanged, .tick, .termStarted, .membershipChanged: return []

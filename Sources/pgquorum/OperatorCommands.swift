@@ -137,13 +137,17 @@ struct SwitchoverCommand: AsyncParsableCommand {
         let target = try to.map { try resolveNode($0, in: state).id }
         guard let old = state.primaryNode?.id else { throw CommandFailure("refused: formation \(options.formation) has no primary") }
         try await OperatorRequestRunner(options: options, noWait: wait.noWait, waitSeconds: wait.waitTimeout).run(
-            .switchover(target: target), describe: "switchover" + (target.map { " to node \($0)" } ?? "")
-        ) { state in
-            // Done when the new primary runs with synchronous replication and every node
-            // reached its goal (the old primary is back as a standby).
-            guard let primary = state.primaryNode, primary.id != old, primary.goal != .waitPrimary else { return false }
-            return (target == nil || primary.id == target) && state.sortedNodes.allSatisfy(\.isConverged)
-        }
+            .switchover(target: target), describe: "switchover" + (target.map { " to node \($0)" } ?? ""),
+            done: switchoverDone(old: old, target: target))
+    }
+}
+
+/// A switchover is done when the new primary runs with synchronous replication and every
+/// node reached its goal (the old primary is back as a standby).
+func switchoverDone(old: PGNodeID, target: PGNodeID?) -> @Sendable (ClusterState) -> Bool {
+    { state in
+        guard let primary = state.primaryNode, primary.id != old, primary.goal != .waitPrimary else { return false }
+        return (target == nil || primary.id == target) && state.sortedNodes.allSatisfy(\.isConverged)
     }
 }
 

@@ -15,7 +15,7 @@ struct PGQuorum: AsyncParsableCommand {
             """,
         version: PGQuorumVersion.current,
         subcommands: [
-            StatusCommand.self, LogCommand.self, ShowCommand.self, SettingsCommand.self, SwitchoverCommand.self,
+            StatusCommand.self, LogCommand.self, ShowCommand.self, SettingsCommand.self, PGCommand.self, SwitchoverCommand.self,
             MaintenanceCommand.self, DropCommand.self, DemoCommand.self, NodeCommand.self, WitnessCommand.self, PKICommand.self, FSMCommand.self,
         ]
     )

@@ -114,6 +114,9 @@ extension ClusterEvent {
                 writer.write(value != nil)
                 writer.write(value ?? "")
                 writer.write(node ?? 0)
+            case .restartPostgres(let node):
+                writer.write(UInt8(8))
+                writer.write(node)
             }
         case .settingsChanged(let settings):
             writer.write(settings)
@@ -192,6 +195,8 @@ extension ClusterEvent {
             }
             let node = try reader.readUInt32("parameter node")
             return .setParameter(name: name, value: hasValue ? value : nil, node: node == 0 ? nil : node)
+        case 8:
+            return .restartPostgres(node: try reader.readNodeID("restarted node"))
         default:
             throw .unknownKind(field: "operator request", value: kind)
         }

@@ -192,6 +192,9 @@ public enum OperatorRequest: Sendable, Equatable {
     /// Set a PostgreSQL parameter (`value` nil: reset it to what postgres would use without
     /// pgquorum), for every node or, with `node`, for that node alone.
     case setParameter(name: String, value: String?, node: PGNodeID?)
+    /// Restart a standby's postgres (for parameters that take effect only at a restart);
+    /// refused for the primary, which switches over first (`pgquorum pg restart --rolling`).
+    case restartPostgres(node: PGNodeID)
 
     /// The longest parameter name and value a request may carry, in bytes.
     public static let parameterNameMax = 256

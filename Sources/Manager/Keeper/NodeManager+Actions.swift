@@ -50,6 +50,27 @@ extension NodeManager {
         if postgres.isRunning { try await blocking { try postgres.reload() } }
     }
 
+    /// Writes the PostgreSQL parameters the log sets for this node (`pgquorum pg set`) into
+    /// the file postgres includes, and reloads a running postgres when it changed. A clone or
+    /// rewind rewrites the file from the same values before postgres starts. Parameters that
+    /// need a restart show in the reports (`pendingRestart`) until `pgquorum pg restart`.
+    func applyParameters(_ state: ClusterState) async throws {
+        let wanted = state.parameters(for: node)
+        guard shared.withLock({ $0.appliedParameters }) != wanted else { return }
+        let postgres = self.postgres
+        let changed = try await blocking { try postgres.setManagedParameters(wanted) }
+        shared.withLock { $0.appliedParameters = wanted }
+        guard changed else { return }
+        let listed = wanted.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+        logger.info("PostgreSQL parameters from the log written", metadata: ["parameters": "\(listed)"])
+        guard postgres.isRunning else { return }
+        try await blocking { try postgres.reload() }
+        // A value the server refuses leaves the setting as it was: say which, loudly.
+        for problem in (try? await blocking { try postgres.configurationErrors() }) ?? [] {
+            logger.error("postgres refused a configuration line", metadata: ["problem": "\(problem)"])
+        }
+    }
+
     func source(_ registration: NodeRegistration?) throws -> ReplicationSource {
         guard let registration else { throw NodeManagerError("no upstream node to replicate from") }
         return ReplicationSource(host: registration.host, port: Int(registration.port))
@@ -86,7 +107,11 @@ extension NodeManager {
             let upstream = action == .initStandby ? state.upstream(of: node) : state.fastForwardSource?.registration
             let from = try source(upstream ?? state.primaryNode?.registration)
             await postgres.stop(.fast)
-            if !dataDirectoryIsEmpty { try? FileManager.default.removeItem(atPath: configuration.dataDirectory) }
+            if !dataDirectoryIsEmpty {
+                // The node's own ALTER SYSTEM settings come back after the clone.
+                try await blocking { try postgres.saveOwnSettings() }
+                try? FileManager.default.removeItem(atPath: configuration.dataDirectory)
+            }
             let logger = self.logger
             try await blocking {
                 try postgres.basebackup(from: from, slot: nil) { progress in

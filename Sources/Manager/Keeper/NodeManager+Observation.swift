@@ -101,6 +101,7 @@ extension NodeManager {
         report.timeline = observation.inRecovery ? (observation.walReceiver?.receivedTimeline ?? observation.timeline) : observation.timeline
         report.flushLSN = observation.inRecovery ? (observation.walReceiver?.flushedLSN ?? observation.replayLSN) : observation.currentLSN
         report.replayLSN = observation.inRecovery ? observation.replayLSN : observation.currentLSN
+        report.pendingRestart = !observation.pendingRestart.isEmpty
         if !observation.inRecovery {
             // The primary's view of its standbys: a link cut one way shows only here.
             // The reply ages as of now: the observation may be a few hundred ms old.

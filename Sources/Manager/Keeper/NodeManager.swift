@@ -58,6 +58,10 @@ public final class NodeManager: Sendable {
         var tlsGeneration: Int?
         /// The peer addresses pg_hba.conf was last checked against (nil: check it again).
         var admittedPeers: [String]?
+        /// The PostgreSQL parameters last written from the log (nil: not yet).
+        var appliedParameters: [String: String]?
+        /// The latest restart request acted on (`NodeRecord.restartIndex`; nil: none seen yet).
+        var handledRestartIndex: UInt64?
         /// Primary handovers in the replayed log, for the metrics.
         var handovers = HandoverTracker()
     }
@@ -225,8 +229,12 @@ public final class NodeManager: Sendable {
         // primary), before any action: a primary that reports a goal reached admits every node
         // registered before that goal was assigned, which is what a new node waits for. A
         // node in maintenance belongs to the operator: left as it is.
-        if !(me.reached == .maintenance && me.goal == .maintenance) { try await admitPeers(state) }
+        if !(me.reached == .maintenance && me.goal == .maintenance) {
+            try await admitPeers(state)
+            try await applyParameters(state)
+        }
         if me.goal == me.reached {
+            try await restartIfAsked(me)
             try await supervise(me, state: state, fenced: fenced)
             return
         }
@@ -257,6 +265,20 @@ public final class NodeManager: Sendable {
             if shared.withLock({ $0.state.appliedIndex >= index }) { break }
             try await Task.sleep(for: .milliseconds(20))
         }
+    }
+
+    /// Restarts postgres once for each restart request the log holds for this standby
+    /// (`pgquorum pg restart`). A manager that starts late takes the requests before it as
+    /// acted on, unless postgres still waits for a restart (`pending_restart`).
+    func restartIfAsked(_ me: NodeRecord) async throws {
+        let (handled, pending) = shared.withLock { ($0.handledRestartIndex, !($0.lastObservation?.pendingRestart.isEmpty ?? true)) }
+        let asked = handled.map { me.restartIndex > $0 } ?? (me.restartIndex > 0 && pending)
+        shared.withLock { $0.handledRestartIndex = me.restartIndex }
+        guard asked, !Self.writableStates.contains(me.reached), postgres.isRunning else { return }
+        logger.info("restarting postgres, as the operator asked", metadata: ["request": "\(me.restartIndex)"])
+        await postgres.stop(.fast)
+        try await postgres.start()
+        await refreshObservation()
     }
 
     /// Restarts a postgres that died in a state where it runs; a primary only with a valid lease.

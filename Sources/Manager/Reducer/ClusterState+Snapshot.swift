@@ -11,8 +11,8 @@ extension ClusterState {
     /// following, version 7 the log time carried from earlier terms, version 8 whether the
     /// primary last took writes without synchronous replication, when each standby last
     /// stopped following, the former lease and unhealthy timeout, and reports of format 3,
-    /// version 9 the PostgreSQL parameters (the formation's and each node's) and reports of
-    /// format 4; older snapshots still load.
+    /// version 9 the PostgreSQL parameters (the formation's and each node's), each node's
+    /// latest restart request and reports of format 4; older snapshots still load.
     public static let snapshotVersion: UInt8 = 9
     /// The most nodes a formation holds.
     public static let nodesMax = 256
@@ -51,6 +51,7 @@ extension ClusterState {
             writer.write(node.followingEndedNanos != nil)
             writer.write(node.followingEndedNanos ?? 0)
             writer.writeParameters(node.parameters)
+            writer.write(node.restartIndex)
         }
         writer.write(narrowingPrimary ?? 0)
         writer.write(lastStoppedFollowingNanos != nil)
@@ -109,7 +110,10 @@ extension ClusterState {
                 let endedAt = try reader.readUInt64("stopped following at")
                 node.followingEndedNanos = ended ? endedAt : nil
             }
-            if version >= 9 { node.parameters = try reader.readParameters() }
+            if version >= 9 {
+                node.parameters = try reader.readParameters()
+                node.restartIndex = try reader.readUInt64("restart index")
+            }
             nodes[node.id] = node
         }
         highestNodeID = max(highestNodeID, nodes.records.last?.id ?? 0)

@@ -39,6 +39,9 @@ public struct NodeRecord: Sendable, Equatable {
     /// PostgreSQL parameters set for this node alone (`pgquorum pg set --node`), over the
     /// formation's (`ClusterState.parameters`).
     public var parameters: [String: String] = [:]
+    /// The log index of the latest request to restart its postgres (`pgquorum pg restart`;
+    /// 0: none): its manager restarts postgres once for each newer index it sees.
+    public var restartIndex: UInt64 = 0
 
     public var id: PGNodeID { registration.node }
 

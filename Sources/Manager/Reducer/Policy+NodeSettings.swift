@@ -32,6 +32,21 @@ extension ClusterState {
         return "\(left) quorum standby\(left == 1 ? "" : "s") would be left for number_sync_standbys \(k); lower number_sync_standbys first"
     }
 
+    /// Why node `id`'s postgres may not be restarted now, or nil when it may: only a standby
+    /// that is where its goal wants it (a converged secondary or catchingup), never the primary
+    /// (it switches over first) nor during an election.
+    public func restartRefusal(_ id: PGNodeID) -> String? {
+        guard let node = nodes[id] else { return "node \(id) is not registered" }
+        guard !electionInProgress else { return "an election is in progress; try again once it is over" }
+        if Self.writableGoals.contains(node.goal) || Self.primaryOwnedGoals.contains(node.goal) {
+            return "it is the primary: switch over first (`pgquorum pg restart --rolling` does)"
+        }
+        guard node.isConverged, [.secondary, .catchingUp].contains(node.goal) else {
+            return "it is \(node.reached.rawValue) (goal \(node.goal.rawValue)), not a standby following the primary"
+        }
+        return nil
+    }
+
     /// `pgquorum node set NODE candidate-priority N`. The policy runs after it: a formation
     /// whose remaining nodes all had priority 0 may elect now.
     mutating func setCandidatePriority(_ id: PGNodeID, to priority: UInt8) {

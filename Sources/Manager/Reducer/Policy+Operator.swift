@@ -23,6 +23,14 @@ extension ClusterState {
             setReplicationQuorum(id, to: enabled, &changes)
         case .setParameter(let name, let value, let id):
             setParameter(name, to: value, node: id)
+        case .restartPostgres(let id):
+            if let refusal = restartRefusal(id) {
+                waitingReason = "restart of node \(id) refused: \(refusal)"
+                return
+            }
+            waitingReason = nil
+            let index = appliedIndex
+            nodes.update(id) { $0.restartIndex = index }
         }
     }
 

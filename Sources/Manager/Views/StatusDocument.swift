@@ -46,11 +46,14 @@ public struct StatusDocument: Encodable, Sendable {
         @Nullable var postgresRunning: Bool?
         var candidatePriority: UInt8
         var replicationQuorum: Bool
+        @Nullable var pendingRestart: Bool?
+        var parameters: [String: String]
 
         enum CodingKeys: String, CodingKey {
-            case id, name, host, port, health, timeline, lsn
+            case id, name, host, port, health, timeline, lsn, parameters
             case reachedState = "reached_state", goalState = "goal_state", goalReason = "goal_reason", lagBytes = "lag_bytes"
             case postgresRunning = "postgres_running", candidatePriority = "candidate_priority", replicationQuorum = "replication_quorum"
+            case pendingRestart = "pending_restart"
         }
     }
 
@@ -77,7 +80,8 @@ public struct StatusDocument: Encodable, Sendable {
                 reachedState: node.reached.rawValue, goalState: node.goal.rawValue, goalReason: node.goalReason, health: state.healthWord(node),
                 timeline: node.timeline, lsn: LSNFormat.format(node.lsn), lagBytes: state.lagBytes(of: node),
                 postgresRunning: node.lastReport?.postgresRunning, candidatePriority: node.registration.candidatePriority,
-                replicationQuorum: node.registration.replicationQuorum)
+                replicationQuorum: node.registration.replicationQuorum, pendingRestart: node.lastReport?.pendingRestart,
+                parameters: state.parameters(for: node.id))
         }
     }
 }
