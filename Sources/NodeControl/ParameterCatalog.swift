@@ -57,7 +57,7 @@ public struct ParameterCatalog: Sendable {
     public func problem(name: String, value: String) -> String? {
         let name = name.lowercased()
         if !name.contains("."), parameters[name] == nil {
-            let close = parameters.keys.filter { $0.contains(name) || name.contains($0) }.sorted().prefix(5)
+            let close = parameters.keys.filter { Self.distance($0, name) <= 2 || ($0.contains(name) && name.count >= 4) }.sorted().prefix(5)
             return "unknown parameter \(name)" + (close.isEmpty ? "" : "; did you mean \(close.joined(separator: ", "))?")
         }
         // postgres reads a configuration file holding only this line, as it reads its own:
@@ -76,6 +76,21 @@ public struct ParameterCatalog: Sendable {
         } catch {
             return "could not check the value with the server programs: \(error)"
         }
+    }
+
+    /// The edit distance between two names (insertions, deletions, substitutions).
+    static func distance(_ a: String, _ b: String) -> Int {
+        let a = Array(a.utf8), b = Array(b.utf8)
+        guard !a.isEmpty else { return b.count }
+        var previous = Array(0...b.count)
+        for i in 1...a.count {
+            var current = [i] + Array(repeating: 0, count: b.count)
+            for j in stride(from: 1, through: b.count, by: 1) {
+                current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+            }
+            previous = current
+        }
+        return previous[b.count]
     }
 
     /// postgres's reasons from its `-C` output: the LOG, DETAIL and HINT lines, without the

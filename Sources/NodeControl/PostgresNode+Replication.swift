@@ -121,7 +121,7 @@ extension PostgresNode {
     /// `primary_slot_name`, `recovery_target_timeline = latest`), or a standby without upstream
     /// when nil. A running postgres picks the change up by reload.
     public func configureStandby(upstream: ReplicationSource?, slot: String?) throws(NodeControlError) {
-        var lines = ["# Written by pgquorum: standby settings.", "recovery_target_timeline = 'latest'"]
+        var lines = [Self.standbySettingsHeader]
         if let upstream {
             lines.append("primary_conninfo = '\(escapeConfValue(replicationConninfo(upstream)))'")
             if let slot { lines.append("primary_slot_name = '\(escapeConfValue(slot))'") }
@@ -131,9 +131,14 @@ extension PostgresNode {
         if isRunning { try reload() }
     }
 
+    /// The standby settings file's first lines, the same for a primary: a
+    /// `recovery_target_timeline` that came and went would leave a promoted postgres
+    /// "pending restart" for a parameter nobody changed.
+    static let standbySettingsHeader = "# Written by pgquorum: standby settings.\nrecovery_target_timeline = 'latest'"
+
     /// Removes the standby settings (after promotion, or for a primary).
     public func clearStandbySettings() throws(NodeControlError) {
-        try writeFile(standbySettingsFile, "# Written by pgquorum: standby settings.\n", mode: 0o600)
+        try writeFile(standbySettingsFile, Self.standbySettingsHeader + "\n", mode: 0o600)
         try removeItem(dataDirectory + "/standby.signal")
         if isRunning { try reload() }
     }

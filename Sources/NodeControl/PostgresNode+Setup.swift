@@ -83,7 +83,7 @@ extension PostgresNode {
             mode: 0o600)
         try writeParametersFile()
         if !fileExists(standbySettingsFile) {
-            try writeFile(standbySettingsFile, "# Written by pgquorum: standby settings.\n", mode: 0o600)
+            try writeFile(standbySettingsFile, Self.standbySettingsHeader + "\n", mode: 0o600)
         }
         let mainFile = dataDirectory + "/postgresql.conf"
         let main = try readFile(mainFile)

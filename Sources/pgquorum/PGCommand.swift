@@ -252,11 +252,32 @@ struct PGRestartCommand: AsyncParsableCommand {
         }
         print("node \(primary) is the primary: switching over first")
         try await runner.run(.switchover(target: nil), describe: "switchover", done: switchoverDone(old: primary, target: nil))
-        // The old primary came back as a standby: a restart of its own. If it still waits,
+        // The old primary comes back as a standby: a restart of its own. If it still waits,
         // restart it as a standby now.
-        state = try await load()
+        print("node \(primary): waiting until it streams from the new primary")
+        state = try await waitUntil { Self.streamsAsStandby(primary, $0) }
         if state[primary]?.lastReport?.pendingRestart == true { try await restart(primary, in: state, runner) }
         print("done: every node runs with its parameters")
+    }
+
+    /// A standby that streams from the primary, as a report built in state secondary says.
+    static func streamsAsStandby(_ id: PGNodeID, _ state: ClusterState) -> Bool {
+        guard let node = state[id], let report = node.lastReport else { return false }
+        return report.postgresRunning && report.reachedState == .secondary && node.isConverged && node.goal == .secondary
+            && state.isHealthy(node) && state.seenStreamingByPrimary(node)
+    }
+
+    /// Reads the state every half second until `condition` holds, for at most --wait-timeout.
+    private func waitUntil(_ condition: (ClusterState) -> Bool) async throws -> ClusterState {
+        let deadline = ContinuousClock.now + .milliseconds(Int64(wait.waitTimeout * 1000))
+        while true {
+            let state = try await load()
+            if condition(state) { return state }
+            guard ContinuousClock.now < deadline else {
+                throw CommandFailure("not done after \(Int(wait.waitTimeout)) s; `pgquorum status` shows where it stands")
+            }
+            try await Task.sleep(for: .milliseconds(500))
+        }
     }
 
     private func load() async throws -> ClusterState {
@@ -272,10 +293,6 @@ struct PGRestartCommand: AsyncParsableCommand {
         print("node \(id): restarting postgres")
         try await runner.run(
             .restartPostgres(node: id), describe: "restart of node \(id)", applied: { $0[id].map { $0.restartIndex > before } ?? false },
-            done: { state in
-                guard let node = state[id], let report = node.lastReport else { return false }
-                return report.postgresRunning && !report.pendingRestart && node.isConverged && node.goal == .secondary && state.isHealthy(node)
-                    && state.seenStreamingByPrimary(node)
-            })
+            done: { state in Self.streamsAsStandby(id, state) && state[id]?.lastReport?.pendingRestart == false })
     }
 }
