@@ -67,6 +67,12 @@ struct ConfigurationTests: ClusterScenarios {
             }
             #expect(try await operatorRequests(cluster) == requests)
 
+            // A setting of each standby's own: the old primary, rewound from one of them, must
+            // not take the source's.
+            for id in cluster.ids where id != old {
+                let own = try await cli(cluster, ["pg", "set", "log_min_duration_statement", "1234ms", "--node", "\(id)"])
+                #expect(own.termination == .exited(code: 0), "\(own.output)")
+            }
             // The old primary's own ALTER SYSTEM setting, then a failover and its rewind.
             _ = try await onOwnThread {
                 _ = try cluster.sql(on: old, "ALTER SYSTEM SET statement_timeout = '77s'")
@@ -90,6 +96,8 @@ struct ConfigurationTests: ClusterScenarios {
             // setting, not the new primary's synchronous_standby_names.
             try await waitForSetting("work_mem", Dictionary(uniqueKeysWithValues: cluster.ids.map { ($0, "64MB") }), cluster)
             #expect(try await show("statement_timeout", on: old, cluster) == "77s")
+            #expect(try await show("log_min_duration_statement", on: old, cluster) == "-1")
+            #expect(try await show("log_min_duration_statement", on: new, cluster) == "1234ms")
             #expect(try await show("synchronous_standby_names", on: old, cluster) == "")
             let log = (try? String(contentsOfFile: cluster.logPath(of: old), encoding: .utf8)) ?? ""
             #expect(log.contains("rejoined the new primary"), "the old primary came back by a rewind")
