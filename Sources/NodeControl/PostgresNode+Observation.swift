@@ -54,6 +54,26 @@ public struct PostgresObservation: Sendable, Equatable {
     /// Parameters changed in the files that take effect only at a restart
     /// (`pg_settings.pending_restart`), by name.
     public var pendingRestart: [String] = []
+    /// pgquorum's physical replication slots (`pgquorum_*`) on this node.
+    public var slots: [ReplicationSlot] = []
+}
+
+/// One physical replication slot (`pg_replication_slots`).
+public struct ReplicationSlot: Sendable, Equatable {
+    public var name: String
+    /// The oldest WAL it holds; nil when it reserves none (or lost it: `walStatus` "lost").
+    public var restartLSN: UInt64?
+    /// A WAL sender streams through it now.
+    public var active: Bool
+    /// `reserved`, `extended`, `unreserved` or `lost` (beyond `max_slot_wal_keep_size`).
+    public var walStatus: String
+
+    public init(name: String, restartLSN: UInt64?, active: Bool, walStatus: String) {
+        self.name = name
+        self.restartLSN = restartLSN
+        self.active = active
+        self.walStatus = walStatus
+    }
 }
 
 extension PostgresNode {
@@ -75,6 +95,14 @@ extension PostgresNode {
                 systemIdentifier: UInt64(row[1] ?? "") ?? 0, defaultTransactionReadOnly: row[2] == "on",
                 synchronousStandbyNames: row[3] ?? "", replication: [], walReceiver: nil)
             observation.pendingRestart = (row[5] ?? "").split(separator: ",").map(String.init)
+            observation.slots = try connection.query(
+                """
+                SELECT slot_name, restart_lsn::text, active, coalesce(wal_status, '') FROM pg_replication_slots
+                WHERE slot_type = 'physical' AND slot_name LIKE 'pgquorum\\_%' ORDER BY slot_name
+                """
+            ).rows.map { row in
+                ReplicationSlot(name: row[0] ?? "", restartLSN: row[1].flatMap(LSNFormat.parse), active: row[2] == "t", walStatus: row[3] ?? "")
+            }
             if inRecovery {
                 let positions = try connection.query("SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text").rows[0]
                 observation.replayLSN = positions[1].flatMap(LSNFormat.parse) ?? 0

@@ -178,6 +178,29 @@ extension PostgresNode {
         }
     }
 
+    /// Drops a replication slot that no WAL sender uses; a missing one is fine.
+    public func dropSlot(_ name: String) throws(NodeControlError) {
+        guard isSQLIdentifier(name) else { throw .invalidConfiguration("slot name \(name) must be lower-case letters, digits and _") }
+        try withConnection("drop replication slot \(name)") { connection throws(PostgresError) in
+            try connection.query(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active", [name])
+        }
+    }
+
+    /// Moves a slot forward to `lsn` (never back; on a standby, at most to what it replayed),
+    /// so that it holds no WAL its node already has.
+    public func advanceSlot(_ name: String, to lsn: UInt64) throws(NodeControlError) {
+        try withConnection("advance replication slot \(name)") { connection throws(PostgresError) in
+            try connection.query(
+                """
+                SELECT pg_replication_slot_advance(slot_name, least($2::pg_lsn,
+                    CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END))
+                FROM pg_replication_slots WHERE slot_name = $1 AND NOT active AND restart_lsn IS NOT NULL AND restart_lsn < $2::pg_lsn
+                """,
+                [name, LSNFormat.format(lsn)])
+        }
+    }
+
     /// Creates a physical replication slot that reserves WAL at once; an existing one is kept.
     public func createSlot(_ name: String) throws(NodeControlError) {
         guard isSQLIdentifier(name) else { throw .invalidConfiguration("slot name \(name) must be lower-case letters, digits and _") }
@@ -185,23 +208,6 @@ extension PostgresNode {
             try connection.query(
                 "SELECT pg_create_physical_replication_slot($1, true) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
                 [name])
-        }
-    }
-
-    /// Drops a replication slot if it exists.
-    public func dropSlot(_ name: String) throws(NodeControlError) {
-        try withConnection("drop replication slot \(name)") { connection throws(PostgresError) in
-            try connection.query(
-                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active", [name])
-        }
-    }
-
-    /// Moves a slot forward to `lsn` (standbys keep their peers' slots advancing this way).
-    public func advanceSlot(_ name: String, to lsn: UInt64) throws(NodeControlError) {
-        try withConnection("advance replication slot \(name)") { connection throws(PostgresError) in
-            try connection.query(
-                "SELECT pg_replication_slot_advance($1, $2::pg_lsn) FROM pg_replication_slots WHERE slot_name = $1 AND restart_lsn < $2::pg_lsn",
-                [name, LSNFormat.format(lsn)])
         }
     }
 

@@ -17,12 +17,13 @@ enum ClusterView {
             [
                 "\(node.id)", node.registration.name, "\(node.registration.host):\(node.registration.port)",
                 "\(node.timeline):\(lsn(node.lsn))", node.reached.rawValue, node.goal.rawValue, state.healthWord(node),
-                lag(node, in: state), "\(node.registration.candidatePriority)",
+                lag(node, in: state), state.slotRetainedBytes(of: node).map { $0 == .max ? "lost" : "\($0)" } ?? "-",
+                "\(node.registration.candidatePriority)",
                 node.registration.replicationQuorum ? "sync" : "async",
             ]
         }
         var text = formatTable(
-            header: ["NODE", "NAME", "HOST:PORT", "TLI:LSN", "REACHED", "GOAL", "HEALTH", "LAG", "PRIORITY", "REPLICATION"], rows: rows)
+            header: ["NODE", "NAME", "HOST:PORT", "TLI:LSN", "REACHED", "GOAL", "HEALTH", "LAG", "SLOT", "PRIORITY", "REPLICATION"], rows: rows)
         if rows.isEmpty { text = "no node registered in formation \(state.formation)" }
         for node in state.sortedNodes where !node.isConverged {
             text += "\nnode \(node.id) (\(node.registration.name)): \(node.reached.rawValue) -> \(node.goal.rawValue): \(node.goalReason)"
@@ -49,11 +50,12 @@ enum SettingKey: String, CaseIterable {
     case nodeUnhealthyTimeout = "node_unhealthy_timeout"
     case postgresRestartTimeout = "postgres_restart_timeout"
     case primaryLease = "primary_lease"
+    case maxSlotWALKeepSize = "max_slot_wal_keep_size"
 
     /// Milliseconds allowed for a duration setting.
     var range: ClosedRange<UInt32>? {
         switch self {
-        case .numberSyncStandbys, .strictSyncMode: return nil
+        case .numberSyncStandbys, .strictSyncMode, .maxSlotWALKeepSize: return nil
         case .heartbeatInterval: return 100...60_000
         case .nodeUnhealthyTimeout: return 500...600_000
         case .postgresRestartTimeout: return 1_000...600_000
@@ -69,6 +71,7 @@ enum SettingKey: String, CaseIterable {
         case .nodeUnhealthyTimeout: return "\(settings.nodeUnhealthyTimeoutMillis)ms"
         case .postgresRestartTimeout: return "\(settings.postgresRestartTimeoutMillis)ms"
         case .primaryLease: return "\(settings.primaryLeaseMillis)ms"
+        case .maxSlotWALKeepSize: return settings.maxSlotWALKeepSizeMB == 0 ? "unlimited" : "\(settings.maxSlotWALKeepSizeMB)MB"
         }
     }
 
@@ -88,6 +91,11 @@ enum SettingKey: String, CaseIterable {
             case "false", "off", "no", "0": updated.strictSyncMode = false
             default: throw CommandFailure("\(rawValue) must be true or false")
             }
+        case .maxSlotWALKeepSize:
+            guard let megabytes = parseMegabytes(text) else {
+                throw CommandFailure("\(rawValue) must be a size like 512MB, 4GB or 1TB (at most 4095TB), or unlimited")
+            }
+            updated.maxSlotWALKeepSizeMB = megabytes
         case .heartbeatInterval, .nodeUnhealthyTimeout, .postgresRestartTimeout, .primaryLease:
             let range = self.range!
             guard let millis = parseMillis(text), range.contains(millis) else {
@@ -103,6 +111,19 @@ enum SettingKey: String, CaseIterable {
         do { try updated.validate() } catch { throw CommandFailure("refused: \(error)") }
         return updated
     }
+}
+
+/// `512MB`, `4GB`, `1TB` (a plain number is MB) as megabytes; `unlimited` (or -1, 0) as 0.
+func parseMegabytes(_ text: String) -> UInt32? {
+    let lowered = text.lowercased()
+    if ["unlimited", "-1", "0"].contains(lowered) { return 0 }
+    let units: [(suffix: String, factor: Double)] = [("mb", 1), ("gb", 1_024), ("tb", 1_048_576)]
+    for unit in units where lowered.hasSuffix(unit.suffix) {
+        guard let number = Double(lowered.dropLast(unit.suffix.count)), number > 0 else { return nil }
+        let megabytes = (number * unit.factor).rounded()
+        return megabytes >= 1 && megabytes < Double(UInt32.max) ? UInt32(megabytes) : nil
+    }
+    return UInt32(lowered).flatMap { $0 > 0 ? $0 : nil }
 }
 
 /// `500`, `500ms`, `2.5s`, `1m` as milliseconds.

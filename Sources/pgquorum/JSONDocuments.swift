@@ -19,6 +19,7 @@ struct SettingsDocument: Encodable {
     var nodeUnhealthyTimeoutMillis: UInt32
     var postgresRestartTimeoutMillis: UInt32
     var primaryLeaseMillis: UInt32
+    var maxSlotWALKeepSizeMB: UInt32
 
     init(_ settings: FormationSettings) {
         numberSyncStandbys = settings.numberSyncStandbys
@@ -27,12 +28,14 @@ struct SettingsDocument: Encodable {
         nodeUnhealthyTimeoutMillis = settings.nodeUnhealthyTimeoutMillis
         postgresRestartTimeoutMillis = settings.postgresRestartTimeoutMillis
         primaryLeaseMillis = settings.primaryLeaseMillis
+        maxSlotWALKeepSizeMB = settings.maxSlotWALKeepSizeMB
     }
 
     enum CodingKeys: String, CodingKey {
         case numberSyncStandbys = "number_sync_standbys", strictSyncMode = "strict_sync_mode"
         case heartbeatIntervalMillis = "heartbeat_interval_ms", nodeUnhealthyTimeoutMillis = "node_unhealthy_timeout_ms"
         case postgresRestartTimeoutMillis = "postgres_restart_timeout_ms", primaryLeaseMillis = "primary_lease_ms"
+        case maxSlotWALKeepSizeMB = "max_slot_wal_keep_size_mb"
     }
 }
 

@@ -446,12 +446,17 @@ struct FailoverTests: ClusterScenarios {
         }
     }
 
-    @Test("a standby that was away while the primary recycled the WAL it needs is cloned afresh and catches up")
+    @Test("a standby that was away while the primary recycled the WAL it needs (its slot capped by max_slot_wal_keep_size) is cloned afresh and catches up")
     func standbyBehindRecycledWAL() async throws {
         let settings = ["--postgres-settings", "fsync=off,wal_keep_size=32MB,max_wal_size=96MB"]
         try await withPGCluster(nodeArguments: [1: settings, 2: settings, 3: settings]) { cluster in
             let primary = try #require(primary(try await cluster.clusterState()))
             let away = cluster.ids.last { $0 != primary }!
+            let capped = try await cli(cluster, ["settings", "set", "max_slot_wal_keep_size", "32MB"])
+            #expect(capped.termination == .exited(code: 0), "\(capped.output)")
+            try await waitUntil("the primary caps its slots", timeout: .seconds(20)) {
+                try cluster.sql(on: primary, "SHOW max_slot_wal_keep_size") == ["32MB"]
+            }
             await cluster.killManager(away)
             try await waitUntil("its postgres is gone", timeout: .seconds(10)) { cluster.postgresPID(of: away) == nil }
 
@@ -471,6 +476,56 @@ struct FailoverTests: ClusterScenarios {
             }
             let state = try await cluster.waitForHealthy(timeout: .seconds(60))
             #expect(state[away]?.reached == .secondary)
+        }
+    }
+
+    @Test("replication slots: every node keeps one for every other node; a standby away while far more than wal_keep_size was written catches up from its slot without a new clone; status shows what the slot holds")
+    func standbyCatchesUpFromSlot() async throws {
+        let settings = ["--postgres-settings", "fsync=off,wal_keep_size=32MB,max_wal_size=96MB"]
+        try await withPGCluster(nodeArguments: [1: settings, 2: settings, 3: settings]) { cluster in
+            let primary = try #require(primary(try await cluster.clusterState()))
+            let away = cluster.ids.last { $0 != primary }!
+            // Every node has a slot for each of the others: a failover keeps them.
+            for id in cluster.ids {
+                let expected = cluster.ids.filter { $0 != id }.map { "pgquorum_\($0)" }
+                try await waitUntil("node \(id) keeps slots for the others", timeout: .seconds(20)) {
+                    try cluster.sql(on: id, "SELECT slot_name FROM pg_replication_slots ORDER BY slot_name").compactMap { $0 } == expected
+                }
+            }
+            await cluster.killManager(away)
+            try await waitUntil("its postgres is gone", timeout: .seconds(10)) { cluster.postgresPID(of: away) == nil }
+            let first = try await onOwnThread { () throws -> String? in
+                _ = try cluster.sql(on: primary, "CREATE TABLE filler AS SELECT g, repeat('x', 1000) AS padding FROM generate_series(1, 150000) g")
+                for _ in 0..<3 { _ = try cluster.sql(on: primary, "SELECT pg_switch_wal()"); _ = try cluster.sql(on: primary, "CHECKPOINT") }
+                return try cluster.sql(on: primary, "SELECT pg_walfile_name(restart_lsn + 1) FROM pg_replication_slots WHERE slot_name = 'pgquorum_\(away)'").first ?? nil
+            }
+            // Far beyond wal_keep_size (32MB) and max_wal_size, the oldest segment the standby
+            // needs is still there.
+            let segment = try #require(first)
+            #expect(FileManager.default.fileExists(atPath: cluster.directory(of: primary) + "/data/pg_wal/" + segment), "the slot kept \(segment)")
+            let held = try await cluster.waitFor("the primary reports what the slot holds", timeout: .seconds(20)) { state in
+                state[away].flatMap { state.slotRetainedBytes(of: $0) }.map { $0 > 96 << 20 && $0 != .max } ?? false
+            }
+            let status = try await cli(cluster, ["status", "--json"])
+            #expect(status.output.contains("\"slot_retained_bytes\":\(held[away].flatMap { held.slotRetainedBytes(of: $0) } ?? 0)"), "\(status.output)")
+
+            try cluster.startManager(away)
+            try await waitUntil("the standby that was away holds every row", timeout: .seconds(120)) {
+                try cluster.sql(on: away, "SELECT count(*) FROM filler") == ["150000"]
+            }
+            let state = try await cluster.waitForHealthyAndStreaming(timeout: .seconds(60))
+            #expect(state[away]?.reached == .secondary)
+            let log = (try? String(contentsOfFile: cluster.logPath(of: away), encoding: .utf8)) ?? ""
+            #expect(!log.contains("cloning it afresh") && !log.contains("\"cloning\""), "it streamed from its slot, no clone")
+            // The other standby's slots follow the nodes' reported positions: they hold no WAL
+            // from before the filler, so a failover to it would keep only what is needed.
+            let other = try #require(cluster.ids.first { $0 != primary && $0 != away })
+            let written = try await onOwnThread { try cluster.sql(on: primary, "SELECT pg_current_wal_lsn()").first ?? nil }
+            for slot in [primary, away] {
+                try await waitUntil("node \(other)'s slot for node \(slot) moves past the filler", timeout: .seconds(30)) {
+                    try cluster.sql(on: other, "SELECT restart_lsn >= '\(written ?? "0/0")' FROM pg_replication_slots WHERE slot_name = 'pgquorum_\(slot)'") == ["t"]
+                }
+            }
         }
     }
 

@@ -13,6 +13,7 @@ let sampleRecords: [EventRecord] = {
     withViews.standbys = [StandbyView(node: 2, streaming: false, syncState: .quorum, flushLagBytes: .max, replyAgeMillis: .max)]
     withViews.followingEndedMillisAgo = 2_750
     withViews.pendingRestart = true
+    withViews.slots = [SlotView(node: 1, retainedBytes: 1 << 30), SlotView(node: 2, retainedBytes: .max)]
     let events: [ClusterEvent] = [
         .nodeRegistered(NodeRegistration(node: 1, name: "node-1", host: "10.0.0.1", port: 5432, systemIdentifier: .max, candidatePriority: 100, replicationQuorum: false)),
         .nodeReports([]),
@@ -56,14 +57,15 @@ struct EventRecordTests {
         let report = NodeReport(node: 2, reachedState: .reportLSN, postgresRunning: true, timeline: 4, flushLSN: 42, sentAtNanos: 7)
         let current = EventRecord(formation: "default", stamp: LogStamp(leaderClockNanos: 1, wallTimeMillis: 2), event: .nodeReports([report]))
             .encoded()
-        // Format 3 is format 4 without the last field (1 byte before the checksum).
+        // Format 3 is format 4 without its last fields (2 bytes before the checksum: no pending
+        // restart, no slots).
         var format3 = ByteWriter()
-        for (index, byte) in current.dropLast(5).enumerated() { format3.write(index == 1 ? UInt8(10) : byte) }
+        for (index, byte) in current.dropLast(6).enumerated() { format3.write(index == 1 ? UInt8(10) : byte) }
         format3.appendChecksum()
         #expect(try EventRecord(decoding: format3.bytes).event == .nodeReports([report]))
         // Format 2 is format 3 without its last field (4 more bytes).
         var writer = ByteWriter()
-        for (index, byte) in current.dropLast(9).enumerated() { writer.write(index == 1 ? UInt8(8) : byte) }
+        for (index, byte) in current.dropLast(10).enumerated() { writer.write(index == 1 ? UInt8(8) : byte) }
         writer.appendChecksum()
         let decoded = try EventRecord(decoding: writer.bytes)
         guard case .nodeReports(let reports) = decoded.event else {

@@ -31,7 +31,7 @@ struct ClusterSnapshotTests {
         var writer = ByteWriter()
         writer.write(version)
         writer.write(state.formation)
-        writer.write(state.settings)
+        writer.write(state.settings, format: 1)
         writer.write(state.appliedIndex)
         writer.write(state.term)
         writer.write(state.nowNanos)

@@ -87,7 +87,8 @@ struct OperatorCLITests {
             #expect(statusJSON["waiting_reason"] is NSNull || statusJSON["waiting_reason"] is String)
             let nodeKeys: Set<String> = [
                 "id", "name", "host", "port", "reached_state", "goal_state", "goal_reason", "health", "timeline", "lsn", "lag_bytes",
-                "postgres_running", "candidate_priority", "replication_quorum",
+                "postgres_running", "candidate_priority", "replication_quorum", "pending_restart", "parameters", "slot_retained_bytes",
+                "slot_lost",
             ]
             #expect(nodes.allSatisfy { Set($0.keys) == nodeKeys }, "\(nodes)")
             let witnesses = try await cli(cluster, ["witness", "status", "--json"]).output.split(separator: "\n").map { try json(String($0)) }
@@ -132,7 +133,7 @@ struct OperatorCLITests {
             try expectSnapshot(try await cli(cluster, ["show", "settings"]).output, "show-settings")
             let settings = try json(try await cli(cluster, ["show", "settings", "--json"]).output)
             #expect(settings["number_sync_standbys"] as? Int == 1 && settings["primary_lease_ms"] as? Int == 1500)
-            #expect(settings.count == 6)
+            #expect(settings.count == 7 && settings["max_slot_wal_keep_size_mb"] as? Int == 4096)
         }
     }
 
@@ -357,7 +358,7 @@ struct OperatorCLITests {
             let log = try await onOwnThread {
                 try runCommand(executable, ["log", "--credentials", monitor] + connection, timeout: .seconds(30))
             }
-            #expect(log.output.contains("primary_lease=1000ms  (by operator test)"), "\(log.output)")
+            #expect(log.output.contains("primary_lease=1000ms max_slot_wal_keep_size=4096MB  (by operator test)"), "\(log.output)")
 
             let noAddresses = try await onOwnThread { try runCommand(executable, ["status"], timeout: .seconds(30), check: false) }
             #expect(noAddresses.output.contains("no witness addresses: pass --witnesses HOST:PORT,… or set PGQUORUM_WITNESSES (or name a node's folder with --node-dir)"))

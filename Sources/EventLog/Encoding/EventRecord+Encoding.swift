@@ -149,7 +149,10 @@ extension ClusterEvent {
         case 4:
             return .operatorRequest(try readOperatorRequest(&reader))
         case 5:
-            return .settingsChanged(try reader.readSettings())
+            // Kind 5: settings of format 1 (before replication slots).
+            return .settingsChanged(try reader.readSettings(format: 1))
+        case 12:
+            return .settingsChanged(try reader.readSettings(format: 2))
         case 6:
             return .tick
         case 9:
@@ -252,15 +255,23 @@ extension ByteWriter {
         }
         write(report.followingEndedMillisAgo)
         write(report.pendingRestart)
+        precondition(report.slots.count <= NodeReport.standbysMax, "\(report.slots.count) slots in one report")
+        write(UInt8(report.slots.count))
+        for slot in report.slots {
+            write(slot.node)
+            write(slot.retainedBytes)
+        }
     }
 
-    public mutating func write(_ settings: FormationSettings) {
+    /// Settings of `format` 2 (the current), or 1 (before `maxSlotWALKeepSizeMB`).
+    public mutating func write(_ settings: FormationSettings, format: Int = 2) {
         write(settings.numberSyncStandbys)
         write(settings.strictSyncMode)
         write(settings.heartbeatIntervalMillis)
         write(settings.nodeUnhealthyTimeoutMillis)
         write(settings.postgresRestartTimeoutMillis)
         write(settings.primaryLeaseMillis)
+        if format >= 2 { write(settings.maxSlotWALKeepSizeMB) }
     }
 }
 
@@ -292,7 +303,7 @@ extension ByteReader {
     }
 
     /// A report of `format` 1, 2 (adds the primary's view of its standbys), 3 (adds when a
-    /// standby stopped following) or 4 (adds a pending restart).
+    /// standby stopped following) or 4 (adds a pending restart and the node's slots).
     public mutating func readReport(format: Int) throws(DecodingError) -> NodeReport {
         let node = try readNodeID("reporting node")
         let state = try readNodeState()
@@ -321,7 +332,13 @@ extension ByteReader {
                     replyAgeMillis: try readUInt32("standby reply age")))
         }
         if format >= 3 { report.followingEndedMillisAgo = try readUInt32("following ended") }
-        if format >= 4 { report.pendingRestart = try readBool("pending restart") }
+        if format >= 4 {
+            report.pendingRestart = try readBool("pending restart")
+            let slots = try readCount8("slot count", maxCount: NodeReport.standbysMax)
+            for _ in 0..<slots {
+                report.slots.append(SlotView(node: try readNodeID("slot node"), retainedBytes: try readUInt64("slot retained bytes")))
+            }
+        }
         return report
     }
 
@@ -331,7 +348,7 @@ extension ByteReader {
         return count
     }
 
-    public mutating func readSettings() throws(DecodingError) -> FormationSettings {
+    public mutating func readSettings(format: Int) throws(DecodingError) -> FormationSettings {
         var settings = FormationSettings()
         settings.numberSyncStandbys = try readUInt8("number of sync standbys")
         settings.strictSyncMode = try readBool("strict sync mode")
@@ -339,6 +356,7 @@ extension ByteReader {
         settings.nodeUnhealthyTimeoutMillis = try readUInt32("node unhealthy timeout")
         settings.postgresRestartTimeoutMillis = try readUInt32("postgres restart timeout")
         settings.primaryLeaseMillis = try readUInt32("primary lease")
+        if format >= 2 { settings.maxSlotWALKeepSizeMB = try readUInt32("max slot WAL keep size") }
         return settings
     }
 }

@@ -35,7 +35,7 @@ public enum ClusterEvent: Sendable, Equatable {
         case .nodeReports: return 11
         case .stateReached: return 3
         case .operatorRequest: return 4
-        case .settingsChanged: return 5
+        case .settingsChanged: return 12
         case .tick: return 6
         case .termStarted: return 9
         case .membershipChanged: return 7
@@ -125,6 +125,19 @@ public struct StandbyView: Sendable, Equatable {
     }
 }
 
+/// A node's replication slot for another node.
+public struct SlotView: Sendable, Equatable {
+    public var node: PGNodeID
+    /// Bytes of WAL between the node's current position and the slot's; `UInt64.max` when
+    /// the slot lost its WAL (past `max_slot_wal_keep_size`) or reserves none.
+    public var retainedBytes: UInt64
+
+    public init(node: PGNodeID, retainedBytes: UInt64) {
+        self.node = node
+        self.retainedBytes = retainedBytes
+    }
+}
+
 /// One node's heartbeat: what its manager last observed of its postgres.
 public struct NodeReport: Sendable, Equatable {
     public var node: PGNodeID
@@ -154,6 +167,9 @@ public struct NodeReport: Sendable, Equatable {
     /// Postgres runs with a parameter changed in its files that takes effect only at a
     /// restart (`pg_settings.pending_restart`; reports of format 4).
     public var pendingRestart = false
+    /// The replication slots this node keeps for the other nodes: how much WAL each holds
+    /// back (reports of format 4).
+    public var slots: [SlotView] = []
     /// The most standby views one report carries.
     public static let standbysMax = 64
 
@@ -217,6 +233,11 @@ public struct FormationSettings: Sendable, Equatable {
     public var postgresRestartTimeoutMillis: UInt32 = 5_000
     /// How long the primary keeps writing after its last committed report (< unhealthy timeout).
     public var primaryLeaseMillis: UInt32 = 1_500
+    /// The most WAL, in MB, a node's replication slot for another node may hold back
+    /// (`max_slot_wal_keep_size`), so that a standby that is gone for good cannot fill the disk;
+    /// 0: no limit. Past it the slot is given up, and the standby is cloned again when it
+    /// returns. (Settings of format 1, before slots, read as the default.)
+    public var maxSlotWALKeepSizeMB: UInt32 = 4_096
 
     public init() {}
 

@@ -55,10 +55,14 @@ extension NodeManager {
     /// rewind rewrites the file from the same values before postgres starts. Parameters that
     /// need a restart show in the reports (`pendingRestart`) until `pgquorum pg restart`.
     func applyParameters(_ state: ClusterState) async throws {
-        let wanted = state.parameters(for: node)
+        var wanted = state.parameters(for: node)
+        // The formation's cap on what a replication slot may hold back.
+        let keep = state.settings.maxSlotWALKeepSizeMB
+        wanted["max_slot_wal_keep_size"] = keep == 0 ? "-1" : "\(keep)MB"
         guard shared.withLock({ $0.appliedParameters }) != wanted else { return }
         let postgres = self.postgres
-        let changed = try await blocking { try postgres.setManagedParameters(wanted) }
+        let parameters = wanted
+        let changed = try await blocking { try postgres.setManagedParameters(parameters) }
         shared.withLock { $0.appliedParameters = wanted }
         guard changed else { return }
         let listed = wanted.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
@@ -68,6 +72,49 @@ extension NodeManager {
         // A value the server refuses leaves the setting as it was: say which, loudly.
         for problem in (try? await blocking { try postgres.configurationErrors() }) ?? [] {
             logger.error("postgres refused a configuration line", metadata: ["problem": "\(problem)"])
+        }
+    }
+
+    /// This node's replication slot on the node it streams from (every node keeps one for
+    /// every other node, `maintainSlots`).
+    var slot: String { ClusterState.slotName(of: node) }
+
+    /// Keeps a physical replication slot for every other registered node, on every node, as
+    /// Patroni's member slots: the primary's hold the WAL each standby still needs (capped by
+    /// `max_slot_wal_keep_size`), and a standby's are advanced to where each node's reports
+    /// say it is, so that after a failover the new primary already holds the WAL the others
+    /// need. Slots of nodes no longer registered go. A failure is logged, never blocking.
+    func maintainSlots(_ state: ClusterState) async {
+        guard postgres.isRunning, let observation = shared.withLock({ $0.lastObservation }) else { return }
+        let others = state.sortedNodes.filter { $0.id != node && $0.goal != .dropped }
+        let wanted = Set(others.map { ClusterState.slotName(of: $0.id) })
+        let existing = Dictionary(observation.slots.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        // A slot that lost its WAL (past max_slot_wal_keep_size) holds nothing: made anew, it
+        // holds from now on, and its standby finds out it must be cloned again.
+        let lost = existing.values.filter { wanted.contains($0.name) && !$0.active && $0.walStatus == "lost" }.map(\.name).sorted()
+        let missing = wanted.subtracting(existing.keys).union(lost).sorted()
+        let unknown = (existing.keys.filter { !wanted.contains($0) && ClusterState.node(ofApplicationName: $0) != nil } + lost).sorted()
+        // On a standby, each slot follows its node's reported position (never backwards).
+        let advances: [(String, UInt64)] =
+            observation.inRecovery
+            ? others.compactMap { other in
+                let name = ClusterState.slotName(of: other.id)
+                guard let slot = existing[name], let restart = slot.restartLSN, !slot.active, other.lsn > restart else { return nil }
+                return (name, other.lsn)
+            } : []
+        guard !missing.isEmpty || !unknown.isEmpty || !advances.isEmpty else { return }
+        let postgres = self.postgres
+        do {
+            try await blocking {
+                for name in unknown { try postgres.dropSlot(name) }
+                for name in missing { try postgres.createSlot(name) }
+                for (name, lsn) in advances { try postgres.advanceSlot(name, to: lsn) }
+            }
+            if !missing.isEmpty || !unknown.isEmpty {
+                logger.info("replication slots for the registered nodes", metadata: ["created": "\(missing)", "dropped": "\(unknown)"])
+            }
+        } catch {
+            logger.warning("replication slots not maintained", metadata: ["error": "\(error)"])
         }
     }
 
@@ -117,12 +164,12 @@ extension NodeManager {
                 try postgres.basebackup(from: from, slot: nil) { progress in
                     logger.info("cloning", metadata: ["percent": "\(progress.percent)", "bytes": "\(progress.copiedBytes)"])
                 }
-                if action == .initFromStandby { try postgres.configureStandby(upstream: nil, slot: nil) }
+                try postgres.configureStandby(upstream: action == .initFromStandby ? nil : from, slot: action == .initFromStandby ? nil : self.slot)
             }
             try await postgres.start()
         case .followNewPrimary:
             let from = try source(state.upstream(of: node) ?? state.primaryNode?.registration)
-            try await blocking { try postgres.configureStandby(upstream: from, slot: nil) }
+            try await blocking { try postgres.configureStandby(upstream: from, slot: self.slot) }
             if postgres.isRunning { try await blocking { try postgres.reload() } } else { try await postgres.start() }
         case .disableSyncReplication, .disableReplication:
             try await ensureRunning()
@@ -148,11 +195,14 @@ extension NodeManager {
         case .rewindOrReinitialize, .restartStandby:
             let from = try source(state.upstream(of: node) ?? state.primaryNode?.registration)
             if dataDirectoryIsEmpty {
-                try await blocking { try postgres.basebackup(from: from, slot: nil) }
+                try await blocking {
+                    try postgres.basebackup(from: from, slot: nil)
+                    try postgres.configureStandby(upstream: from, slot: self.slot)
+                }
             } else {
                 let outcome = try await postgres.rewind(from: from, slot: nil, recloneOnFailure: true)
                 logger.info("rejoined the new primary", metadata: ["outcome": "\(outcome)"])
-                try await blocking { try postgres.configureStandby(upstream: from, slot: nil) }
+                try await blocking { try postgres.configureStandby(upstream: from, slot: self.slot) }
             }
             try await ensureRunning()
         case .reportLSN, .reportLSNAndDropSlots, .cleanupAsPrimary:
@@ -167,7 +217,7 @@ extension NodeManager {
         case .fastForward:
             let from = try source(state.fastForwardSource?.registration)
             let target = state.fastForwardSource?.lsn ?? 0
-            try await blocking { try postgres.configureStandby(upstream: from, slot: nil) }
+            try await blocking { try postgres.configureStandby(upstream: from, slot: self.slot) }
             try await ensureRunning()
             try await blocking { try postgres.reload() }
             // Never report fast_forward reached short of the target: the reducer promotes on

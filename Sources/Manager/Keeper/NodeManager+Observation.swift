@@ -102,6 +102,11 @@ extension NodeManager {
         report.flushLSN = observation.inRecovery ? (observation.walReceiver?.flushedLSN ?? observation.replayLSN) : observation.currentLSN
         report.replayLSN = observation.inRecovery ? observation.replayLSN : observation.currentLSN
         report.pendingRestart = !observation.pendingRestart.isEmpty
+        report.slots = observation.slots.prefix(NodeReport.standbysMax).compactMap { slot in
+            guard let id = ClusterState.node(ofApplicationName: slot.name) else { return nil }
+            guard let restart = slot.restartLSN, slot.walStatus != "lost" else { return SlotView(node: id, retainedBytes: .max) }
+            return SlotView(node: id, retainedBytes: observation.currentLSN > restart ? observation.currentLSN - restart : 0)
+        }
         if !observation.inRecovery {
             // The primary's view of its standbys: a link cut one way shows only here.
             // The reply ages as of now: the observation may be a few hundred ms old.

@@ -232,6 +232,7 @@ public final class NodeManager: Sendable {
         if !(me.reached == .maintenance && me.goal == .maintenance) {
             try await admitPeers(state)
             try await applyParameters(state)
+            await maintainSlots(state)
         }
         if me.goal == me.reached {
             try await restartIfAsked(me)

@@ -12,7 +12,7 @@ extension ClusterState {
     /// primary last took writes without synchronous replication, when each standby last
     /// stopped following, the former lease and unhealthy timeout, and reports of format 3,
     /// version 9 the PostgreSQL parameters (the formation's and each node's), each node's
-    /// latest restart request and reports of format 4; older snapshots still load.
+    /// latest restart request, reports of format 4 and settings of format 2; older snapshots still load.
     public static let snapshotVersion: UInt8 = 9
     /// The most nodes a formation holds.
     public static let nodesMax = 256
@@ -71,7 +71,7 @@ extension ClusterState {
         let version = try reader.readUInt8("snapshot version")
         guard (1...Self.snapshotVersion).contains(version) else { throw .unknownVersion(version, supported: Self.snapshotVersion) }
         self.init(formation: try reader.readString("formation"))
-        settings = try reader.readSettings()
+        settings = try reader.readSettings(format: version >= 9 ? 2 : 1)
         appliedIndex = try reader.readUInt64("applied index")
         term = try reader.readUInt64("term")
         nowNanos = try reader.readUInt64("log time")

@@ -6,6 +6,10 @@ extension ClusterState {
     /// `synchronous_standby_names`.
     public static func applicationName(of node: PGNodeID) -> String { "pgquorum_\(node)" }
 
+    /// The name of the replication slot every other node keeps for `node` (its application
+    /// name).
+    public static func slotName(of node: PGNodeID) -> String { applicationName(of: node) }
+
     /// The node an application name belongs to (the inverse of `applicationName(of:)`).
     public static func node(ofApplicationName name: String) -> PGNodeID? {
         guard name.hasPrefix("pgquorum_"), let id = PGNodeID(name.dropFirst("pgquorum_".count)), id != 0 else { return nil }
@@ -60,6 +64,14 @@ extension ClusterState {
             parameters += ["sslmode=verify-full", "sslrootcert=\(encoded)"]
         }
         return "postgresql://\(hosts.joined(separator: ","))/\(database)?\(parameters.joined(separator: "&"))"
+    }
+
+    /// The WAL the primary's replication slot for `node` holds back, as the primary's last
+    /// report says (`UInt64.max`: the slot lost its WAL); nil for the primary itself, or when
+    /// the report has no slot for it.
+    public func slotRetainedBytes(of node: NodeRecord) -> UInt64? {
+        guard let primary = primaryNode, primary.id != node.id else { return nil }
+        return primary.lastReport?.slots.first { $0.node == node.id }?.retainedBytes
     }
 
     /// Bytes of WAL `node` is behind the primary, as their last reports say: 0 for the primary,

@@ -20,6 +20,7 @@ public enum ManagedParameters {
         }
         owned["synchronous_standby_names"] = "pgquorum derives it from the log (`pgquorum settings set number_sync_standbys`, `node set … replication-quorum`)"
         owned["default_transaction_read_only"] = "pgquorum uses it to fence an old primary"
+        owned["max_slot_wal_keep_size"] = "it is a formation setting: `pgquorum settings set max_slot_wal_keep_size SIZE`"
         for name in ["ssl", "ssl_cert_file", "ssl_key_file", "ssl_ca_file", "password_encryption"] {
             owned[name] = "pgquorum sets up TLS and the replication role's password (`pgquorum pki`)"
         }

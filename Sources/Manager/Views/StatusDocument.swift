@@ -48,12 +48,14 @@ public struct StatusDocument: Encodable, Sendable {
         var replicationQuorum: Bool
         @Nullable var pendingRestart: Bool?
         var parameters: [String: String]
+        @Nullable var slotRetainedBytes: UInt64?
+        var slotLost: Bool
 
         enum CodingKeys: String, CodingKey {
             case id, name, host, port, health, timeline, lsn, parameters
             case reachedState = "reached_state", goalState = "goal_state", goalReason = "goal_reason", lagBytes = "lag_bytes"
             case postgresRunning = "postgres_running", candidatePriority = "candidate_priority", replicationQuorum = "replication_quorum"
-            case pendingRestart = "pending_restart"
+            case pendingRestart = "pending_restart", slotRetainedBytes = "slot_retained_bytes", slotLost = "slot_lost"
         }
     }
 
@@ -81,7 +83,9 @@ public struct StatusDocument: Encodable, Sendable {
                 timeline: node.timeline, lsn: LSNFormat.format(node.lsn), lagBytes: state.lagBytes(of: node),
                 postgresRunning: node.lastReport?.postgresRunning, candidatePriority: node.registration.candidatePriority,
                 replicationQuorum: node.registration.replicationQuorum, pendingRestart: node.lastReport?.pendingRestart,
-                parameters: state.parameters(for: node.id))
+                parameters: state.parameters(for: node.id),
+                slotRetainedBytes: state.slotRetainedBytes(of: node).flatMap { $0 == .max ? nil : $0 },
+                slotLost: state.slotRetainedBytes(of: node) == .max)
         }
     }
 }
