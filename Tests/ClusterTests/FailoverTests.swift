@@ -529,7 +529,7 @@ struct FailoverTests: ClusterScenarios {
         }
     }
 
-    @Test("a dropped node's manager stops postgres and exits 0; started again, it exits 1 saying the node is not registered")
+    @Test("a dropped node's manager stops postgres and exits 0, and every node drops its slot; started again, it exits 1 saying the node is not registered")
     func dropNode() async throws {
         try await withPGCluster { cluster in
             let primary = try #require(primary(try await cluster.clusterState()))
@@ -544,6 +544,12 @@ struct FailoverTests: ClusterScenarios {
                 state.sortedNodes.map(\.id) == cluster.ids.filter { $0 != dropped } && state.sortedNodes.allSatisfy(\.isConverged)
             }
             #expect(state.synchronousStandbyNames(for: primary) == "ANY 1 (pgquorum_\(cluster.ids.first { $0 != primary && $0 != dropped }!))")
+            // Its replication slots go with it, on every node.
+            for id in cluster.ids where id != dropped {
+                try await waitUntil("node \(id) drops its slot for node \(dropped)", timeout: .seconds(20)) {
+                    try cluster.sql(on: id, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'pgquorum_\(dropped)'") == ["0"]
+                }
+            }
             let log = (try? String(contentsOfFile: cluster.logPath(of: dropped), encoding: .utf8)) ?? ""
             #expect(log.contains("this node was dropped from the formation: the manager ends"))
 
