@@ -211,36 +211,24 @@ extension WitnessClientOptions {
     }
 }
 
-/// The witness's replicated state: the cluster state every reader derives from the log,
-/// snapshotted when the log is compacted.
+/// The witness's replicated state: the cluster state of every formation, as every reader
+/// derives it from the log, snapshotted when the log is compacted.
 final class ClusterStateApplication: WitnessApplication {
-    private var state = ClusterState()
-    /// Formations other than the default one, for the node names their certificates are
-    /// checked against; not in snapshots yet (issue 18), so a witness restored from a
-    /// snapshot knows their nodes again once they register again.
-    private var otherFormations: [String: ClusterState] = [:]
+    private var formations = FormationStates()
 
-    func apply(_ entry: LogEntry) {
-        _ = state.apply(entry)
-        // Another formation's state sees its own entries only: enough for its node names.
-        let formation = entry.record.formation
-        if formation != state.formation {
-            _ = otherFormations[formation, default: ClusterState(formation: formation)].apply(entry)
-        }
-    }
+    func apply(_ entry: LogEntry) { formations.apply(entry) }
 
     func registeredNodeName(formation: String, node: UInt32) -> String? {
-        (formation == state.formation ? state : otherFormations[formation])?[node]?.registration.name
+        formations[formation]?[node]?.registration.name
     }
 
-    func snapshotData() -> [UInt8] { state.snapshotData() }
+    func snapshotData() -> [UInt8] { formations.snapshotData() }
 
     func restore(from data: [UInt8]) throws {
-        state = data.isEmpty ? ClusterState() : try ClusterState(snapshot: data)
-        otherFormations = [:]
+        formations = data.isEmpty ? FormationStates() : try FormationStates(snapshot: data)
     }
 
-    func nextDeadlineNanos() -> UInt64? { state.nextDeadlineStampNanos }
+    func nextDeadlineNanos() -> UInt64? { formations.nextDeadlineStampNanos }
 }
 
 struct WitnessStatusCommand: AsyncParsableCommand {

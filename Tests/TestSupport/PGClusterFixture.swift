@@ -30,19 +30,29 @@ public final class PGClusterFixture: Sendable {
     /// Nodes registered by their lab host's name rather than its address.
     public let registeredByName: Set<PGNodeID>
 
+    /// The formation its nodes belong to.
+    public let formation: String
+    /// Whether the witnesses are another fixture's too (not started or destroyed by this one).
+    private let sharesWitnesses: Bool
+
+    /// `sharedWitnesses`: run the nodes on witnesses another cluster (formation) also uses.
     public init(
-        nodes: Int = 3, nodeArguments: [PGNodeID: [String]] = [:], lab: NetworkLab? = nil, registeredByName: Set<PGNodeID> = [], witnessMetrics: Bool = false
+        nodes: Int = 3, nodeArguments: [PGNodeID: [String]] = [:], lab: NetworkLab? = nil, registeredByName: Set<PGNodeID> = [], witnessMetrics: Bool = false,
+        formation: String = EventRecord.defaultFormation, sharedWitnesses: WitnessClusterFixture? = nil
     ) throws {
         precondition(lab != nil || registeredByName.isEmpty, "only lab hosts have names")
         self.registeredByName = registeredByName
-        witnesses = try WitnessClusterFixture(lab: lab, metrics: witnessMetrics)
+        self.formation = formation
+        sharesWitnesses = sharedWitnesses != nil
+        witnesses = try sharedWitnesses ?? WitnessClusterFixture(lab: lab, metrics: witnessMetrics)
         self.lab = lab
         nodeCount = nodes
         self.nodeArguments = nodeArguments
         executable = try BuiltProducts.path(of: "pgquorum")
         var table: [PGNodeID: Node] = [:]
         for id in 1...PGNodeID(nodes) {
-            table[id] = Node(directory: witnesses.folder.appending("node-\(id)"), port: try FreePort.next(), httpPort: try FreePort.next())
+            let name = formation == EventRecord.defaultFormation ? "node-\(id)" : "\(formation)-node-\(id)"
+            table[id] = Node(directory: witnesses.folder.appending(name), port: try FreePort.next(), httpPort: try FreePort.next())
         }
         state.withLock { $0 = table }
     }
@@ -68,7 +78,9 @@ public final class PGClusterFixture: Sendable {
 
     public func directory(of id: PGNodeID) -> String { state.withLock { $0[id]!.directory } }
 
-    public func logPath(of id: PGNodeID) -> String { witnesses.folder.appending("node-\(id).log") }
+    public func logPath(of id: PGNodeID) -> String {
+        witnesses.folder.appending(formation == EventRecord.defaultFormation ? "node-\(id).log" : "\(formation)-node-\(id).log")
+    }
 
     /// The lab host node `id` runs on, if the cluster is in a lab.
     public func host(of id: PGNodeID) -> NetworkLab.Host? { lab.map { $0.hosts[(Int(id) - 1) % $0.hosts.count] } }
@@ -85,7 +97,7 @@ public final class PGClusterFixture: Sendable {
     /// Starts the witnesses, then creates and starts every node, the first one alone until it
     /// is the primary; returns once one primary and N-1 secondaries have converged.
     public func start() async throws {
-        try witnesses.startAll()
+        if !sharesWitnesses { try witnesses.startAll() }
         _ = try await witnesses.waitForLeader()
         for id in ids {
             try await create(id)
@@ -100,7 +112,7 @@ public final class PGClusterFixture: Sendable {
         let clients = lab?.network ?? "127.0.0.1/32"
         let arguments =
             [
-                "node", "create", "--dir", directory(of: id), "--name", "node\(id)", "--host",
+                "node", "create", "--dir", directory(of: id), "--formation", formation, "--name", "node\(id)", "--host",
                 registeredByName.contains(id) ? host(of: id)!.name : address(of: id), "--port",
                 "\(port(of: id))", "--postgres-settings", "fsync=off", "--client-networks", clients, "--client-auth", "trust",
                 "--http", "\(address(of: id)):\(httpPort(of: id))",
@@ -168,7 +180,7 @@ public final class PGClusterFixture: Sendable {
         // can be slow to read; this measures nothing.
         let client = self.client(timeout: .seconds(15))
         defer { client.close() }
-        return try await ClusterLog.load(from: client)
+        return try await ClusterLog.load(from: client, formation: formation)
     }
 
     public func waitFor(
@@ -213,7 +225,7 @@ public final class PGClusterFixture: Sendable {
         for id in ids {
             for _ in 0..<100 where postgresPID(of: id) != nil { try? await Task.sleep(for: .milliseconds(50)) }
         }
-        await witnesses.destroy()
+        if !sharesWitnesses { await witnesses.destroy() }
     }
 
     public func logs() -> String {

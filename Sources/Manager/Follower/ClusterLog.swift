@@ -52,14 +52,16 @@ public enum ClusterLog {
         }
     }
 
-    /// The cluster state in a witness snapshot (the initial state before any snapshot).
+    /// `formation`'s cluster state in a witness snapshot, which holds every formation (the
+    /// initial state before any snapshot, or for a formation the snapshot does not know; a
+    /// snapshot of a witness from before every formation was kept holds the default one alone).
     public static func restore(_ snapshot: WitnessSnapshot, formation: String) throws -> ClusterState {
         guard !snapshot.application.isEmpty else { return ClusterState(formation: formation) }
-        var state = try ClusterState(snapshot: snapshot.application)
-        if state.formation != formation {
-            // The witness snapshots its default formation; other formations replay from scratch.
-            state = ClusterState(formation: formation)
-        }
+        let formations = try FormationStates(snapshot: snapshot.application)
+        var state = formations[formation] ?? ClusterState(formation: formation)
+        // The state applied its formation's entries and those of none in particular: the
+        // reader goes on after the snapshot's last entry.
+        state.appliedIndex = max(state.appliedIndex, snapshot.index)
         return state
     }
 

@@ -170,3 +170,78 @@ extension ByteReader {
         return parameters
     }
 }
+
+/// The cluster states of every formation on one witness quorum, as the witnesses keep them
+/// and snapshot them: a snapshot holds every formation, so a manager of any formation that
+/// falls behind compaction restarts from it (DESIGN §3).
+public struct FormationStates: Sendable, Equatable {
+    /// By formation name; the default formation is always there.
+    public private(set) var states: [String: ClusterState] = [EventRecord.defaultFormation: ClusterState()]
+
+    /// The first byte of a snapshot of several formations; a snapshot that starts with
+    /// anything else is one formation's (`ClusterState.snapshotVersion`, from before).
+    static let marker: UInt8 = 0xF0
+    /// The most formations one quorum's snapshot holds.
+    public static let formationsMax = 4_096
+
+    public init() {}
+
+    public subscript(formation: String) -> ClusterState? { states[formation] }
+
+    /// Applies one committed entry. The default formation sees every entry, as every reader
+    /// of it always has; another formation sees its own entries and those of no formation in
+    /// particular (ticks, new terms, membership), which carry log time and terms.
+    public mutating func apply(_ entry: LogEntry) {
+        let formation = entry.record.formation
+        let global: Bool
+        switch entry.record.event {
+        case .tick, .termStarted, .membershipChanged: global = true
+        default: global = false
+        }
+        if states[formation] == nil, states.count < Self.formationsMax, !global {
+            states[formation] = ClusterState(formation: formation)
+        }
+        for name in states.keys.sorted() where name == EventRecord.defaultFormation || name == formation || global {
+            states[name]!.apply(entry)
+        }
+    }
+
+    /// The earliest time at which the passage of time alone changes a decision in any
+    /// formation, on the current leader's clock.
+    public var nextDeadlineStampNanos: UInt64? {
+        states.values.compactMap(\.nextDeadlineStampNanos).min()
+    }
+
+    public func snapshotData() -> [UInt8] {
+        var writer = ByteWriter()
+        writer.write(Self.marker)
+        let names = states.keys.sorted()
+        writer.write(UInt32(names.count))
+        for name in names {
+            writer.writeBlob(states[name]!.snapshotData())
+        }
+        writer.appendChecksum()
+        return writer.bytes
+    }
+
+    /// Reads a snapshot of several formations, or of the default one alone (older witnesses).
+    public init(snapshot bytes: [UInt8]) throws(DecodingError) {
+        guard bytes.first == Self.marker else {
+            let state = try ClusterState(snapshot: bytes)
+            states = [state.formation: state]
+            if states[EventRecord.defaultFormation] == nil { states[EventRecord.defaultFormation] = ClusterState() }
+            return
+        }
+        var reader = try ByteReader(checksummed: bytes)
+        _ = try reader.readUInt8("snapshot marker")
+        let count = try reader.readCount("formation count", maxCount: Self.formationsMax)
+        states = [:]
+        for _ in 0..<count {
+            let state = try ClusterState(snapshot: try reader.readBlob("formation snapshot", maxCount: bytes.count))
+            guard states[state.formation] == nil else { throw .invalidValue(field: "formation", reason: "\(state.formation) twice in a snapshot") }
+            states[state.formation] = state
+        }
+        if states[EventRecord.defaultFormation] == nil { states[EventRecord.defaultFormation] = ClusterState() }
+        try reader.finish()
+    }
+}
