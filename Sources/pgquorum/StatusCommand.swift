@@ -10,8 +10,16 @@ struct FormationOptions: ParsableArguments {
     @Option(help: "The formation (group of PostgreSQL nodes) to act on.")
     var formation: String = EventRecord.defaultFormation
 
+    /// The formation's state; a formation other than the default one without any node is
+    /// an error that lists the formations there are.
     func load(_ client: WitnessClient, stale: Bool = false) async throws -> ClusterState {
-        try await ClusterLog.load(from: client, formation: formation, stale: stale)
+        let state = try await ClusterLog.load(from: client, formation: formation, stale: stale)
+        if state.sortedNodes.isEmpty, formation != EventRecord.defaultFormation {
+            let known = try await ClusterLog.formations(from: client)
+            throw CommandFailure(
+                "formation \(formation) does not exist (no node is registered in it); formations: \(known.isEmpty ? "none" : known.joined(separator: ", "))")
+        }
+        return state
     }
 }
 

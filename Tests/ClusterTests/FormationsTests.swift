@@ -58,6 +58,14 @@ struct FormationsTests: ClusterScenarios {
             #expect(after.sortedNodes.allSatisfy { $0.isConverged })
             let status = try await cli(second, ["status", "--formation", "orders"])
             #expect(status.output.contains("node\(old)"), "\(status.output)")
+            // A formation that does not exist: one line naming those that do, nothing appended.
+            for arguments in [["pg", "set", "work_mem", "1MB", "--formation", "ordres"], ["status", "--formation", "ordres"]] {
+                let unknown = try await cli(second, arguments)
+                #expect(unknown.termination == .exited(code: 1), "\(unknown.output)")
+                #expect(
+                    unknown.output.trimmingCharacters(in: .whitespacesAndNewlines)
+                        == "Error: formation ordres does not exist (no node is registered in it); formations: default, orders", "\(unknown.output)")
+            }
         } catch {
             let logs = first.logs() + "\n--- formation orders\n" + second.logs()
             await first.destroy()

@@ -52,6 +52,27 @@ public enum ClusterLog {
         }
     }
 
+    /// The formations that have registered nodes: those of the witnesses' snapshot, and those
+    /// nodes registered in after it.
+    public static func formations(from client: WitnessClient) async throws -> [String] {
+        let snapshot = try await client.snapshot()
+        var names: Set<String> = []
+        if !snapshot.application.isEmpty {
+            let states = try FormationStates(snapshot: snapshot.application)
+            names = Set(states.states.filter { !$0.value.sortedNodes.isEmpty }.keys)
+        }
+        var next = snapshot.index + 1
+        while true {
+            let batch = try await client.read(from: next, maxEntries: 10_000)
+            guard let last = batch.last else { break }
+            for committed in batch {
+                if let entry = committed.logEntry, case .nodeRegistered = entry.record.event { names.insert(entry.record.formation) }
+            }
+            next = last.index + 1
+        }
+        return names.sorted()
+    }
+
     /// `formation`'s cluster state in a witness snapshot, which holds every formation (the
     /// initial state before any snapshot, or for a formation the snapshot does not know; a
     /// snapshot of a witness from before every formation was kept holds the default one alone).
