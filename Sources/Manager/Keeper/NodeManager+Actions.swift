@@ -75,6 +75,9 @@ extension NodeManager {
         }
     }
 
+    /// PostgreSQL's default WAL segment size.
+    static let walSegmentBytes: UInt64 = 16 << 20
+
     /// This node's replication slot on the node it streams from (every node keeps one for
     /// every other node, `maintainSlots`).
     var slot: String { ClusterState.slotName(of: node) }
@@ -85,7 +88,13 @@ extension NodeManager {
     /// say it is, so that after a failover the new primary already holds the WAL the others
     /// need. Slots of nodes no longer registered go. A failure is logged, never blocking.
     func maintainSlots(_ state: ClusterState) async {
-        guard postgres.isRunning, let observation = shared.withLock({ $0.lastObservation }) else { return }
+        // Once per observation (every heartbeat): what it shows of the slots is what is acted on.
+        let (observation, observedAt) = shared.withLock { shared -> (PostgresObservation?, UInt64?) in
+            guard let at = shared.lastObservedNanos, shared.slotsCheckedNanos != at else { return (nil, nil) }
+            shared.slotsCheckedNanos = at
+            return (shared.lastObservation, at)
+        }
+        guard postgres.isRunning, let observation, observedAt != nil else { return }
         let others = state.sortedNodes.filter { $0.id != node && $0.goal != .dropped }
         let wanted = Set(others.map { ClusterState.slotName(of: $0.id) })
         let existing = Dictionary(observation.slots.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
@@ -99,7 +108,9 @@ extension NodeManager {
             observation.inRecovery
             ? others.compactMap { other in
                 let name = ClusterState.slotName(of: other.id)
-                guard let slot = existing[name], let restart = slot.restartLSN, !slot.active, other.lsn > restart else { return nil }
+                // WAL goes a segment at a time: a slot less than one behind frees nothing.
+                guard let slot = existing[name], let restart = slot.restartLSN, !slot.active, other.lsn >= restart + Self.walSegmentBytes
+                else { return nil }
                 return (name, other.lsn)
             } : []
         guard !missing.isEmpty || !unknown.isEmpty || !advances.isEmpty else { return }

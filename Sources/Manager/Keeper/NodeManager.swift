@@ -62,6 +62,8 @@ public final class NodeManager: Sendable {
         var appliedParameters: [String: String]?
         /// The latest restart request acted on (`NodeRecord.restartIndex`; nil: none seen yet).
         var handledRestartIndex: UInt64?
+        /// The observation (its `lastObservedNanos`) the replication slots were last checked on.
+        var slotsCheckedNanos: UInt64?
         /// Primary handovers in the replayed log, for the metrics.
         var handovers = HandoverTracker()
     }
