@@ -242,12 +242,26 @@ struct PGRestartCommand: AsyncParsableCommand {
         }
         let primary = state.primaryNode?.id
         print("nodes that wait for a restart: \(pending.map { "\($0.id) (\($0.registration.name))" }.joined(separator: ", "))")
+        var skipped: [PGNodeID] = []
         for standby in pending where standby.id != primary {
+            // A node in maintenance belongs to the operator: left for after it.
+            if let refusal = state.restartRefusal(standby.id) {
+                print("node \(standby.id): skipped: \(refusal)")
+                skipped.append(standby.id)
+                continue
+            }
             try await restart(standby.id, in: state, runner)
             state = try await load()
         }
-        guard let primary, state[primary]?.lastReport?.pendingRestart == true else {
+        let left = skipped
+        func finish() throws {
+            guard left.isEmpty else {
+                throw CommandFailure("nodes \(left.map(String.init).joined(separator: ", ")) still wait for a restart (skipped above)")
+            }
             print("done: every node runs with its parameters")
+        }
+        guard let primary, state[primary]?.lastReport?.pendingRestart == true else {
+            try finish()
             return
         }
         print("node \(primary) is the primary: switching over first")
@@ -257,7 +271,7 @@ struct PGRestartCommand: AsyncParsableCommand {
         print("node \(primary): waiting until it streams from the new primary")
         state = try await waitUntil { Self.streamsAsStandby(primary, $0) }
         if state[primary]?.lastReport?.pendingRestart == true { try await restart(primary, in: state, runner) }
-        print("done: every node runs with its parameters")
+        try finish()
     }
 
     /// A standby that streams from the primary, as a report built in state secondary says.

@@ -89,12 +89,12 @@ extension NodeManager {
     /// need. Slots of nodes no longer registered go. A failure is logged, never blocking.
     func maintainSlots(_ state: ClusterState) async {
         // Once per observation (every heartbeat): what it shows of the slots is what is acted on.
-        let (observation, observedAt) = shared.withLock { shared -> (PostgresObservation?, UInt64?) in
-            guard let at = shared.lastObservedNanos, shared.slotsCheckedNanos != at else { return (nil, nil) }
+        let observation = shared.withLock { shared -> PostgresObservation? in
+            guard let at = shared.lastObservedNanos, shared.slotsCheckedNanos != at else { return nil }
             shared.slotsCheckedNanos = at
-            return (shared.lastObservation, at)
+            return shared.lastObservation
         }
-        guard postgres.isRunning, let observation, observedAt != nil else { return }
+        guard postgres.isRunning, let observation else { return }
         let others = state.sortedNodes.filter { $0.id != node && $0.goal != .dropped }
         let wanted = Set(others.map { ClusterState.slotName(of: $0.id) })
         let existing = Dictionary(observation.slots.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
