@@ -42,8 +42,10 @@ struct NodeLogsCommand: AsyncParsableCommand {
                 "no server log in \(dataDirectory)/log: postgres has not run with its logging collector there yet"
                     + (FileManager.default.fileExists(atPath: early) ? " (what it wrote before is in \(early))" : ""))
         }
-        FileHandle.standardError.write(Data("==> \(file) <==\n".utf8))
+        // Where following starts is fixed before the header says the file: a line written
+        // once the header is out is never taken for one from before.
         var reader = try LogReader(path: file)
+        FileHandle.standardError.write(Data("==> \(file) <==\n".utf8))
         emit(reader.lastLines(lines))
         guard follow else { return }
         var current = file

@@ -25,7 +25,7 @@ struct NodeLogsTests {
                 (try String(contentsOfFile: output, encoding: .utf8)).contains("==>")
             }
             _ = try await onOwnThread { try fixture.sql("DO $$ BEGIN RAISE LOG 'pgquorum-marker-%', 42; END $$") }
-            try await waitUntil("the follower prints the new line", timeout: .seconds(10)) {
+            try await waitUntil("the follower prints the new line", timeout: .seconds(30)) {
                 (try String(contentsOfFile: output, encoding: .utf8)).contains("pgquorum-marker-42")
             }
             #expect(await follower.stop(signal: SIGTERM, grace: .seconds(5)) == .signaled(signal: SIGTERM))
