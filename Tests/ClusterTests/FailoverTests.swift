@@ -134,9 +134,8 @@ struct FailoverTests: ClusterScenarios {
         let folder = try TemporaryDirectory(prefix: "pgquorum-hooks")
         defer { folder.remove() }
         let record = folder.appending("record.sh")
-        try "#!/bin/sh\n{ env | grep '^PGQUORUM_' | sort; echo ---; } >> \"\(folder.path)/hook-$PGQUORUM_NODE.log\"\n"
-            .write(toFile: record, atomically: true, encoding: .utf8)
-        chmod(record, 0o755)
+        let script = "#!/bin/sh\n{ env | grep '^PGQUORUM_' | sort; echo ---; } >> \"\(folder.path)/hook-$PGQUORUM_NODE.log\"\n"
+        try await onOwnThread { try writeExecutable(script, to: record) }
         let hooks: [PGNodeID: [String]] = [
             1: ["--on-role-change", record],
             2: ["--on-role-change", "\(record); exec sleep 60", "--on-role-change-timeout", "2"],

@@ -9,8 +9,7 @@ struct PostgresInstallationTests {
     /// A folder with a stand-in `postgres` that says it is version `version`.
     func fakeBinaries(in folder: TemporaryDirectory, _ name: String, version: String = "15.18") throws -> String {
         let path = try folder.makeDirectory(name)
-        try "#!/bin/sh\necho 'postgres (PostgreSQL) \(version)'\n".write(toFile: path + "/postgres", atomically: true, encoding: .utf8)
-        chmod(path + "/postgres", 0o755)
+        try writeExecutable("#!/bin/sh\necho 'postgres (PostgreSQL) \(version)'\n", to: path + "/postgres")
         return path
     }
 
@@ -22,8 +21,7 @@ struct PostgresInstallationTests {
         let configured = try fakeBinaries(in: folder, "configured")
         let onPath = try fakeBinaries(in: folder, "onpath")
         let pgConfig = folder.appending("pg_config")
-        try "#!/bin/sh\necho \(configured)\n".write(toFile: pgConfig, atomically: true, encoding: .utf8)
-        chmod(pgConfig, 0o755)
+        try writeExecutable("#!/bin/sh\necho \(configured)\n", to: pgConfig)
 
         func locate(_ bindir: String?, _ environment: [String: String]) throws -> String {
             try PostgresInstallation.locate(binDirectory: bindir, environment: environment).binDirectory

@@ -29,3 +29,11 @@ public func inBackground<T: Sendable>(_ body: @escaping @Sendable () throws -> T
         return try body()
     }
 }
+
+/// Writes an executable script at `path` through a short-lived shell, not through a file this
+/// process opens: a child that another test spawns while this process holds the file open for
+/// writing would inherit that descriptor, and executing the script would then fail with
+/// ETXTBSY ("text file busy") for as long as that child lives.
+public func writeExecutable(_ text: String, to path: String) throws {
+    try runCommand("/bin/sh", ["-c", "printf '%s' \"$0\" > \"$1\" && chmod 755 \"$1\"", text, path], timeout: .seconds(30))
+}
