@@ -6,9 +6,9 @@ import Testing
 import TestSupport
 
 /// Configuration through the log (issue 18): PostgreSQL parameters and node settings, on real
-/// witnesses, managers and postgres.
-@Suite("configuration through the log", .serialized)
-struct ConfigurationTests: ClusterScenarios {
+/// witnesses, managers and postgres. Part of the whole-cluster suite, which runs one cluster
+/// at a time: more clusters at once on two cores make every timing in them noisy.
+extension FailoverTests {
     /// The operator requests in the log, as `pgquorum log` lists them.
     func operatorRequests(_ cluster: PGClusterFixture) async throws -> Int {
         let result = try await cli(cluster, ["log", "--kind", "operator-request", "--json"])

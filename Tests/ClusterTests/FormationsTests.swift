@@ -5,9 +5,8 @@ import NodeControl
 import Testing
 import TestSupport
 
-/// Several formations on one witness quorum (issue 18 item 5).
-@Suite("formations sharing a witness quorum", .serialized)
-struct FormationsTests: ClusterScenarios {
+/// Several formations on one witness quorum (issue 18 item 5), in the whole-cluster suite.
+extension FailoverTests {
     @Test("two formations of three nodes on one witness quorum: the log is compacted, a manager of each restarted from the snapshot finds its node, both healthy; a failover in one leaves the other alone")
     func twoFormations() async throws {
         // A snapshot every 60 entries: the log is compacted within seconds.

@@ -210,6 +210,8 @@ public final class WitnessClusterFixture: Sendable {
             return Array(state.processes.values)
         }
         for process in processes { _ = await process.stop(signal: SIGKILL, grace: .seconds(5)) }
+        // The nodes of whole-cluster tests live in this folder too.
+        SharedMemory.removeOrphans(under: folder.path)
         folder.remove()
     }
 
