@@ -227,7 +227,16 @@ struct PGRestartCommand: AsyncParsableCommand {
 
     func run() async throws {
         guard rolling != (node != nil) else { throw CommandFailure("give either --rolling or --node NODE") }
-        var state = try await load()
+        // One connection for the reads between the steps (each step's runner has its own).
+        let client = try options.connection.makeClient()
+        defer { client.close() }
+        // Each read goes on from the last one instead of replaying the log from its start.
+        var current = try await options.load(client)
+        func load() async throws -> ClusterState {
+            try await ClusterLog.replay(from: client, into: &current, onStep: nil)
+            return current
+        }
+        var state = current
         let runner = OperatorRequestRunner(options: options, noWait: false, waitSeconds: wait.waitTimeout)
         if let node {
             let id = try resolveNode(node, in: state).id
@@ -269,7 +278,7 @@ struct PGRestartCommand: AsyncParsableCommand {
         // The old primary comes back as a standby: a restart of its own. If it still waits,
         // restart it as a standby now.
         print("node \(primary): waiting until it streams from the new primary")
-        state = try await waitUntil { Self.streamsAsStandby(primary, $0) }
+        state = try await waitUntil(load) { Self.streamsAsStandby(primary, $0) }
         if state[primary]?.lastReport?.pendingRestart == true { try await restart(primary, in: state, runner) }
         try finish()
     }
@@ -282,7 +291,7 @@ struct PGRestartCommand: AsyncParsableCommand {
     }
 
     /// Reads the state every half second until `condition` holds, for at most --wait-timeout.
-    private func waitUntil(_ condition: (ClusterState) -> Bool) async throws -> ClusterState {
+    private func waitUntil(_ load: () async throws -> ClusterState, _ condition: (ClusterState) -> Bool) async throws -> ClusterState {
         let deadline = ContinuousClock.now + .milliseconds(Int64(wait.waitTimeout * 1000))
         while true {
             let state = try await load()
@@ -292,12 +301,6 @@ struct PGRestartCommand: AsyncParsableCommand {
             }
             try await Task.sleep(for: .milliseconds(500))
         }
-    }
-
-    private func load() async throws -> ClusterState {
-        let client = try options.connection.makeClient()
-        defer { client.close() }
-        return try await options.load(client)
     }
 
     /// Restarts one standby and waits until it streams again without a pending restart.

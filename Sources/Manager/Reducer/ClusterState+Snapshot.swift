@@ -198,12 +198,15 @@ public struct FormationStates: Sendable, Equatable {
         case .tick, .termStarted, .membershipChanged: global = true
         default: global = false
         }
-        if states[formation] == nil, states.count < Self.formationsMax, !global {
-            states[formation] = ClusterState(formation: formation)
+        if global {
+            // The states are independent of each other: any order gives the same result.
+            for name in states.keys { states[name]!.apply(entry) }
+            return
         }
-        for name in states.keys.sorted() where name == EventRecord.defaultFormation || name == formation || global {
-            states[name]!.apply(entry)
-        }
+        states[EventRecord.defaultFormation]!.apply(entry)
+        guard formation != EventRecord.defaultFormation else { return }
+        if states[formation] == nil, states.count < Self.formationsMax { states[formation] = ClusterState(formation: formation) }
+        states[formation]?.apply(entry)
     }
 
     /// The earliest time at which the passage of time alone changes a decision in any
