@@ -138,7 +138,7 @@ struct FailoverTests: ClusterScenarios {
         try await onOwnThread { try writeExecutable(script, to: record) }
         let hooks: [PGNodeID: [String]] = [
             1: ["--on-role-change", record],
-            2: ["--on-role-change", "\(record); exec sleep 60", "--on-role-change-timeout", "2"],
+            2: ["--on-role-change", "\(record); exec sleep 60", "--on-role-change-timeout", "8"],
             3: ["--on-role-change", "\(record); exit 3"],
         ]
         try await withPGCluster(nodeArguments: hooks) { cluster in
@@ -162,7 +162,7 @@ struct FailoverTests: ClusterScenarios {
                 ran(1, ["PGQUORUM_NODE": "node1", "PGQUORUM_NODE_ID": "1", "PGQUORUM_OLD_ROLE": "none", "PGQUORUM_NEW_ROLE": "primary", "PGQUORUM_TIMELINE": "1", "PGQUORUM_FORMATION": "default"]),
                 "\(hookLog(1))")
             #expect(managerLog(3).contains("the role change hook failed"), "node 3's failing hook is logged")
-            try await waitUntil("node 2's hanging hook is killed after 2 s", timeout: .seconds(10)) {
+            try await waitUntil("node 2's hanging hook is killed after 8 s", timeout: .seconds(30)) {
                 managerLog(2).contains("the role change hook did not end well")
             }
 
@@ -173,7 +173,7 @@ struct FailoverTests: ClusterScenarios {
                 ran(2, ["PGQUORUM_OLD_ROLE": "replica", "PGQUORUM_NEW_ROLE": "primary", "PGQUORUM_TIMELINE": "2"]) && ran(1, ["PGQUORUM_OLD_ROLE": "primary"])
             }
             // Nothing waited for the promotion's hook: node 2 reached primary while it hung.
-            try await waitUntil("node 2's promotion hook is killed", timeout: .seconds(10)) {
+            try await waitUntil("node 2's promotion hook is killed", timeout: .seconds(30)) {
                 managerLog(2).split(separator: "\n").contains { $0.contains("new=primary") && $0.contains("did not end well") }
             }
             let lines = managerLog(2).split(separator: "\n")
