@@ -545,10 +545,18 @@ struct FailoverTests: ClusterScenarios {
             let manager = try #require(cluster.manager(of: dropped))
             #expect(await manager.wait(timeout: .seconds(60)) == .exited(code: 0))
             #expect(!ProcessTree.isAlive(postmaster))
-            let state = try await cluster.waitFor("the formation has the two other nodes, converged", timeout: .seconds(60)) { state in
+            // Converged, the primary waits for the remaining standby alone. (Under load the
+            // standby may miss a report and leave synchronous replication for a moment: the
+            // wait is for the settled state, not the first converged one.)
+            let remaining = try #require(cluster.ids.first { $0 != primary && $0 != dropped })
+            let state = try await cluster.waitFor("the formation has the two other nodes, converged, the primary waiting for node \(remaining)", timeout: .seconds(60)) { state in
                 state.sortedNodes.map(\.id) == cluster.ids.filter { $0 != dropped } && state.sortedNodes.allSatisfy(\.isConverged)
+                    && state[primary]?.goal == .primary
             }
-            #expect(state.synchronousStandbyNames(for: primary) == "ANY 1 (pgquorum_\(cluster.ids.first { $0 != primary && $0 != dropped }!))")
+            #expect(state.synchronousStandbyNames(for: primary) == "ANY 1 (pgquorum_\(remaining))")
+            try await waitUntil("the primary's postgres waits for node \(remaining) alone", timeout: .seconds(20)) {
+                try cluster.sql(on: primary, "SHOW synchronous_standby_names") == ["ANY 1 (pgquorum_\(remaining))"]
+            }
             // Its replication slots go with it, on every node.
             for id in cluster.ids where id != dropped {
                 try await waitUntil("node \(id) drops its slot for node \(dropped)", timeout: .seconds(20)) {
