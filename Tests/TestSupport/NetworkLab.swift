@@ -216,7 +216,10 @@ public final class NetworkLab: Sendable {
 
     private func run(_ executable: String, _ arguments: [String]) throws {
         do {
-            try runCommand(executable, arguments, timeout: .seconds(20))
+            // Generous: the kernel tears a deleted namespace down in the background, holding
+            // the lock every `ip` command needs, and a loaded machine (a lab just destroyed)
+            // has been seen to keep one waiting over 20 s.
+            try runCommand(executable, arguments, timeout: .seconds(60))
         } catch {
             throw TestSupportError("lab setup failed: \(error)")
         }
