@@ -1,3 +1,4 @@
+import Foundation
 import Synchronization
 
 #if canImport(Glibc)
@@ -122,6 +123,23 @@ public final class ChildProcess: Sendable {
     }
 
     public var isRunning: Bool { poll() == nil }
+
+    /// Calls `handler` once, on a thread of its own, soon after the process ends (or at once
+    /// if it has been reaped already). The process is not reaped by this: `poll` still finds
+    /// its termination. For a supervisor that acts when its child dies without polling it.
+    public func onExit(_ handler: @escaping @Sendable () -> Void) {
+        let pid = self.pid
+        let thread = Thread {
+            var info = siginfo_t()
+            // WNOWAIT: wait for the end, leave the status to be reaped by `poll`. EINTR retries;
+            // ECHILD (reaped already) is an end too.
+            while waitid(P_PID, id_t(pid), &info, WEXITED | WNOWAIT) != 0 && errno == EINTR {}
+            handler()
+        }
+        thread.stackSize = 64 << 10
+        thread.name = "exit of \(pid)"
+        thread.start()
+    }
 
     /// Waits until the process ends or `timeout` passes; returns its termination or nil.
     public func wait(timeout: Duration) async -> Termination? {

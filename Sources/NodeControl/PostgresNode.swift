@@ -14,6 +14,8 @@ import Glibc
 public final class PostgresNode: Sendable {
     public let configuration: PostgresNodeConfiguration
     private let child = Mutex<ChildProcess?>(nil)
+    /// Called when a postmaster this node started ends (`onPostmasterExit`).
+    private let exitHandler = Mutex<(@Sendable () -> Void)?>(nil)
     /// The parameters managed through the log (`pgquorum pg set`), as last given; nil until
     /// then (the file in the data directory is left as it is).
     let managedParameters = Mutex<[String: String]?>(nil)
@@ -64,6 +66,12 @@ public final class PostgresNode: Sendable {
         child.withLock { $0?.isRunning == true ? $0?.pid : nil }
     }
 
+    /// Calls `handler` whenever a postmaster started from now on ends (on a thread of its
+    /// own): a supervisor learns of a crash at once, without polling.
+    public func onPostmasterExit(_ handler: @escaping @Sendable () -> Void) {
+        exitHandler.withLock { $0 = handler }
+    }
+
     /// Whether the postmaster we started is still running.
     public var isRunning: Bool { pid != nil }
 
@@ -94,6 +102,7 @@ public final class PostgresNode: Sendable {
             throw .startFailed(dataDirectory: dataDirectory, reason: String(describing: error), logTail: "")
         }
         child.withLock { $0 = process }
+        process.onExit { [self] in exitHandler.withLock { $0 }?() }
         let clock = ContinuousClock()
         let deadline = clock.now + configuration.startTimeout
         while true {

@@ -136,12 +136,15 @@ public final class WitnessClient: Sendable {
     }
 
     /// Committed entries from `from` on, pushed as they commit, across witness failures and
-    /// leader changes, until the consumer stops iterating.
-    public func stream(from: UInt64) -> AsyncThrowingStream<StreamItem, any Error> {
+    /// leader changes, until the consumer stops iterating. With `preferLeader`, each
+    /// (re)subscription goes to the leader this client knows of, if it is not suspect: the
+    /// leader applies an entry as it commits, a follower only once the next message from the
+    /// leader says so (up to a Raft heartbeat later).
+    public func stream(from: UInt64, preferLeader: Bool = false) -> AsyncThrowingStream<StreamItem, any Error> {
         let (stream, continuation) = AsyncThrowingStream<StreamItem, any Error>.makeStream()
         let task = Task { [self] in
             do {
-                try await follow(from: max(from, 1), into: continuation)
+                try await follow(from: max(from, 1), preferLeader: preferLeader, into: continuation)
             } catch {
                 continuation.finish(throwing: error)
             }
@@ -155,11 +158,13 @@ public final class WitnessClient: Sendable {
         case closed(String)
     }
 
-    private func follow(from: UInt64, into continuation: AsyncThrowingStream<StreamItem, any Error>.Continuation) async throws {
+    private func follow(from: UInt64, preferLeader: Bool, into continuation: AsyncThrowingStream<StreamItem, any Error>.Continuation) async throws {
         var next = from
         while !Task.isCancelled {
             // A witness that failed lately goes last, the longest-failed first among those.
-            let endpoint = attemptOrder(leaderOnly: false)[0]
+            let order = attemptOrder(leaderOnly: false)
+            let leader = preferLeader ? state.withLock { $0.leader }.flatMap { leader in isSuspect(leader) ? nil : leader } : nil
+            let endpoint = leader ?? order[0]
             let connection: WitnessConnection
             do {
                 connection = try await WitnessConnection.connect(

@@ -307,7 +307,6 @@ extension NodeManager {
         let target = try await blocking { try postgres.observe().currentLSN }
         let deadline = ContinuousClock.now + .seconds(30)
         var holding = 0
-        var round = 0
         while true {
             let peers = try await blocking { try postgres.replicationStatus().peers }
             let quorum = LeaseRules.quorumHolds(peers, listed: listed, k: k, target: target)
@@ -317,13 +316,10 @@ extension NodeManager {
                 throw NodeManagerError(
                     "synchronous replication: \(holding) of the \(k) quorum standbys needed flushed past \(LSNFormat.format(target)) within 30 s")
             }
-            // The log may have moved on meanwhile (the standbys stopped streaming: wait_primary).
-            round += 1
-            if round % 10 == 0 {
-                try await refresh()
-                let goal = shared.withLock { $0.state[node]?.goal }
-                if goal != .primary { throw NodeManagerError("the goal changed to \(goal?.rawValue ?? "none") while waiting for the standbys") }
-            }
+            // The log may have moved on meanwhile (the standbys stopped streaming: wait_primary);
+            // the follower keeps the replayed state current.
+            let goal = shared.withLock { $0.state[node]?.goal }
+            if goal != .primary { throw NodeManagerError("the goal changed to \(goal?.rawValue ?? "none") while waiting for the standbys") }
             try await Task.sleep(for: .milliseconds(50))
         }
     }

@@ -20,6 +20,7 @@ extension NodeManager {
                             if sent > (shared.lastAckedSentNanos ?? 0) { shared.lastAckedSentNanos = sent }
                             shared.lastAckedIndex = max(shared.lastAckedIndex, index)
                         }
+                        self.leaseWake.signal()
                     } catch {
                         self.logger.warning("report not acknowledged", metadata: ["error": "\(error)"])
                     }

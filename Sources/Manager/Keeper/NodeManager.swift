@@ -24,6 +24,11 @@ public final class NodeManager: Sendable {
     /// The Prometheus registry served at `/metrics`, and what the manager records into it.
     let metricsEndpoint = MetricsEndpoint()
     let metrics: ManagerMetrics
+    /// Signalled when the follower applied new entries, or postgres ended: the control loop
+    /// steps at once.
+    let wake = WakeSignal()
+    /// Signalled when a report is acknowledged (the lease renewed): the lease loop checks it.
+    let leaseWake = WakeSignal()
 
     struct Shared {
         /// The state replayed from the log, as far as this manager read it.
@@ -52,6 +57,9 @@ public final class NodeManager: Sendable {
         var upstreamLacksWALSince: ContinuousClock.Instant?
         /// Whether the replayed log has shown this node registered.
         var registered = false
+        /// The first replay (a linearizable read of the whole log) is done; the follower's
+        /// stream keeps `state` current from there.
+        var replayed = false
         /// Node hosts that did not resolve at the last pg_hba.conf check (warned about once).
         var unresolvedHosts: Set<String> = []
         /// The load of the certificate files last copied for postgres (nil: copy them again).
@@ -83,6 +91,10 @@ public final class NodeManager: Sendable {
             throw NodeManagerError("the credentials are \(identity)'s, but this node is named \(configuration.name)")
         }
         shared.withLock { $0.state = ClusterState(formation: configuration.formation) }
+        postgres.onPostmasterExit { [wake, leaseWake] in
+            wake.signal()
+            leaseWake.signal()
+        }
         metrics = ManagerMetrics(factory: metricsEndpoint.factory)
         roleChangeHook = configuration.roleChangeCommand.map { RoleChangeHook(command: $0, timeout: configuration.roleChangeTimeout, logger: logger) }
         watchdog = configuration.watchdogCommand.flatMap { command in
@@ -93,7 +105,8 @@ public final class NodeManager: Sendable {
     var node: PGNodeID { configuration.node }
 
     /// Runs until `stop()`, or until the node is dropped from the formation (then postgres is
-    /// stopped and it returns): heartbeats in one task, log following and actions in another.
+    /// stopped and it returns): observations, heartbeats, lease checks, log following and
+    /// actions each in a task of its own.
     /// Throws when the node is not registered at all.
     public func run() async throws {
         if let warning = client.tls.expiryWarning() { logger.error("certificate problem", metadata: ["reason": "\(warning)"]) }
@@ -114,6 +127,7 @@ public final class NodeManager: Sendable {
                 group.addTask { await self.observationLoop() }
                 group.addTask { await self.heartbeatLoop() }
                 group.addTask { await self.leaseLoop() }
+                group.addTask { await self.followLoop() }
                 group.addTask { try await self.controlLoop() }
                 try await group.next()
                 group.cancelAll()
@@ -147,20 +161,27 @@ public final class NodeManager: Sendable {
         }
     }
 
+    /// The longest the control loop waits for news before it steps again.
+    static let stepIdleTimeout: Duration = .milliseconds(500)
+
     static let writableStates: Set<NodeState> = [.single, .waitPrimary, .primary, .applySettings]
     /// States in which postgres should be running; the manager restarts it when it died.
     static let runningStates: Set<NodeState> = [
         .single, .waitPrimary, .primary, .applySettings, .catchingUp, .secondary, .waitMaintenance, .reportLSN, .fastForward,
     ]
 
-    // MARK: Following the log and acting
+    // MARK: Acting
 
+    /// Steps at once when the follower applied new entries (at least every sequencer tick,
+    /// half a second by default) or postgres ended, and at least every `stepIdleTimeout`, on
+    /// the state as the follower last left it (`NodeManager+Following`).
     private func controlLoop() async throws {
         var failures = 0
         var unregisteredSince: ContinuousClock.Instant?
         while !Task.isCancelled && !isStopping {
+            await wake.wait(timeout: Self.stepIdleTimeout)
+            guard shared.withLock({ $0.replayed }) else { continue }
             do {
-                try await refresh()
                 switch shared.withLock({ ($0.state[node] != nil, $0.registered) }) {
                 case (true, _):
                     unregisteredSince = nil
@@ -186,36 +207,6 @@ public final class NodeManager: Sendable {
                 logger.warning("step failed; retrying", metadata: ["error": "\(error)", "attempt": "\(failures)"])
                 try? await Task.sleep(for: .milliseconds(min(100 * failures, 2_000)))
             }
-            try? await Task.sleep(for: .milliseconds(100))
-        }
-    }
-
-    /// Replays the committed entries this manager has not seen yet.
-    func refresh() async throws {
-        var (state, handovers) = shared.withLock { ($0.state, $0.handovers) }
-        // The first replay goes through the whole history: its goals are not news, and the
-        // handovers it shows happened before this process counted.
-        let firstReplay = state.appliedIndex == 0
-        try await ClusterLog.replay(from: client, into: &state) { step in
-            let handover = handovers.observe(step)
-            guard !firstReplay else { return }
-            if let handover { self.metrics.handedOver(handover) }
-            for change in step.changes where change.node == self.node {
-                self.logger.info("new goal", metadata: ["goal": "\(change.to.rawValue)", "reason": "\(change.reason)"])
-            }
-        }
-        if firstReplay, state.appliedIndex > 0 {
-            let me = state[node]
-            logger.info(
-                "read the formation's log",
-                metadata: [
-                    "index": "\(state.appliedIndex)", "reached": "\(me?.reached.rawValue ?? "-")", "goal": "\(me?.goal.rawValue ?? "not registered")",
-                ])
-        }
-        shared.withLock { shared in
-            shared.state = state
-            shared.handovers = handovers
-            if state[node] != nil { shared.registered = true }
         }
     }
 
@@ -262,11 +253,11 @@ public final class NodeManager: Sendable {
             me.goal, node: me.registration, timeline: shared.withLock { $0.lastObservation?.timeline } ?? me.timeline,
             formation: configuration.formation)
         // Act next only on a log that shows this state reached (never repeat an action
-        // because a lagging witness answered the read).
-        while !isStopping {
-            try await refresh()
-            if shared.withLock({ $0.state.appliedIndex >= index }) { break }
-            try await Task.sleep(for: .milliseconds(20))
+        // because a lagging witness answered the read): the gate at the top of the step holds
+        // until the follower applied `index`; this waits for it, within reason.
+        let deadline = ContinuousClock.now + .seconds(5)
+        while !isStopping && shared.withLock({ $0.state.appliedIndex < index }) && ContinuousClock.now < deadline {
+            await wake.wait(timeout: .milliseconds(100))
         }
     }
 
