@@ -28,6 +28,25 @@ struct EventSequencerTests {
         #expect(sequencer.tick(nowNanos: 10_500_000_000, wallTimeMillis: 1300).isEmpty)
     }
 
+    @Test("a report with news (a state reached, postgres started or stopped since the node's last report this term) asks for a flush; heartbeats do not")
+    func news() throws {
+        var sequencer = EventSequencer()
+        sequencer.becameLeader(term: 3, nowNanos: 0)
+        #expect(try sequencer.submit(report(2, lsn: 100), formation: "default", token: 1) == false, "the first report of the term")
+        #expect(try sequencer.submit(report(2, lsn: 200), formation: "default", token: 2) == false, "a heartbeat: only the LSN moved")
+        var reached = report(2, lsn: 200)
+        reached.reachedState = .reportLSN
+        #expect(try sequencer.submit(reached, formation: "default", token: 3) == true, "a state reached")
+        #expect(try sequencer.submit(reached, formation: "default", token: 4) == false)
+        #expect(try sequencer.submit(report(3, lsn: 1), formation: "other", token: 5) == false, "per formation and node")
+        var down = reached
+        down.postgresRunning = false
+        #expect(try sequencer.submit(down, formation: "default", token: 6) == true, "postgres stopped")
+        // A new term starts over: nothing to compare with.
+        sequencer.becameLeader(term: 4, nowNanos: 0)
+        #expect(try sequencer.submit(report(2, lsn: 300), formation: "default", token: 7) == false)
+    }
+
     @Test("an idle tick interval appends a tick record; stamps count from the term's start")
     func idleTicks() throws {
         var sequencer = EventSequencer()

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Raft
+import Synchronization
 import Testing
 import TestSupport
 
@@ -113,6 +114,39 @@ extension WitnessReplicaTests {
         application.deadline = 2
         run(ticks: 1)
         #expect(application.ticks == 2, "a new deadline that passed")
+        #expect(fatal.reason == nil)
+        replica.stop()
+    }
+
+    @Test("a report that brings news (a state reached) is committed at once, with the heartbeats waiting beside it; a heartbeat waits for the tick interval")
+    func reportsWithNewsFlushAtOnce() throws {
+        let folder = try TemporaryDirectory(prefix: "pgquorum-replica")
+        defer { folder.remove() }
+        let fatal = FatalRecorder()
+        // Tick intervals of a minute: nothing is flushed by time in this test.
+        let replica = try lone(folder, fatal: fatal, application: DeadlineApplication()) { $0.sequencerTickMillis = 60_000 }
+        let answered = Mutex<[UInt64: WitnessResponse]>([:])
+        var answers: [UInt64: WitnessResponse] { answered.withLock { $0 } }
+        func report(_ node: PGNodeID, _ state: NodeState, token: UInt64) {
+            let report = NodeReport(node: node, reachedState: state, postgresRunning: true, timeline: 1, flushLSN: 1, replayLSN: 1, sentAtNanos: token)
+            replica.report(report, formation: "default") { answer in answered.withLock { $0[token] = answer } }
+        }
+        func run(ticks: Int) {
+            for _ in 0..<ticks {
+                replica.tick()
+                replica.processReady()
+            }
+        }
+        report(1, .secondary, token: 1)
+        report(2, .secondary, token: 2)
+        run(ticks: 5)
+        report(1, .secondary, token: 3)
+        run(ticks: 5)
+        #expect(answers.isEmpty, "heartbeats wait for the tick interval")
+        report(2, .reportLSN, token: 4)
+        run(ticks: 2)
+        #expect(answers.keys.sorted() == [1, 2, 3, 4], "the news went at once, with the heartbeats waiting")
+        if case .committed = answers[4] {} else { Issue.record("report 4 answered \(String(describing: answers[4]))") }
         #expect(fatal.reason == nil)
         replica.stop()
     }

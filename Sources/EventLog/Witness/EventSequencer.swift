@@ -49,6 +49,14 @@ public struct EventSequencer: Sendable {
     private var lastProposalNanos: UInt64 = 0
     /// Per formation, per node: the latest report and every token waiting on it.
     private var pending: [String: [PGNodeID: (report: NodeReport, tokens: [ReportToken])]] = [:]
+    /// Per formation, per node: the state and postgres status of the latest report submitted
+    /// in this term, to tell a report that brings news from a heartbeat.
+    private var lastSubmitted: [String: [PGNodeID: ReportedStatus]] = [:]
+
+    private struct ReportedStatus: Equatable {
+        var reached: NodeState
+        var postgresRunning: Bool
+    }
 
     public init(configuration: Configuration = Configuration()) {
         self.configuration = configuration
@@ -60,6 +68,7 @@ public struct EventSequencer: Sendable {
         termStartNanos = nowNanos
         lastProposalNanos = nowNanos
         pending = [:]
+        lastSubmitted = [:]
     }
 
     /// This witness no longer leads. Pending reports are dropped; the returned tokens must be
@@ -68,6 +77,7 @@ public struct EventSequencer: Sendable {
         leadingTerm = nil
         let dropped = pending.values.flatMap { $0.values.flatMap(\.tokens) }
         pending = [:]
+        lastSubmitted = [:]
         return dropped.sorted()
     }
 
@@ -81,8 +91,13 @@ public struct EventSequencer: Sendable {
     }
 
     /// Queues a node's report for the next tick; a newer report of the same node replaces the
-    /// older one, and both tokens are acknowledged by the same record.
-    public mutating func submit(_ report: NodeReport, formation: String, token: ReportToken) throws(Refusal) {
+    /// older one, and both tokens are acknowledged by the same record. Returns whether the
+    /// report brings news: a state reached or postgres started or stopped since the node's
+    /// previous report in this term. The shell then flushes at once (`tick` now) rather than
+    /// at the next tick: an election waits for such reports (the standbys' LSNs in
+    /// report_lsn), and half a tick interval on average per round adds up.
+    @discardableResult
+    public mutating func submit(_ report: NodeReport, formation: String, token: ReportToken) throws(Refusal) -> Bool {
         guard leadingTerm != nil else { throw .notLeader }
         var reports = pending[formation, default: [:]]
         if reports[report.node] == nil && reports.count >= configuration.pendingNodesMax {
@@ -91,6 +106,10 @@ public struct EventSequencer: Sendable {
         let tokens = (reports[report.node]?.tokens ?? []) + [token]
         reports[report.node] = (report, tokens)
         pending[formation] = reports
+        let status = ReportedStatus(reached: report.reachedState, postgresRunning: report.postgresRunning)
+        let previous = lastSubmitted[formation]?[report.node]
+        lastSubmitted[formation, default: [:]][report.node] = status
+        return previous.map { $0 != status } ?? false
     }
 
     /// The records to propose at a tick: one coalesced report record per formation with

@@ -396,8 +396,13 @@ final class WitnessReplica: @unchecked Sendable {
         let token = nextToken
         nextToken += 1
         do {
-            try sequencer.submit(report, formation: formation, token: token)
+            let news = try sequencer.submit(report, formation: formation, token: token)
             reportReplies[token] = reply
+            if news {
+                for proposal in sequencer.tick(nowNanos: nowNanos(), wallTimeMillis: wallTimeMillis()) {
+                    propose(proposal.record, tokens: proposal.tokens)
+                }
+            }
         } catch .notLeader {
             reply(.failure(failure(for: RaftError.notLeader(leader: node.leader))))
         } catch {

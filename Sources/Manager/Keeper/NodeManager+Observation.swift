@@ -13,23 +13,34 @@ extension NodeManager {
                 let settings = shared.withLock { $0.state.settings }
                 let sent = nowNanos()
                 let report = observeAndBuildReport(sentAt: sent)
-                reports.addTask {
-                    do {
-                        let index = try await self.client.report(report, formation: self.configuration.formation)
-                        self.shared.withLock { shared in
-                            if sent > (shared.lastAckedSentNanos ?? 0) { shared.lastAckedSentNanos = sent }
-                            shared.lastAckedIndex = max(shared.lastAckedIndex, index)
-                        }
-                        self.leaseWake.signal()
-                    } catch {
-                        self.logger.warning("report not acknowledged", metadata: ["error": "\(error)"])
-                    }
-                }
+                reports.addTask { await self.send(report, sentAt: sent) }
                 let elapsed = nowNanos() - sent
                 let interval = UInt64(settings.heartbeatIntervalMillis) * 1_000_000
                 if elapsed < interval { try? await Task.sleep(for: .nanoseconds(Int64(interval - elapsed))) }
             }
             reports.cancelAll()
+        }
+    }
+
+    /// Reports now, beside the heartbeats: after a state reached, so that the witnesses flush
+    /// the news at once (an election waits for the standbys' reports from report_lsn).
+    func reportNow() {
+        let sent = nowNanos()
+        let report = observeAndBuildReport(sentAt: sent)
+        Task { await self.send(report, sentAt: sent) }
+    }
+
+    /// Sends one report; once it commits, the lease runs from its send time.
+    private func send(_ report: NodeReport, sentAt sent: UInt64) async {
+        do {
+            let index = try await client.report(report, formation: configuration.formation)
+            shared.withLock { shared in
+                if sent > (shared.lastAckedSentNanos ?? 0) { shared.lastAckedSentNanos = sent }
+                shared.lastAckedIndex = max(shared.lastAckedIndex, index)
+            }
+            leaseWake.signal()
+        } catch {
+            logger.warning("report not acknowledged", metadata: ["error": "\(error)"])
         }
     }
 

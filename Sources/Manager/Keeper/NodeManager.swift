@@ -259,6 +259,9 @@ public final class NodeManager: Sendable {
         while !isStopping && shared.withLock({ $0.state.appliedIndex < index }) && ContinuousClock.now < deadline {
             await wake.wait(timeout: .milliseconds(100))
         }
+        // The report of the state reached (what postgres is after the action: an election
+        // waits for the standbys' LSNs) goes now, not at the next heartbeat.
+        if shared.withLock({ $0.state.appliedIndex >= index }) { reportNow() }
     }
 
     /// Restarts postgres once for each restart request the log holds for this standby
