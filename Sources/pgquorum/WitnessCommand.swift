@@ -229,6 +229,8 @@ final class ClusterStateApplication: WitnessApplication {
     }
 
     func nextDeadlineNanos() -> UInt64? { formations.nextDeadlineStampNanos }
+
+    func reportFlushIntervalMillis() -> UInt32? { formations.shortestHeartbeatMillis }
 }
 
 struct WitnessStatusCommand: AsyncParsableCommand {

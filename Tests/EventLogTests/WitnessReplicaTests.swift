@@ -150,6 +150,38 @@ extension WitnessReplicaTests {
         #expect(fatal.reason == nil)
         replica.stop()
     }
+
+    @Test("reports are flushed every heartbeat interval of the log's settings when it is shorter than the sequencer tick")
+    func reportsFlushAtTheHeartbeatInterval() throws {
+        let folder = try TemporaryDirectory(prefix: "pgquorum-replica")
+        defer { folder.remove() }
+        let fatal = FatalRecorder()
+        let application = DeadlineApplication()
+        let replica = try lone(folder, fatal: fatal, application: application) { $0.sequencerTickMillis = 60_000 }
+        let answered = Mutex(0)
+        func report(token: UInt64) {
+            let report = NodeReport(node: 1, reachedState: .secondary, postgresRunning: true, timeline: 1, flushLSN: 1, replayLSN: 1, sentAtNanos: token)
+            replica.report(report, formation: "default") { _ in answered.withLock { $0 += 1 } }
+        }
+        func run(ticks: Int) {
+            for _ in 0..<ticks {
+                replica.tick()
+                replica.processReady()
+            }
+        }
+        report(token: 1)
+        run(ticks: 30)
+        #expect(answered.withLock { $0 } == 0, "the sequencer tick is a minute")
+        // Heartbeats every 100 ms, ticks of 50 ms: a flush every second tick.
+        application.flushMillis = 100
+        run(ticks: 2)
+        #expect(answered.withLock { $0 } == 1)
+        report(token: 2)
+        run(ticks: 2)
+        #expect(answered.withLock { $0 } == 2)
+        #expect(fatal.reason == nil)
+        replica.stop()
+    }
 }
 
 /// An application whose next deadline the test sets; it counts the tick records applied.
@@ -164,6 +196,9 @@ final class DeadlineApplication: WitnessApplication, @unchecked Sendable {
     func snapshotData() -> [UInt8] { [] }
     func restore(from data: [UInt8]) throws {}
     func nextDeadlineNanos() -> UInt64? { deadline }
+
+    var flushMillis: UInt32?
+    func reportFlushIntervalMillis() -> UInt32? { flushMillis }
 }
 
 /// Why the replica gave up, if it did (it is driven on one thread here).

@@ -19,11 +19,16 @@ public protocol WitnessApplication: AnyObject {
     /// nil when no such node is registered. A node's certificate speaks for that name only
     /// (`WitnessAccess`).
     func registeredNodeName(formation: String, node: UInt32) -> String?
+    /// How often the leader should flush the nodes' coalesced reports, if more often than its
+    /// sequencer tick: the shortest heartbeat interval the applied settings ask of a node. A
+    /// heartbeat held back longer than its interval would age the lease it renews.
+    func reportFlushIntervalMillis() -> UInt32?
 }
 
 extension WitnessApplication {
     public func nextDeadlineNanos() -> UInt64? { nil }
     public func registeredNodeName(formation: String, node: UInt32) -> String? { nil }
+    public func reportFlushIntervalMillis() -> UInt32? { nil }
 }
 
 /// A `host:port` address of a witness.
@@ -92,7 +97,8 @@ public struct WitnessConfiguration: Sendable {
     public var tickMillis = 50
     public var electionTicks = 16
     public var heartbeatTicks = 2
-    /// How often the leader flushes coalesced node reports, or appends a tick when idle.
+    /// How often the leader flushes coalesced node reports (or every heartbeat interval of the
+    /// log's settings, if shorter), or appends a tick when idle.
     public var sequencerTickMillis = 500
     /// A snapshot is taken every this many applied entries…
     public var snapshotEntries: UInt64 = 20_000

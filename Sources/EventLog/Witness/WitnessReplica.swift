@@ -176,7 +176,8 @@ final class WitnessReplica: @unchecked Sendable {
                 lastDeadlineTicked = next
                 deadline = true
             }
-            if deadline || ticks % max(1, configuration.sequencerTickMillis / configuration.tickMillis) == 0 {
+            let flushMillis = min(configuration.sequencerTickMillis, application?.reportFlushIntervalMillis().map(Int.init) ?? .max)
+            if deadline || ticks % max(1, flushMillis / configuration.tickMillis) == 0 {
                 for proposal in sequencer.tick(nowNanos: now, wallTimeMillis: wallTimeMillis(), deadline: deadline) {
                     propose(proposal.record, tokens: proposal.tokens)
                 }

@@ -215,6 +215,12 @@ public struct FormationStates: Sendable, Equatable {
         states.values.compactMap(\.nextDeadlineStampNanos).min()
     }
 
+    /// The shortest heartbeat interval of a formation that has nodes: the witness leader
+    /// flushes reports at least that often.
+    public var shortestHeartbeatMillis: UInt32? {
+        states.values.filter { !$0.sortedNodes.isEmpty }.map(\.settings.heartbeatIntervalMillis).min()
+    }
+
     public func snapshotData() -> [UInt8] {
         var writer = ByteWriter()
         writer.write(Self.marker)
