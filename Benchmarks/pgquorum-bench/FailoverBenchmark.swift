@@ -9,6 +9,12 @@ import TestSupport
 /// from the fault to the first acknowledged write after it, and acknowledged writes lost.
 struct FailoverBenchmark {
     var trials: Int
+    /// Settings applied (`pgquorum settings set`, in this order) once the cluster is healthy.
+    var profile: [(key: String, value: String)] = []
+
+    /// The fast profile of docs/BENCHMARKS.md: heartbeats every 200 ms, a 700 ms lease, a node
+    /// unhealthy after 1.2 s (the lease plus the watchdog's 500 ms grace).
+    static let fastProfile = [("primary_lease", "700ms"), ("node_unhealthy_timeout", "1200ms"), ("heartbeat_interval", "200ms")]
 
     func run() async throws {
         try await withPGCluster { try await measure($0) }
@@ -21,6 +27,11 @@ struct FailoverBenchmark {
 
     private func measure(_ cluster: PGClusterFixture) async throws {
         try await cluster.createTable()
+        for (key, value) in profile {
+            let result = try await cluster.cli(["settings", "set", key, value])
+            guard result.termination == .exited(code: 0) else { throw BenchmarkError("settings set \(key) \(value) failed: \(result.output)") }
+        }
+        if !profile.isEmpty { print("  settings: " + profile.map { "\($0.key) \($0.value)" }.joined(separator: ", ")) }
         let writer = RowWriter(uri: try await cluster.uri())
         var results: [String: [Duration]] = [:]
         let scenarios = ["node crash", "postgres crash", "switchover"]

@@ -28,7 +28,7 @@ let usage = """
            pgquorum-bench lmdb [--seconds S] [--payload BYTES] [--runs N] [--dir DIR]
            pgquorum-bench replay [--entries N] [--runs N]
            pgquorum-bench witness [--seconds S] [--trials N] [--root DIR]
-           pgquorum-bench failover [--trials N]
+           pgquorum-bench failover [--trials N] [--profile default|fast]
            pgquorum-bench partition [--trials N] [--cut SECONDS] [--fault NAME]
            pgquorum-bench idle [--windows N] [--seconds S] [--scrape SECONDS] [--endpoints on|off]
 
@@ -47,6 +47,8 @@ let usage = """
       failover a whole cluster (3 witnesses, 3 PostgreSQL nodes) and a writer through the
              multi-host URI; per trial a node crash (SIGKILL of the primary's manager),
              a postgres crash and a switchover: write unavailability and writes lost.
+             --profile fast first sets heartbeat_interval 200ms, primary_lease 700ms,
+             node_unhealthy_timeout 1200ms (default: the settings' defaults).
       partition the same cluster across three network-namespace hosts (run as root), a
              writer on the client host and three inside the primary's host (plain, one
              that cancels a statement after 1 s, one with synchronous_commit=local,
@@ -70,7 +72,7 @@ let command = CommandLine.arguments.dropFirst().first
 /// The options each benchmark takes (each followed by a value).
 let options: [String: Set<String>] = [
     "raft": ["--entries", "--batch", "--payload", "--runs"], "lmdb": ["--seconds", "--payload", "--runs", "--dir"],
-    "replay": ["--entries", "--runs"], "witness": ["--seconds", "--trials", "--root"], "failover": ["--trials"],
+    "replay": ["--entries", "--runs"], "witness": ["--seconds", "--trials", "--root"], "failover": ["--trials", "--profile"],
     "partition": ["--trials", "--cut", "--fault"], "idle": ["--windows", "--seconds", "--scrape", "--endpoints"],
 ]
 // `--help` anywhere prints the usage, and an option the benchmark does not take is refused,
@@ -116,7 +118,9 @@ do {
             seconds: Double(argument("--seconds", default: 5)), trials: argument("--trials", default: 10), root: root ?? "/tmp"
         ).run()
     case "failover":
-        try await FailoverBenchmark(trials: argument("--trials", default: 5)).run()
+        let profile = CommandLine.arguments.firstIndex(of: "--profile").map { $0 + 1 < CommandLine.arguments.count ? CommandLine.arguments[$0 + 1] : "" } ?? "default"
+        guard ["default", "fast"].contains(profile) else { throw BenchmarkError("--profile takes default or fast, not \(profile)") }
+        try await FailoverBenchmark(trials: argument("--trials", default: 5), profile: profile == "fast" ? FailoverBenchmark.fastProfile : []).run()
     case "idle":
         let endpoints = CommandLine.arguments.firstIndex(of: "--endpoints").map { $0 + 1 < CommandLine.arguments.count ? CommandLine.arguments[$0 + 1] : "" } ?? "on"
         guard ["on", "off"].contains(endpoints) else { throw BenchmarkError("--endpoints takes on or off, not \(endpoints)") }
