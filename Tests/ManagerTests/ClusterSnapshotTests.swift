@@ -172,6 +172,23 @@ struct FormationStatesTests {
         #expect(fromSnapshot.appliedIndex == 7)
     }
 
+    @Test("the witness flushes reports at the shortest heartbeat interval of a formation with nodes")
+    func shortestHeartbeat() {
+        var fast = FormationSettings()
+        fast.primaryLeaseMillis = 700
+        fast.nodeUnhealthyTimeoutMillis = 1_200
+        fast.heartbeatIntervalMillis = 200
+        var formations = FormationStates()
+        #expect(formations.shortestHeartbeatMillis == nil, "no nodes anywhere")
+        formations.apply(entry(1, "default", registration("a", "10.0.0.1")))
+        #expect(formations.shortestHeartbeatMillis == 500)
+        formations.apply(entry(2, "empty", .settingsChanged(fast)))
+        #expect(formations.shortestHeartbeatMillis == 500, "a formation without nodes does not count")
+        formations.apply(entry(3, "orders", registration("x", "10.0.1.1")))
+        formations.apply(entry(4, "orders", .settingsChanged(fast)))
+        #expect(formations.shortestHeartbeatMillis == 200)
+    }
+
     @Test("a snapshot of the default formation alone (older witnesses) still loads; a corrupt one is refused")
     func legacy() throws {
         var state = ClusterState()
