@@ -71,8 +71,12 @@ struct SimulatedManager {
     var watchdogDeadline: UInt64?
     /// An unfinished quorum wait: the goal it serves and the position it waits for.
     var quorumWait: (goal: NodeState, targetMB: UInt64)?
-    /// The log as the manager last read it: a cut-off manager decides on an old one.
+    /// The log as the manager last read it: a cut-off manager decides on an old one, and a
+    /// running one on what its stream delivered, which may lag the commit by a few entries.
     var state = ClusterState()
+    /// The index of the entry that holds its last acknowledged report: as `NodeManager.step`,
+    /// it acts only on a view that holds it.
+    var ackedIndex: UInt64 = 0
     /// Its watch of its postgres's WAL receiver, observed every heartbeat and in report_lsn's
     /// action, as `NodeManager` does.
     var receiverWatch = ReceiverWatch()
@@ -377,7 +381,10 @@ struct ReducerSimulation {
     mutating func append(_ event: ClusterEvent) throws {
         let changes = runner.append(event)
         try check(changes)
-        for id in managers.keys.sorted() where managers[id]!.mode == .up { managers[id]!.state = runner.state }
+        // The stream pushes each commit, but a manager's view may lag it (a push in flight, a
+        // follower witness that learns of the commit late): one in four misses this entry for
+        // now, and gets it with a later one.
+        for id in managers.keys.sorted() where managers[id]!.mode == .up && rng.next() % 4 != 0 { managers[id]!.state = runner.state }
     }
 
     /// Every manager that runs checks its lease.
@@ -456,14 +463,26 @@ struct ReducerSimulation {
         var reports: [NodeReport] = []
         for id in reporting { reports.append(report(id)) }
         try append(reports.isEmpty ? .tick : .nodeReports(reports))
-        for id in reporting { managers[id]!.lastAckedSentNanos = now }
+        for id in reporting {
+            managers[id]!.lastAckedSentNanos = now
+            managers[id]!.ackedIndex = runner.state.appliedIndex
+        }
     }
 
-    /// Each manager that reaches the witnesses acts now and then: the action of its
-    /// transition (done, or still waiting), or supervision once there.
+    /// Each manager that reaches the witnesses acts now and then, on its own view of the log
+    /// once that view holds its last acknowledged report: the action of its transition (done,
+    /// or still waiting), or supervision once there.
     mutating func act() throws {
         for id in runner.state.sortedNodes.map(\.id) {
-            guard managers[id]?.mode == .up, managers[id]!.lastAckedSentNanos != nil, roll(300), let node = runner.state[id] else { continue }
+            guard let manager = managers[id], manager.mode == .up, manager.lastAckedSentNanos != nil, roll(300),
+                manager.state.appliedIndex >= manager.ackedIndex, let node = manager.state[id]
+            else { continue }
+            if manager.state.appliedIndex < runner.state.appliedIndex {
+                statistics["actions on a view behind the log", default: 0] += 1
+                if !node.isConverged || runner.state[id]?.goal != node.goal {
+                    note("node \(id) acts on a view \(runner.state.appliedIndex - manager.state.appliedIndex) entries behind: goal \(node.goal.rawValue) there, \(runner.state[id]?.goal.rawValue ?? "-") now")
+                }
+            }
             if node.isConverged {
                 supervise(node)
                 continue
@@ -482,6 +501,7 @@ struct ReducerSimulation {
             let reached = report(id)
             try append(.nodeReports([reached]))
             managers[id]!.lastAckedSentNanos = now
+            managers[id]!.ackedIndex = runner.state.appliedIndex
             // As `NodeManager.step`: the lease is checked (the watchdog armed) at once after an
             // action, not at the next check: a freeze in between would leave it unarmed.
             checkLease(id)

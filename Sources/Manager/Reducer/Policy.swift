@@ -154,7 +154,9 @@ extension ClusterState {
         let streaming = healthyQuorumSecondaries(of: primary, provenStreaming: true).count
         let enough = streaming >= max(k, 1)
         switch (primary.goal, primary.isConverged) {
-        case (.waitPrimary, true) where enough:
+        case (.waitPrimary, true) where enough && !sortedNodes.contains(where: { $0.goal == .waitMaintenance }):
+            // A standby waiting for maintenance goes first: back in primary, the primary would
+            // list it again and it would wait for ever.
             assign(primary.id, .primary, "\(streaming) quorum standby(s) caught up: synchronous replication on", &changes)
         case (.applySettings, true):
             assign(primary.id, enough ? .primary : .waitPrimary, "new replication settings applied", &changes)
@@ -189,7 +191,11 @@ extension ClusterState {
                 assign(node.id, .secondary, "caught up with the primary on its timeline: a failover candidate", &changes)
             case (.secondary, _) where !isHealthy(node):
                 assign(node.id, .catchingUp, "unhealthy: not a failover candidate until it catches up", &changes)
-            case (.waitMaintenance, true) where primary.reached == .waitPrimary || primary.goal != .primary:
+            case (.waitMaintenance, true) where primary.goal == .waitPrimary && primary.reached == .waitPrimary:
+                // Only once the primary reached wait_primary (synchronous replication off): a
+                // primary only asked to, cut off before it acted, still lists this node, and
+                // the node's replies would acknowledge writes nobody else holds (the simulation
+                // found them lost when that primary was dropped).
                 assign(node.id, .maintenance, "the primary no longer waits for this node", &changes)
             default:
                 break
