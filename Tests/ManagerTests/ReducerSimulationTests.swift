@@ -34,8 +34,11 @@ struct ReducerSimulationTests {
         let environment = ProcessInfo.processInfo.environment
         let count = environment["REDUCER_SIMULATION_SETTINGS_SEEDS"].flatMap(UInt64.init) ?? 300
         let first = environment["REDUCER_SIMULATION_FIRST_SEED"].flatMap(UInt64.init) ?? 1
-        print("reducer simulation with node settings: seeds \(first)..<\(first + count)")
-        let totals = try await runSeeds(Array(first..<(first + count)), count: count, nodeSettings: true)
+        // 100584: a standby went into maintenance once a cut-off primary was only asked to stop
+        // waiting for it; its replies acknowledged writes lost when that primary was dropped.
+        let regressions: [UInt64] = environment["REDUCER_SIMULATION_SETTINGS_SEEDS"] == nil ? [100_584] : []
+        print("reducer simulation with node settings: seeds \(first)..<\(first + count)\(regressions.isEmpty ? "" : " and \(regressions)")")
+        let totals = try await runSeeds(Array(first..<(first + count)) + regressions, count: count, nodeSettings: true)
         guard count >= 100, let totals else { return }
         for key in ["quorum leaves", "quorum joins", "candidate priorities changed"] {
             #expect(totals[key, default: 0] > 0, "\(key) never happened")
@@ -72,7 +75,8 @@ struct ReducerSimulationTests {
         #expect(totals["switchovers asked", default: 0] > 0)
         // The faults the safety rules answer happen: fencing by the lease, the watchdog, the
         // hold of fresh standbys and the quorum wait all run.
-        for key in ["fenced by the lease", "killed by the watchdog", "lease held by synchronous standbys", "quorum waits unfinished"] {
+        // Managers act on views that lag the log (the stream), as real ones may.
+        for key in ["fenced by the lease", "killed by the watchdog", "lease held by synchronous standbys", "quorum waits unfinished", "actions on a view behind the log"] {
             #expect(totals[key, default: 0] > 0, "\(key) never happened")
         }
         return totals
