@@ -126,6 +126,14 @@ extension ClusterState {
             waitingReason = "maintenance of node \(id) ignored: it is \(node.reached.rawValue), not a standby following the primary"
             return
         }
+        // A primary on its way to other replication settings (apply_settings, or primary or
+        // wait_primary not reached yet) may still wait for this standby, and it would not
+        // wait for it to leave: only a settled primary is asked to (pg_auto_failover also
+        // starts maintenance only beside a settled primary).
+        guard !node.registration.replicationQuorum || (primary.isConverged && [.primary, .waitPrimary, .single].contains(primary.goal)) else {
+            waitingReason = "maintenance of node \(id) refused for now: the primary node \(primary.id) is changing its replication settings (\(primary.reached.rawValue) → \(primary.goal.rawValue)); ask again once it settled"
+            return
+        }
         let k = Int(settings.numberSyncStandbys)
         let inSync = healthyQuorumSecondaries(of: primary)
         let lastNeeded = primary.goal == .primary && inSync.contains { $0.id == id } && inSync.count - 1 < k
