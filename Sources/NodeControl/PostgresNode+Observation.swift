@@ -77,9 +77,62 @@ public struct ReplicationSlot: Sendable, Equatable {
 }
 
 extension PostgresNode {
-    /// Reads the node's role, timeline, positions and replication status in one connection.
+    /// Reads the node's role, timeline, positions and replication status in one connection,
+    /// the one kept from the last observation if it still works (a new one otherwise: the
+    /// kept one fails once after postgres restarted). Concurrent observations each use their
+    /// own; one connection is kept.
     public func observe() throws(NodeControlError) -> PostgresObservation {
-        try withConnection("observe \(dataDirectory)") { connection throws(PostgresError) -> PostgresObservation in
+        let operation = "observe \(dataDirectory)"
+        if let kept = observationConnection.withLock({ $0.take() })?.connection {
+            if let observation = try? observe(on: kept) {
+                keepObservationConnection(kept)
+                return observation
+            }
+            kept.close()
+        }
+        let connection = try connect(operation)
+        do {
+            let observation = try observe(on: connection)
+            keepObservationConnection(connection)
+            return observation
+        } catch {
+            connection.close()
+            throw .postgres(operation: operation, error: error)
+        }
+    }
+
+    private func keepObservationConnection(_ connection: PostgresConnection) {
+        let offered = KeptConnection(connection)
+        let extra = observationConnection.withLock { kept -> KeptConnection? in
+            if kept == nil {
+                kept = offered
+                return nil
+            }
+            return offered
+        }
+        extra?.connection.close()
+    }
+
+    /// Closes the kept observation connection (postgres is being stopped).
+    func dropObservationConnection() {
+        observationConnection.withLock { $0.take() }?.connection.close()
+    }
+}
+
+/// A connection parked between uses. Whoever takes it out of its mutex is its only user until
+/// it puts it back (a libpq connection is used by one thread at a time, not shared).
+final class KeptConnection: @unchecked Sendable {
+    let connection: PostgresConnection
+
+    init(_ connection: PostgresConnection) {
+        self.connection = connection
+    }
+}
+
+extension PostgresNode {
+
+    private func observe(on connection: PostgresConnection) throws(PostgresError) -> PostgresObservation {
+        try { () throws(PostgresError) -> PostgresObservation in
             let base = try connection.query(
                 """
                 SELECT pg_is_in_recovery(), system_identifier::text, current_setting('default_transaction_read_only'),
@@ -123,7 +176,7 @@ extension PostgresNode {
             }
             observation.replication = try replicationPeers(connection)
             return observation
-        }
+        }()
     }
 
     private func replicationPeers(_ connection: PostgresConnection) throws(PostgresError) -> [ReplicationPeer] {

@@ -14,6 +14,9 @@ import Glibc
 public final class PostgresNode: Sendable {
     public let configuration: PostgresNodeConfiguration
     private let child = Mutex<ChildProcess?>(nil)
+    /// The observations' connection, kept between them: a new one each time cost postgres a
+    /// backend (a fork) and the manager a connection setup, twice a second.
+    let observationConnection = Mutex<KeptConnection?>(nil)
     /// Called when a postmaster this node started ends (`onPostmasterExit`).
     private let exitHandler = Mutex<(@Sendable () -> Void)?>(nil)
     /// The parameters managed through the log (`pgquorum pg set`), as last given; nil until
@@ -127,6 +130,7 @@ public final class PostgresNode: Sendable {
     /// does not end within the stop timeout. Does nothing if it is not running.
     @discardableResult
     public func stop(_ mode: ShutdownMode = .fast) async -> Termination? {
+        dropObservationConnection()
         guard let process = child.withLock({ $0 }) else { return nil }
         let signals: [Int32]
         switch mode {

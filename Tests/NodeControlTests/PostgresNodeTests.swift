@@ -86,6 +86,36 @@ struct PostgresNodeTests {
         }
     }
 
+    @Test("observations keep one connection (one backend, not a new one each time); after postgres restarted, the next observation opens a new one")
+    func observationConnectionKept() async throws {
+        try await withNodes(["node_1", "node_2"]) { nodes in
+            let (primary, standby) = (nodes[0], nodes[1])
+            try await startPrimaryAndStandby(primary, standby)
+            let managerBackends = "SELECT string_agg(pid::text, ',') FROM pg_stat_activity WHERE application_name = 'pgquorum_manager' AND pid <> pg_backend_pid()"
+            _ = try primary.node.observe()
+            let first = try primary.sql(managerBackends)
+            #expect(first?.isEmpty == false, "the observation's backend stays")
+            for _ in 0..<5 { _ = try primary.node.observe() }
+            #expect(try primary.sql(managerBackends) == first, "the same backend, not a new one per observation")
+            // Its backend ended under it (an administrator, idle_session_timeout): the next
+            // observation fails on it once, quietly, and opens a new one.
+            try primary.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pgquorum_manager' AND pid <> pg_backend_pid()")
+            #expect(try primary.node.observe().inRecovery == false)
+            let replaced = try primary.sql(managerBackends)
+            #expect(replaced?.isEmpty == false && replaced != first)
+            // A restart ends that backend: the next observation notices and reconnects.
+            await primary.node.stop(.fast)
+            try await primary.node.start()
+            #expect(try primary.node.observe().inRecovery == false)
+            let after = try primary.sql(managerBackends)
+            #expect(after?.isEmpty == false && after != replaced)
+            // A standby's observation too, through its promotion.
+            #expect(try standby.node.observe().inRecovery)
+            try await onOwnThread { try standby.node.promote() }
+            try await waitUntil("the kept connection sees the promotion") { try standby.node.observe().inRecovery == false }
+        }
+    }
+
     @Test("promote the standby, rewind the old primary to follow it; a row written after the promotion reaches it")
     func promoteAndRewind() async throws {
         try await withNodes(["node_1", "node_2"]) { nodes in
