@@ -119,11 +119,8 @@ final class WitnessConnection: Sendable {
             defer { state.nextID += 1 }
             return state.nextID
         }
-        let timer = channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000)) {
-            [self] in
-            self.finish(id, with: .failure(WitnessClientError.timedOut(endpoint: self.endpoint, after: timeout)))
-        }
-        defer { timer.cancel() }
+        let timer = Mutex<Scheduled<Void>?>(nil)
+        defer { timer.withLock { $0?.cancel() } }
         return try await withCheckedThrowingContinuation { continuation in
             let closedReason = state.withLock { state -> String? in
                 if state.closedReason == nil { state.pending[id] = continuation }
@@ -132,6 +129,14 @@ final class WitnessConnection: Sendable {
             if let closedReason {
                 continuation.resume(throwing: WitnessClientError.connectionLost(endpoint: endpoint, reason: closedReason))
                 return
+            }
+            // Armed only once the request is pending: a timer that fired before would find
+            // nothing to fail, and the request would wait for its answer however late.
+            let nanos = Int64(timeout.components.seconds) * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
+            timer.withLock {
+                $0 = channel.eventLoop.scheduleTask(in: .nanoseconds(nanos)) { [self] in
+                    self.finish(id, with: .failure(WitnessClientError.timedOut(endpoint: self.endpoint, after: timeout)))
+                }
             }
             write(request.encoded(id: id))
         }
