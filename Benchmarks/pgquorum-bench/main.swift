@@ -7,6 +7,7 @@
 //   swift build -c release && .build/release/pgquorum-bench failover [--trials N]
 //   swift build -c release && .build/release/pgquorum-bench partition [--trials N] [--cut SECONDS] [--fault NAME]   (as root)
 //   swift build -c release && .build/release/pgquorum-bench idle [--windows N] [--seconds S] [--scrape SECONDS] [--endpoints on|off]
+//   swift build -c release && .build/release/pgquorum-bench scale [--formations 1,10,100] [--nodes-per-formation N] [--seconds S] [--filter on|off] [--snapshot-entries N]
 //
 // Every figure is measured in this process on this machine; compare ratios from one run.
 import Foundation
@@ -31,6 +32,7 @@ let usage = """
            pgquorum-bench failover [--trials N] [--profile default|fast]
            pgquorum-bench partition [--trials N] [--cut SECONDS] [--fault NAME]
            pgquorum-bench idle [--windows N] [--seconds S] [--scrape SECONDS] [--endpoints on|off]
+           pgquorum-bench scale [--formations 1,10,100] [--nodes-per-formation N] [--seconds S] [--filter on|off] [--snapshot-entries N]
 
       raft   entries committed per second by a 3-replica in-process Raft cluster on
              in-memory storage: the leader proposes batches, messages are delivered
@@ -66,6 +68,14 @@ let usage = """
              every 2 s): CPU of the witnesses, managers and watchdogs as a share of one
              core, and their RSS and PSS, per window of S seconds (30), N windows (3);
              --endpoints off: no metrics, no HTTP endpoints, nothing scraped (the base).
+      scale  three witness processes serving more and more formations (1, then 10, then
+             100 by default), each of N (3) simulated node managers without postgres: per
+             manager its own client, a registration, a stream of its formation's entries
+             replayed with the reducer (--filter off: of every entry), a report every
+             heartbeat. Once all converged, per stage over S seconds (20): report and
+             operator-request commit latency, witness CPU, RSS and PSS, log growth, and
+             how long one real manager takes to load its formation from the snapshot
+             (the witnesses snapshot every N entries, 2000, keeping N/4 behind it).
     """
 
 let command = CommandLine.arguments.dropFirst().first
@@ -73,7 +83,7 @@ let command = CommandLine.arguments.dropFirst().first
 let options: [String: Set<String>] = [
     "raft": ["--entries", "--batch", "--payload", "--runs"], "lmdb": ["--seconds", "--payload", "--runs", "--dir"],
     "replay": ["--entries", "--runs"], "witness": ["--seconds", "--trials", "--root"], "failover": ["--trials", "--profile"],
-    "partition": ["--trials", "--cut", "--fault"], "idle": ["--windows", "--seconds", "--scrape", "--endpoints"],
+    "partition": ["--trials", "--cut", "--fault"], "scale": ["--formations", "--nodes-per-formation", "--seconds", "--filter", "--snapshot-entries"], "idle": ["--windows", "--seconds", "--scrape", "--endpoints"],
 ]
 // `--help` anywhere prints the usage, and an option the benchmark does not take is refused,
 // rather than a long run with defaults.
@@ -127,6 +137,18 @@ do {
         try await IdleBenchmark(
             windows: argument("--windows", default: 3), seconds: argument("--seconds", default: 30), scrapeSeconds: argument("--scrape", default: 15),
             endpoints: endpoints == "on"
+        ).run()
+    case "scale":
+        let counts = try (CommandLine.arguments.firstIndex(of: "--formations").map { $0 + 1 < CommandLine.arguments.count ? CommandLine.arguments[$0 + 1] : "" } ?? "1,10,100")
+            .split(separator: ",").map { text in
+                guard let count = Int(text), count > 0, count <= 1_000 else { throw BenchmarkError("--formations takes counts from 1 to 1000 separated by commas, not \(text)") }
+                return count
+            }
+        let filter = CommandLine.arguments.firstIndex(of: "--filter").map { $0 + 1 < CommandLine.arguments.count ? CommandLine.arguments[$0 + 1] : "" } ?? "on"
+        guard ["on", "off"].contains(filter) else { throw BenchmarkError("--filter takes on or off, not \(filter)") }
+        try await ScaleBenchmark(
+            formationCounts: counts, nodesPerFormation: argument("--nodes-per-formation", default: 3), seconds: argument("--seconds", default: 20),
+            filtered: filter == "on", snapshotEntries: argument("--snapshot-entries", default: 2_000)
         ).run()
     case "partition":
         let name = CommandLine.arguments.firstIndex(of: "--fault").flatMap { $0 + 1 < CommandLine.arguments.count ? CommandLine.arguments[$0 + 1] : nil }

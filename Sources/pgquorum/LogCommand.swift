@@ -102,9 +102,10 @@ struct LogCommand: AsyncParsableCommand {
         for line in n.map({ Array(lines.suffix($0)) }) ?? lines { print(line) }
         guard follow else { return }
         fflush(nil)
-        for try await item in client.stream(from: next) {
+        for try await item in client.stream(from: next, formation: options.formation) {
             switch item {
             case .snapshot(let snapshot): state = try ClusterLog.restore(snapshot, formation: options.formation)
+            case .skipped(let through): ClusterLog.skip(through: through, in: &state)
             case .entries(let entries):
                 for entry in entries {
                     ClusterLog.apply(entry, to: &state) { step in

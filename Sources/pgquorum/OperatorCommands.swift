@@ -49,10 +49,12 @@ struct OperatorRequestRunner {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 var state = start
-                for try await item in client.stream(from: start.appliedIndex + 1) {
+                for try await item in client.stream(from: start.appliedIndex + 1, formation: formation) {
                     switch item {
                     case .snapshot(let snapshot):
                         state = try ClusterLog.restore(snapshot, formation: formation)
+                    case .skipped(let through):
+                        ClusterLog.skip(through: through, in: &state)
                     case .entries(let entries):
                         for entry in entries {
                             var problem: String?

@@ -70,9 +70,10 @@ struct StatusCommand: AsyncParsableCommand {
         print(json ? render(state) : "\u{1B}[H\u{1B}[2J" + render(state), terminator: json ? "\n" : "")
         fflush(nil)
         var last = render(state)
-        for try await item in client.stream(from: state.appliedIndex + 1) {
+        for try await item in client.stream(from: state.appliedIndex + 1, formation: options.formation) {
             switch item {
             case .snapshot(let snapshot): state = try ClusterLog.restore(snapshot, formation: options.formation)
+            case .skipped(let through): ClusterLog.skip(through: through, in: &state)
             case .entries(let entries): for entry in entries { ClusterLog.apply(entry, to: &state, onStep: nil) }
             }
             let text = render(state)

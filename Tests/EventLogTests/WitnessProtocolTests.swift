@@ -46,13 +46,15 @@ struct WitnessProtocolTests {
     static let requests: [WitnessRequest] = [
         .append(EventRecord(stamp: LogStamp(leaderClockNanos: 0, wallTimeMillis: 0), event: .stateReached(node: 3, state: .primary))),
         .report(formation: "f", NodeReport(node: 1, reachedState: .secondary, postgresRunning: true, timeline: 2, flushLSN: 99)),
-        .read(from: 5, maxEntries: 10), .subscribe(from: 7), .snapshot, .status,
+        .read(from: 5, maxEntries: 10), .read(from: 5, maxEntries: 10, stale: true, formation: "b"), .subscribe(from: 7),
+        .subscribe(from: 7, formation: "b"), .snapshot, .status,
         .changeMembership(.add(id: 4, address: "127.0.0.1:9")), .changeMembership(.remove(id: 2)),
     ]
 
     static let responses: [WitnessResponse] = [
         .committed(index: 9, term: 2),
         .entries([Entry(term: 1, index: 1, kind: .membershipChange, data: MembershipChange.addVoter(1).encoded), Entry(term: 2, index: 2)]),
+        .filtered([Entry(term: 2, index: 4)], through: 9), .filtered([], through: 3),
         .snapshot(WitnessSnapshot(index: 9, term: 2, voters: [1, 2], addresses: [WitnessMember(id: 1, address: "a:1")], application: [1, 2])),
         .status(
             WitnessStatus(
@@ -71,6 +73,49 @@ struct WitnessProtocolTests {
             let decoded = try WitnessResponse.decode(response.encoded(id: UInt64(offset)))
             #expect(decoded.id == UInt64(offset) && decoded.response == response)
         }
+    }
+
+    @Test("a formation's filter keeps its entries, those of no formation and Raft's own, and says how far it looked; the default formation's readers get every entry")
+    func formationFilter() throws {
+        func record(_ formation: String, _ event: ClusterEvent) -> [UInt8] {
+            EventRecord(formation: formation, stamp: LogStamp(leaderClockNanos: 1, wallTimeMillis: 1), event: event).encoded()
+        }
+        let entries = [
+            Entry(term: 1, index: 10, kind: .membershipChange, data: MembershipChange.addVoter(1).encoded),
+            Entry(term: 1, index: 11),
+            Entry(term: 1, index: 12, data: record("a", .stateReached(node: 1, state: .primary))),
+            Entry(term: 1, index: 13, data: record("ab", .stateReached(node: 1, state: .primary))),
+            Entry(term: 1, index: 14, data: record("b", .stateReached(node: 2, state: .primary))),
+            Entry(term: 1, index: 15, data: record("default", .tick)),
+            Entry(term: 1, index: 16, data: record("default", .termStarted(carriedNanos: 5))),
+            Entry(term: 1, index: 17, data: record("default", .membershipChanged([WitnessMember(id: 1, address: "a:1")]))),
+            Entry(term: 1, index: 18, data: record("default", .stateReached(node: 1, state: .single))),
+            Entry(term: 1, index: 19, data: record("b", .tick)),
+            Entry(term: 1, index: 20, data: record("a", .settingsChanged(FormationSettings()))),
+        ]
+        let kept = WitnessReplica.response(for: .success(entries), from: 10, formation: "a")
+        #expect(kept == .filtered(entries.filter { [10, 11, 12, 15, 16, 17, 19, 20].contains($0.index) }, through: 20))
+        #expect(WitnessReplica.response(for: .success(Array(entries[3...4])), from: 13, formation: "a") == .filtered([], through: 14))
+        #expect(WitnessReplica.response(for: .success([]), from: 21, formation: "a") == .filtered([], through: 20))
+        #expect(WitnessReplica.response(for: .success(entries), from: 10, formation: "default") == .entries(entries))
+        #expect(WitnessReplica.response(for: .success(entries), from: 10, formation: nil) == .entries(entries))
+        let failure = WitnessFailure(.compacted, "gone", snapshotIndex: 9)
+        #expect(WitnessReplica.response(for: .failure(failure), from: 5, formation: "a") == .failure(failure))
+        // The default formation asks without a filter; a filter naming it is refused.
+        #expect(try WitnessRequest.decode(WitnessRequest.read(from: 1, maxEntries: 5, formation: "default").encoded(id: 1)).request == .read(from: 1, maxEntries: 5))
+        var forged = ByteWriter()
+        forged.write(UInt64(1))
+        forged.write(UInt8(14))
+        forged.write(UInt64(1))
+        forged.write("default")
+        #expect(throws: DecodingError.self) { try WitnessRequest.decode(forged.bytes) }
+        // A push whose end is before its last entry is malformed.
+        var backwards = ByteWriter()
+        backwards.write(UInt64(1))
+        backwards.write(UInt8(6))
+        backwards.write([Entry(term: 1, index: 8)])
+        backwards.write(UInt64(7))
+        #expect(throws: DecodingError.self) { try WitnessResponse.decode(backwards.bytes) }
     }
 
     @Test("the witness snapshot keeps its request sessions; a version 1 snapshot (without them) still loads")

@@ -38,7 +38,7 @@ final class SlowWitness: Sendable {
                     frame: { channel, frame in
                         guard let (id, request) = try? WitnessRequest.decode(frame.payload) else { return }
                         var wait = TimeAmount.zero
-                        if case .read(slowFrom, _, _) = request, slowOnes.increment() == 1 { wait = delay }
+                        if case .read(slowFrom, _, _, _) = request, slowOnes.increment() == 1 { wait = delay }
                         let answer = Frame(kind: WitnessFrameKind.response.rawValue, payload: WitnessResponse.entries([]).encoded(id: id))
                         channel.eventLoop.scheduleTask(in: wait) {
                             channel.writeAndFlush(WitnessChannelHandler.buffer(answer), promise: nil)

@@ -2,6 +2,7 @@
 import Foundation
 import NodeControl
 import Raft
+import Synchronization
 import Testing
 import TestSupport
 
@@ -134,6 +135,56 @@ struct WitnessClusterTests {
             let survivor = oldLeader == 1 ? NodeID(2) : 1
             let stored = try await cluster.entries(of: survivor)
             #expect(Array(stored.prefix(received.count)) == received, "the stream matches the log")
+        }
+    }
+
+    @Test("a formation's stream and reads carry its entries and those of no formation, each once and in log order; other formations' are passed over")
+    func formationStream() async throws {
+        try await withWitnessCluster { cluster in
+            try cluster.startAll()
+            _ = try await cluster.waitForLeader()
+            let client = cluster.client()
+            defer { client.close() }
+            let through = Mutex<UInt64>(0)
+            let consumer = Task {
+                var received: [CommittedEntry] = []
+                for try await item in client.stream(from: 1, preferLeader: true, formation: "a") {
+                    switch item {
+                    case .entries(let entries):
+                        received += entries
+                        through.withLock { $0 = max($0, entries.last!.index) }
+                    case .skipped(let index):
+                        #expect(index > (received.last?.index ?? 0))
+                        through.withLock { $0 = max($0, index) }
+                    case .snapshot:
+                        Issue.record("a snapshot without a compaction")
+                    }
+                }
+                return received
+            }
+            var last: UInt64 = 0
+            for round in 0..<90 {
+                let formation = ["a", "b", "ab", EventRecord.defaultFormation, "b"][round % 5]
+                last = try await client.append(.stateReached(node: PGNodeID(round + 1), state: .single), formation: formation)
+            }
+            try await waitUntil("the stream reaches index \(last)", timeout: .seconds(20)) { through.withLock { $0 } >= last }
+            consumer.cancel()
+            let received = try await consumer.value
+            let all = try await cluster.entries(of: try await cluster.waitForLeader())
+            func concernsA(_ entry: CommittedEntry) -> Bool {
+                guard case .event(let record) = entry.payload else { return true }
+                switch record.event {
+                case .tick, .termStarted, .membershipChanged: return true
+                default: return record.formation == "a"
+                }
+            }
+            let expected = all.filter { $0.index <= received.last!.index && concernsA($0) }
+            #expect(received == expected)
+            #expect(received.filter { if case .event(let record) = $0.payload { record.formation == "a" } else { false } }.count == 18)
+            let read = try await client.read(formation: "a", from: 1, maxEntries: 10_000)
+            #expect(read.entries == all.filter(concernsA) && read.through >= last)
+            let tail = try await client.read(formation: "a", from: last + 1_000)
+            #expect(tail.entries.isEmpty && tail.through == last + 999)
         }
     }
 

@@ -95,6 +95,40 @@ public final class WitnessClient: Sendable {
         }
     }
 
+    /// What a read of one formation's entries found.
+    public struct FormationRead: Sendable, Equatable {
+        /// The entries a reader of the formation needs (`EventRecord.concerns`), in log order.
+        public var entries: [CommittedEntry]
+        /// How far the witness looked: every entry up to here that is not in `entries`
+        /// concerns other formations only. Below `from` when nothing is committed from there.
+        public var through: UInt64
+    }
+
+    /// As `read(from:maxEntries:stale:)`, but only the entries a reader of `formation` needs:
+    /// those of that formation, and those of none in particular (ticks, new terms,
+    /// membership). The default formation's readers need every entry: for it, this is a
+    /// plain read.
+    public func read(formation: String, from: UInt64, maxEntries: UInt32 = 1_000, stale: Bool = false) async throws -> FormationRead {
+        let response = try await call(.read(from: from, maxEntries: maxEntries, stale: stale, formation: formation), leaderOnly: false)
+        let raw: [Entry]
+        let through: UInt64
+        switch response {
+        case .entries(let entries):
+            raw = entries
+            through = entries.last?.index ?? max(from, 1) - 1
+        case .filtered(let entries, let scanned):
+            raw = entries
+            through = scanned
+        default:
+            throw unexpected(response)
+        }
+        do {
+            return FormationRead(entries: try raw.map { entry throws(DecodingError) in try CommittedEntry(entry) }, through: through)
+        } catch {
+            throw WitnessClientError.malformedResponse(endpoint: endpoints[0], reason: "\(error)")
+        }
+    }
+
     /// The latest snapshot of the witness that answers.
     public func snapshot() async throws -> WitnessSnapshot {
         let response = try await call(.snapshot, leaderOnly: false)
@@ -133,18 +167,24 @@ public final class WitnessClient: Sendable {
         /// The entries up to the snapshot's index were compacted away: the consumer restarts
         /// from this state; entries from `index + 1` follow.
         case snapshot(WitnessSnapshot)
+        /// A stream of one formation: the entries up to this index that it did not deliver
+        /// concern other formations only; the next entry delivered comes after it.
+        case skipped(through: UInt64)
     }
 
     /// Committed entries from `from` on, pushed as they commit, across witness failures and
     /// leader changes, until the consumer stops iterating. With `preferLeader`, each
     /// (re)subscription goes to the leader this client knows of, if it is not suspect: the
     /// leader applies an entry as it commits, a follower only once the next message from the
-    /// leader says so (up to a Raft heartbeat later).
-    public func stream(from: UInt64, preferLeader: Bool = false) -> AsyncThrowingStream<StreamItem, any Error> {
+    /// leader says so (up to a Raft heartbeat later). With a `formation` other than the
+    /// default one, only the entries its readers need come (as `read(formation:…)`), with
+    /// `.skipped` for the stretches of other formations' entries in between.
+    public func stream(from: UInt64, preferLeader: Bool = false, formation: String? = nil) -> AsyncThrowingStream<StreamItem, any Error> {
         let (stream, continuation) = AsyncThrowingStream<StreamItem, any Error>.makeStream()
+        let filter = formation == EventRecord.defaultFormation ? nil : formation
         let task = Task { [self] in
             do {
-                try await follow(from: max(from, 1), preferLeader: preferLeader, into: continuation)
+                try await follow(from: max(from, 1), preferLeader: preferLeader, formation: filter, into: continuation)
             } catch {
                 continuation.finish(throwing: error)
             }
@@ -158,7 +198,9 @@ public final class WitnessClient: Sendable {
         case closed(String)
     }
 
-    private func follow(from: UInt64, preferLeader: Bool, into continuation: AsyncThrowingStream<StreamItem, any Error>.Continuation) async throws {
+    private func follow(
+        from: UInt64, preferLeader: Bool, formation: String?, into continuation: AsyncThrowingStream<StreamItem, any Error>.Continuation
+    ) async throws {
         var next = from
         while !Task.isCancelled {
             // A witness that failed lately goes last, the longest-failed first among those.
@@ -179,7 +221,7 @@ public final class WitnessClient: Sendable {
             let (events, eventSink) = AsyncStream<StreamEvent>.makeStream()
             let subscribe = { (from: UInt64) in
                 connection.subscribe(
-                    from: from,
+                    from: from, formation: formation,
                     onResponse: { response in
                         lastHeard.touch()
                         eventSink.yield(.response(response))
@@ -216,6 +258,21 @@ public final class WitnessClient: Sendable {
                             let entries = try fresh.map { entry throws(DecodingError) in try CommittedEntry(entry) }
                             next = entries.last!.index + 1
                             continuation.yield(.entries(entries))
+                        case .response(.filtered(let raw, let through)) where formation != nil:
+                            // In log order, after what came before; gaps are other formations'.
+                            let fresh = raw.filter { $0.index >= next }
+                            guard zip(fresh, fresh.dropFirst()).allSatisfy({ $0.index < $1.index }), fresh.last.map({ $0.index <= through }) ?? true else {
+                                throw WitnessClientError.malformedResponse(endpoint: endpoint, reason: "a filtered push out of order or past its end \(through)")
+                            }
+                            if !fresh.isEmpty {
+                                let entries = try fresh.map { entry throws(DecodingError) in try CommittedEntry(entry) }
+                                next = entries.last!.index + 1
+                                continuation.yield(.entries(entries))
+                            }
+                            if through >= next {
+                                next = through + 1
+                                continuation.yield(.skipped(through: through))
+                            }
                         case .response(.failure(let failure)) where failure.code == .compacted:
                             let response = try await connection.request(.snapshot, timeout: requestTimeout)
                             guard case .snapshot(let snapshot) = response else { throw unexpected(response) }

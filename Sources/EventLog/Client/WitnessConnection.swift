@@ -144,7 +144,9 @@ final class WitnessConnection: Sendable {
 
     /// Subscribes to committed entries from `from`; every push and the final failure (if any)
     /// go to `onResponse`, and `onClose` is called once when the connection ends.
-    func subscribe(from: UInt64, onResponse: @escaping @Sendable (WitnessResponse) -> Void, onClose: @escaping @Sendable (String) -> Void) {
+    func subscribe(
+        from: UInt64, formation: String? = nil, onResponse: @escaping @Sendable (WitnessResponse) -> Void, onClose: @escaping @Sendable (String) -> Void
+    ) {
         let (id, closedReason) = state.withLock { state -> (UInt64, String?) in
             defer { state.nextID += 1 }
             state.pushes[state.nextID] = onResponse
@@ -152,7 +154,7 @@ final class WitnessConnection: Sendable {
             return (state.nextID, state.closedReason)
         }
         if let closedReason { return onClose(closedReason) }
-        write(WitnessRequest.subscribe(from: from).encoded(id: id))
+        write(WitnessRequest.subscribe(from: from, formation: formation).encoded(id: id))
     }
 
     func close() {

@@ -73,6 +73,23 @@ extension EventRecord {
     }
 }
 
+extension EventRecord {
+    /// Whether a reader of `formation` (not the default one, whose readers need every entry)
+    /// needs this encoded record: one of that formation, or of no formation in particular
+    /// (ticks, new terms, membership), as `FormationStates.apply` hands them out. Reads only
+    /// the header; a record too short to tell is kept, so that its reader fails on it.
+    public static func concerns(_ bytes: [UInt8], formation: String) -> Bool {
+        guard bytes.count >= 4 else { return true }
+        switch bytes[1] {
+        case ClusterEvent.tick.kind, ClusterEvent.termStarted(carriedNanos: 0).kind, ClusterEvent.membershipChanged([]).kind: return true
+        default: break
+        }
+        let length = Int(bytes[2]) << 8 | Int(bytes[3])
+        guard bytes.count >= 4 + length else { return true }
+        return bytes[4..<(4 + length)].elementsEqual(formation.utf8)
+    }
+}
+
 extension ClusterEvent {
     func encodePayload(into writer: inout ByteWriter) {
         switch self {

@@ -146,12 +146,17 @@ public enum WitnessRequest: Sendable, Equatable {
     /// witness answers once it has applied a read index the leader confirmed after the request
     /// arrived (Raft thesis §6.4), or `noQuorum` when it cannot within an election timeout. A
     /// `stale` read answers at once from what this witness applied (for diagnosis).
-    case read(from: UInt64, maxEntries: UInt32, stale: Bool = false)
+    ///
+    /// With a `formation` other than the default one, only the entries a reader of that
+    /// formation needs come back (`EventRecord.concerns`), as `.filtered` with the index the
+    /// scan reached; the default formation's readers need every entry.
+    case read(from: UInt64, maxEntries: UInt32, stale: Bool = false, formation: String? = nil)
     /// Committed entries from `from` on, pushed as they commit (any witness). The first push
     /// comes once a read index is confirmed, as for a read; the witness confirms again every
     /// half election timeout (pushing an empty batch when nothing new committed) and ends the
-    /// stream with `noQuorum` as soon as a confirmation fails.
-    case subscribe(from: UInt64)
+    /// stream with `noQuorum` as soon as a confirmation fails. With a `formation`, filtered as
+    /// a read is: pushes are `.filtered`, and a push that would hold nothing is not sent.
+    case subscribe(from: UInt64, formation: String? = nil)
     /// The latest snapshot (any witness). Not confirmed: a snapshot is only a starting point,
     /// and the reads that continue from it are.
     case snapshot
@@ -312,6 +317,9 @@ public enum WitnessResponse: Sendable, Equatable {
     case committed(index: UInt64, term: UInt64)
     /// Raw committed entries (a read, or one push of a stream); decode with `CommittedEntry`.
     case entries([Entry])
+    /// The entries of a formation's read or push, and the index up to which the witness
+    /// looked: every entry up to `through` that is not here concerns other formations only.
+    case filtered([Entry], through: UInt64)
     case snapshot(WitnessSnapshot)
     case status(WitnessStatus)
     case failure(WitnessFailure)
@@ -333,11 +341,21 @@ extension WitnessRequest {
             writer.write(UInt8(12))
             writer.write(formation)
             writer.write(report)
-        case .read(let from, let maxEntries, let stale):
+        case .read(let from, let maxEntries, let stale, let formation?) where formation != EventRecord.defaultFormation:
+            writer.write(UInt8(13))
+            writer.write(from)
+            writer.write(maxEntries)
+            writer.write(stale)
+            writer.write(formation)
+        case .read(let from, let maxEntries, let stale, _):
             writer.write(UInt8(stale ? 9 : 3))
             writer.write(from)
             writer.write(maxEntries)
-        case .subscribe(let from):
+        case .subscribe(let from, let formation?) where formation != EventRecord.defaultFormation:
+            writer.write(UInt8(14))
+            writer.write(from)
+            writer.write(formation)
+        case .subscribe(let from, _):
             writer.write(UInt8(4))
             writer.write(from)
         case .snapshot:
@@ -368,7 +386,15 @@ extension WitnessRequest {
         case 3, 9:
             let from = try reader.readUInt64("from index")
             request = .read(from: from, maxEntries: try reader.readUInt32("max entries"), stale: tag == 9)
+        case 13:
+            let from = try reader.readUInt64("from index")
+            let maxEntries = try reader.readUInt32("max entries")
+            let stale = try reader.readBool("stale")
+            request = .read(from: from, maxEntries: maxEntries, stale: stale, formation: try reader.readFormationFilter())
         case 4: request = .subscribe(from: try reader.readUInt64("from index"))
+        case 14:
+            let from = try reader.readUInt64("from index")
+            request = .subscribe(from: from, formation: try reader.readFormationFilter())
         case 5: request = .snapshot
         case 6: request = .status
         case 7:
@@ -398,6 +424,10 @@ extension WitnessResponse {
         case .entries(let entries):
             writer.write(UInt8(2))
             writer.write(entries)
+        case .filtered(let entries, let through):
+            writer.write(UInt8(6))
+            writer.write(entries)
+            writer.write(through)
         case .snapshot(let snapshot):
             writer.write(UInt8(3))
             writer.write(snapshot.index)
@@ -447,6 +477,13 @@ extension WitnessResponse {
             response = .committed(index: index, term: try reader.readUInt64("term"))
         case 2:
             response = .entries(try reader.readEntries())
+        case 6:
+            let entries = try reader.readEntries()
+            let through = try reader.readUInt64("filtered through")
+            guard entries.last.map({ $0.index <= through }) ?? true else {
+                throw .invalidValue(field: "filtered through", reason: "\(through) is before the last entry \(entries.last!.index)")
+            }
+            response = .filtered(entries, through: through)
         case 3:
             let index = try reader.readUInt64("snapshot index")
             let term = try reader.readUInt64("snapshot term")
@@ -555,5 +592,17 @@ extension ByteReader {
             members.append(WitnessMember(id: id, address: try readString("witness address")))
         }
         return members
+    }
+}
+
+extension ByteReader {
+    /// A formation filter's name: not empty, and not the default formation (whose readers
+    /// need every entry, and ask without a filter).
+    mutating func readFormationFilter() throws(DecodingError) -> String {
+        let formation = try readString("formation")
+        guard !formation.isEmpty, formation != EventRecord.defaultFormation else {
+            throw .invalidValue(field: "formation", reason: formation.isEmpty ? "empty name" : "the default formation is read without a filter")
+        }
+        return formation
     }
 }

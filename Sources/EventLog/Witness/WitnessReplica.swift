@@ -419,18 +419,37 @@ final class WitnessReplica: @unchecked Sendable {
     }
 
     /// Committed entries from `from` on, at most `maxEntries`, as applied here.
-    func entries(from: UInt64, maxEntries: UInt32) -> WitnessResponse {
+    func entries(from: UInt64, maxEntries: UInt32, formation: String? = nil) -> WitnessResponse {
+        Self.response(for: rawEntries(from: from, maxEntries: maxEntries), from: from, formation: formation)
+    }
+
+    /// Applied entries from `from` on (at most `maxEntries`, and at most 4 MiB of them).
+    func rawEntries(from: UInt64, maxEntries: UInt32) -> Result<[Entry], WitnessFailure> {
         do {
             let first = try storage.firstIndex()
             let from = max(from, 1)
             if from < first {
                 return .failure(WitnessFailure(.compacted, "entries before \(first) were compacted into a snapshot", snapshotIndex: first - 1))
             }
-            guard from <= applied, maxEntries > 0 else { return .entries([]) }
+            guard from <= applied, maxEntries > 0 else { return .success([]) }
             let high = min(applied + 1, from + UInt64(maxEntries))
-            return .entries(try storage.entries(from: from, to: high, maxBytes: 4 << 20))
+            return .success(try storage.entries(from: from, to: high, maxBytes: 4 << 20))
         } catch {
             return .failure(WitnessFailure(.refused, "reading the log failed: \(error)"))
+        }
+    }
+
+    /// The answer to a read from `from` that found `entries`: all of them, or with a
+    /// `formation` other than the default one, those its readers need and how far the scan
+    /// went (when it found nothing, to just before `from`).
+    static func response(for entries: Result<[Entry], WitnessFailure>, from: UInt64, formation: String?) -> WitnessResponse {
+        switch entries {
+        case .failure(let failure):
+            return .failure(failure)
+        case .success(let entries):
+            guard let formation, formation != EventRecord.defaultFormation else { return .entries(entries) }
+            let kept = entries.filter { $0.kind != .normal || $0.data.isEmpty || EventRecord.concerns($0.data, formation: formation) }
+            return .filtered(kept, through: entries.last?.index ?? max(from, 1) - 1)
         }
     }
 

@@ -299,17 +299,17 @@ public final class WitnessServer: @unchecked Sendable {
             replica.append(record, reply: timedCommit(reply))
         case .report(let formation, let report):
             replica.report(report, formation: formation, reply: timedCommit(reply))
-        case .read(let from, let maxEntries, let stale):
+        case .read(let from, let maxEntries, let stale, let formation):
             let maxEntries = min(maxEntries, WitnessRequest.readEntriesMax)
-            let answer = { [unowned self] in reply(self.replica.entries(from: from, maxEntries: maxEntries)) }
+            let answer = { [unowned self] in reply(self.replica.entries(from: from, maxEntries: maxEntries, formation: formation)) }
             if stale { return whenDrained(channel, limiter: limiter, answer) }
             replica.linearizableRead { [unowned self] confirmed in
                 // Entries read later than confirmed are newer, so still a linearizable answer.
                 if confirmed { self.whenDrained(channel, limiter: limiter, answer) } else { reply(.failure(self.noQuorum())) }
             }
-        case .subscribe(let from):
+        case .subscribe(let from, let formation):
             limiter.finished()
-            streams.add(channel: channel, requestID: id, from: from)
+            streams.add(channel: channel, requestID: id, from: from, formation: formation)
         case .snapshot:
             reply(replica.snapshotResponse())
         case .status:

@@ -1,4 +1,5 @@
 import NIOCore
+import Raft
 
 /// The witness's streams of committed entries (`subscribe`), kept linearizable: a stream's
 /// first push waits for a read index confirmed after it was asked for, the witness confirms
@@ -8,12 +9,19 @@ import NIOCore
 /// a stream that got nothing since the last one gets an empty push: a client that hears
 /// nothing for a while knows the witness (or the path to it) is gone, not just quiet.
 ///
+/// A stream of one formation gets only the entries its readers need (`EventRecord.concerns`),
+/// and no push when none of the new ones is; its empty pushes say how far the witness looked.
+/// Streams that wait at the same index share one read of the log per pump, so a push of a few
+/// new entries to every manager of every formation costs one read, not one per manager.
+///
 /// Confined to the witness's Raft loop.
 final class WitnessStreams: @unchecked Sendable {
     private struct Subscriber {
         var channel: any Channel
         var requestID: UInt64
         var next: UInt64
+        /// Nil, or the default formation: every entry.
+        var formation: String?
         var subscribedNanos: UInt64
         var confirmed = false
         var pushedSinceConfirmation = false
@@ -34,9 +42,10 @@ final class WitnessStreams: @unchecked Sendable {
 
     private var confirmationIntervalNanos: UInt64 { replica.readTimeoutNanos / 2 }
 
-    func add(channel: any Channel, requestID: UInt64, from: UInt64) {
+    func add(channel: any Channel, requestID: UInt64, from: UInt64, formation: String? = nil) {
         subscribers[ObjectIdentifier(channel)] = Subscriber(
-            channel: channel, requestID: requestID, next: max(from, 1), subscribedNanos: replica.nowNanos())
+            channel: channel, requestID: requestID, next: max(from, 1),
+            formation: formation == EventRecord.defaultFormation ? nil : formation, subscribedNanos: replica.nowNanos())
         confirm()
     }
 
@@ -84,22 +93,37 @@ final class WitnessStreams: @unchecked Sendable {
     /// Pushes what each confirmed stream has not had yet, as far as its connection takes it.
     func pump(keepAlive: Bool = false) {
         let applied = replica.applied
+        // One read of the log per index that streams wait at, in this pump.
+        var reads: [UInt64: Result<[Entry], WitnessFailure>] = [:]
         for (key, subscriber) in subscribers where subscriber.confirmed {
             var subscriber = subscriber
             if keepAlive && !subscriber.pushedSinceConfirmation && subscriber.next > applied {
-                push(.entries([]), to: subscriber)
+                push(subscriber.formation == nil ? .entries([]) : .filtered([], through: subscriber.next - 1), to: subscriber)
             }
             if keepAlive { subscriber.pushedSinceConfirmation = false }
             var batches = 0
             while subscriber.next <= applied && subscriber.channel.isWritable && batches < Self.batchesPerPumpMax {
-                let response = replica.entries(from: subscriber.next, maxEntries: Self.entriesPerPushMax)
-                push(response, to: subscriber)
-                subscriber.pushedSinceConfirmation = true
-                guard case .entries(let entries) = response, let last = entries.last else {
-                    subscribers.removeValue(forKey: key)  // compacted or failed: the client starts over
-                    break
+                let from = subscriber.next
+                let read = reads[from] ?? replica.rawEntries(from: from, maxEntries: Self.entriesPerPushMax)
+                reads[from] = read
+                let response = WitnessReplica.response(for: read, from: from, formation: subscriber.formation)
+                switch response {
+                case .entries(let entries) where !entries.isEmpty:
+                    push(response, to: subscriber)
+                    subscriber.pushedSinceConfirmation = true
+                    subscriber.next = entries.last!.index + 1
+                case .filtered(let entries, let through) where through >= from:
+                    if !entries.isEmpty {
+                        push(response, to: subscriber)
+                        subscriber.pushedSinceConfirmation = true
+                    }
+                    subscriber.next = through + 1
+                default:
+                    // Compacted, or the read failed: the client starts over.
+                    push(response, to: subscriber)
+                    subscribers.removeValue(forKey: key)
                 }
-                subscriber.next = last.index + 1
+                guard subscribers[key] != nil else { break }
                 batches += 1
             }
             if subscribers[key] != nil { subscribers[key] = subscriber }

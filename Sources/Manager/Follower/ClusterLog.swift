@@ -27,6 +27,11 @@ public enum ClusterLog {
     /// Replays entries after `state.appliedIndex` into `state` until the end of what is
     /// committed. When the entries needed were compacted, restarts from the snapshot (whose
     /// steps are not reported). Returns the next index to read.
+    ///
+    /// A formation other than the default one reads only the entries it needs (its own, and
+    /// those of no formation in particular): the others would only move its log time forward
+    /// between its own entries, which decide nothing (`ClusterState.apply`), and with many
+    /// formations they are most of the log.
     @discardableResult
     public static func replay(
         from client: WitnessClient, into state: inout ClusterState, stale: Bool = false,
@@ -34,9 +39,9 @@ public enum ClusterLog {
     ) async throws -> UInt64 {
         var next = state.appliedIndex + 1
         while true {
-            let batch: [CommittedEntry]
+            let read: WitnessClient.FormationRead
             do {
-                batch = try await client.read(from: next, maxEntries: 10_000, stale: stale)
+                read = try await client.read(formation: state.formation, from: next, maxEntries: 10_000, stale: stale)
             } catch WitnessClientError.failure(let failure) where failure.code == .compacted {
                 let snapshot = try await client.snapshot()
                 state = try restore(snapshot, formation: state.formation)
@@ -44,12 +49,19 @@ public enum ClusterLog {
                 next = snapshot.index + 1
                 continue
             }
-            guard let last = batch.last else { return next }
-            for committed in batch {
+            guard read.through >= next else { return next }
+            for committed in read.entries {
                 apply(committed, to: &state, onStep: onStep)
             }
-            next = last.index + 1
+            skip(through: read.through, in: &state)
+            next = read.through + 1
         }
+    }
+
+    /// Records that every entry up to `index` is applied: those not applied concerned other
+    /// formations only (a filtered read or stream passed them over).
+    public static func skip(through index: UInt64, in state: inout ClusterState) {
+        state.appliedIndex = max(state.appliedIndex, index)
     }
 
     /// The formations that have registered nodes: those of the witnesses' snapshot, and those

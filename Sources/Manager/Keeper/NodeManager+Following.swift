@@ -23,7 +23,7 @@ extension NodeManager {
         while !Task.isCancelled && !isStopping {
             let next = shared.withLock { $0.state.appliedIndex } + 1
             do {
-                for try await item in client.stream(from: next, preferLeader: true) {
+                for try await item in client.stream(from: next, preferLeader: true, formation: configuration.formation) {
                     try apply(item)
                     wake.signal()
                     if isStopping { return }
@@ -42,12 +42,17 @@ extension NodeManager {
         var (state, handovers) = shared.withLock { ($0.state, $0.handovers) }
         switch item {
         case .entries(let entries):
+            // The default formation follows every entry; another one only its own (and those
+            // of no formation), with gaps where other formations' entries were.
+            let contiguous = state.formation == EventRecord.defaultFormation
             for entry in entries where entry.index > state.appliedIndex {
-                guard entry.index == state.appliedIndex + 1 else {
+                guard !contiguous || entry.index == state.appliedIndex + 1 else {
                     throw NodeManagerError("the log stream skipped from \(state.appliedIndex + 1) to \(entry.index)")
                 }
                 ClusterLog.apply(entry, to: &state) { step in self.note(step, handovers: &handovers) }
             }
+        case .skipped(let through):
+            ClusterLog.skip(through: through, in: &state)
         case .snapshot(let snapshot):
             // The entries after this manager's position were compacted: the snapshot replaces
             // what it replayed (its steps are not news).
