@@ -18,6 +18,8 @@ struct IdleBenchmark {
     /// With false, no witness serves metrics, no manager its HTTP endpoints, and nothing is
     /// scraped or probed: what the endpoints cost, by difference.
     var endpoints: Bool
+    /// Settings applied (`pgquorum settings set`, in this order) once the cluster is healthy.
+    var settings: [(key: String, value: String)] = []
 
     func run() async throws {
         let off = Dictionary(uniqueKeysWithValues: (1...3).map { (PGNodeID($0), ["--http", "off"]) })
@@ -31,6 +33,11 @@ struct IdleBenchmark {
 
     private func measure(_ cluster: PGClusterFixture) async throws {
         _ = try await cluster.waitForHealthy(timeout: .seconds(120))
+        for (key, value) in settings {
+            let result = try await cluster.cli(["settings", "set", key, value])
+            guard result.termination == .exited(code: 0) else { throw BenchmarkError("settings set \(key) \(value) failed: \(result.output)") }
+        }
+        if !settings.isEmpty { print("  settings: " + settings.map { "\($0.key) \($0.value)" }.joined(separator: ", ")) }
         var processes = [NodeID(1), 2, 3].compactMap { id in cluster.witnesses.pid(of: id).map { Process(kind: "witness", pid: $0) } }
         for id in cluster.ids {
             guard let manager = cluster.manager(of: id)?.pid else { continue }

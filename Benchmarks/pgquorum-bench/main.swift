@@ -4,9 +4,10 @@
 //   swift run -c release pgquorum-bench lmdb [--seconds S] [--payload BYTES] [--dir DIR]
 //   swift run -c release pgquorum-bench replay [--entries N] [--runs N]
 //   swift build -c release && .build/release/pgquorum-bench witness [--seconds S] [--trials N] [--root DIR]
-//   swift build -c release && .build/release/pgquorum-bench failover [--trials N]
+//   swift build -c release && .build/release/pgquorum-bench failover [--trials N] [--profile default|fast] [--settings KEY=VALUE,…]
 //   swift build -c release && .build/release/pgquorum-bench partition [--trials N] [--cut SECONDS] [--fault NAME]   (as root)
-//   swift build -c release && .build/release/pgquorum-bench idle [--windows N] [--seconds S] [--scrape SECONDS] [--endpoints on|off]
+//   swift build -c release && .build/release/pgquorum-bench idle [--windows N] [--seconds S] [--scrape SECONDS] [--endpoints on|off] [--settings KEY=VALUE,…]
+//   swift build -c release && .build/release/pgquorum-bench soak [--seconds S] [--busy N] [--settings KEY=VALUE,…] [--kill-leader-every SECONDS]
 //   swift build -c release && .build/release/pgquorum-bench scale [--formations 1,10,100] [--nodes-per-formation N] [--seconds S] [--filter on|off] [--snapshot-entries N]
 //
 // Every figure is measured in this process on this machine; compare ratios from one run.
@@ -24,14 +25,25 @@ func argument(_ name: String, default value: Int) -> Int {
     return parsed
 }
 
+/// `--settings KEY=VALUE,KEY=VALUE,…`: settings to apply in that order.
+func settingsArgument() throws -> [(key: String, value: String)] {
+    guard let position = CommandLine.arguments.firstIndex(of: "--settings"), position + 1 < CommandLine.arguments.count else { return [] }
+    return try CommandLine.arguments[position + 1].split(separator: ",").map { pair in
+        let parts = pair.split(separator: "=", maxSplits: 1).map(String.init)
+        guard parts.count == 2 else { throw BenchmarkError("--settings takes KEY=VALUE,KEY=VALUE,…, not \(pair)") }
+        return (parts[0], parts[1])
+    }
+}
+
 let usage = """
     usage: pgquorum-bench raft [--entries N] [--batch N] [--payload BYTES] [--runs N]
            pgquorum-bench lmdb [--seconds S] [--payload BYTES] [--runs N] [--dir DIR]
            pgquorum-bench replay [--entries N] [--runs N]
            pgquorum-bench witness [--seconds S] [--trials N] [--root DIR]
-           pgquorum-bench failover [--trials N] [--profile default|fast]
+           pgquorum-bench failover [--trials N] [--profile default|fast] [--settings KEY=VALUE,…]
            pgquorum-bench partition [--trials N] [--cut SECONDS] [--fault NAME]
-           pgquorum-bench idle [--windows N] [--seconds S] [--scrape SECONDS] [--endpoints on|off]
+           pgquorum-bench idle [--windows N] [--seconds S] [--scrape SECONDS] [--endpoints on|off] [--settings KEY=VALUE,…]
+           pgquorum-bench soak [--seconds S] [--busy N] [--settings KEY=VALUE,…] [--kill-leader-every SECONDS]
            pgquorum-bench scale [--formations 1,10,100] [--nodes-per-formation N] [--seconds S] [--filter on|off] [--snapshot-entries N]
 
       raft   entries committed per second by a 3-replica in-process Raft cluster on
@@ -49,8 +61,9 @@ let usage = """
       failover a whole cluster (3 witnesses, 3 PostgreSQL nodes) and a writer through the
              multi-host URI; per trial a node crash (SIGKILL of the primary's manager),
              a postgres crash and a switchover: write unavailability and writes lost.
-             --profile fast first sets heartbeat_interval 200ms, primary_lease 700ms,
-             node_unhealthy_timeout 1200ms (default: the settings' defaults).
+             --profile fast first sets heartbeat_interval 100ms, primary_lease 300ms,
+             node_unhealthy_timeout 800ms (default: the settings' defaults); --settings
+             then sets others, in the order given (each step must be valid on its own).
       partition the same cluster across three network-namespace hosts (run as root), a
              writer on the client host and three inside the primary's host (plain, one
              that cancels a statement after 1 s, one with synchronous_commit=local,
@@ -67,7 +80,14 @@ let usage = """
              process's /metrics scraped every SECONDS (15), every node's /primary probed
              every 2 s): CPU of the witnesses, managers and watchdogs as a share of one
              core, and their RSS and PSS, per window of S seconds (30), N windows (3);
-             --endpoints off: no metrics, no HTTP endpoints, nothing scraped (the base).
+             --endpoints off: no metrics, no HTTP endpoints, nothing scraped (the base);
+             --settings: timings to apply first, in the order given.
+      soak   false alarms under load: the failover bench's cluster and writer, the
+             settings applied, held for S seconds (180) while N busy loops (3) and a
+             loop of 64 MB synchronous dd writes load the machine; then every goal
+             change and new Raft term in the log of that stretch, the longest write gap;
+             --kill-leader-every: SIGKILL of the witness leader that often (restarted 5 s
+             later), which must not cost any node its health either.
       scale  three witness processes serving more and more formations (1, then 10, then
              100 by default), each of N (3) simulated node managers without postgres: per
              manager its own client, a registration, a stream of its formation's entries
@@ -82,8 +102,8 @@ let command = CommandLine.arguments.dropFirst().first
 /// The options each benchmark takes (each followed by a value).
 let options: [String: Set<String>] = [
     "raft": ["--entries", "--batch", "--payload", "--runs"], "lmdb": ["--seconds", "--payload", "--runs", "--dir"],
-    "replay": ["--entries", "--runs"], "witness": ["--seconds", "--trials", "--root"], "failover": ["--trials", "--profile"],
-    "partition": ["--trials", "--cut", "--fault"], "scale": ["--formations", "--nodes-per-formation", "--seconds", "--filter", "--snapshot-entries"], "idle": ["--windows", "--seconds", "--scrape", "--endpoints"],
+    "replay": ["--entries", "--runs"], "witness": ["--seconds", "--trials", "--root"], "failover": ["--trials", "--profile", "--settings"], "soak": ["--seconds", "--busy", "--settings", "--kill-leader-every"],
+    "partition": ["--trials", "--cut", "--fault"], "scale": ["--formations", "--nodes-per-formation", "--seconds", "--filter", "--snapshot-entries"], "idle": ["--windows", "--seconds", "--scrape", "--endpoints", "--settings"],
 ]
 // `--help` anywhere prints the usage, and an option the benchmark does not take is refused,
 // rather than a long run with defaults.
@@ -130,13 +150,19 @@ do {
     case "failover":
         let profile = CommandLine.arguments.firstIndex(of: "--profile").map { $0 + 1 < CommandLine.arguments.count ? CommandLine.arguments[$0 + 1] : "" } ?? "default"
         guard ["default", "fast"].contains(profile) else { throw BenchmarkError("--profile takes default or fast, not \(profile)") }
-        try await FailoverBenchmark(trials: argument("--trials", default: 5), profile: profile == "fast" ? FailoverBenchmark.fastProfile : []).run()
+        try await FailoverBenchmark(trials: argument("--trials", default: 5), profile: (profile == "fast" ? FailoverBenchmark.fastProfile : []) + settingsArgument()).run()
+    case "soak":
+        let killEvery = CommandLine.arguments.contains("--kill-leader-every") ? argument("--kill-leader-every", default: 30) : nil
+        try await SoakBenchmark(
+            seconds: argument("--seconds", default: 180), busyLoops: argument("--busy", default: 3), settings: settingsArgument(),
+            killLeaderEverySeconds: killEvery
+        ).run()
     case "idle":
         let endpoints = CommandLine.arguments.firstIndex(of: "--endpoints").map { $0 + 1 < CommandLine.arguments.count ? CommandLine.arguments[$0 + 1] : "" } ?? "on"
         guard ["on", "off"].contains(endpoints) else { throw BenchmarkError("--endpoints takes on or off, not \(endpoints)") }
         try await IdleBenchmark(
             windows: argument("--windows", default: 3), seconds: argument("--seconds", default: 30), scrapeSeconds: argument("--scrape", default: 15),
-            endpoints: endpoints == "on"
+            endpoints: endpoints == "on", settings: settingsArgument()
         ).run()
     case "scale":
         let counts = try (CommandLine.arguments.firstIndex(of: "--formations").map { $0 + 1 < CommandLine.arguments.count ? CommandLine.arguments[$0 + 1] : "" } ?? "1,10,100")

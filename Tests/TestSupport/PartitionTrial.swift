@@ -93,6 +93,9 @@ public struct PartitionTrial: Sendable {
     public var lost: [Int] = []
     /// The writers inside the old primary's host.
     public var inHost: [InHostWriter: WriterOutcome] = [:]
+    /// The formation as the client host saw it just before the heal: each node's reached and
+    /// goal states, and what the reducer waited for.
+    public var stateAtHeal = ""
 
     public var summary: String {
         func show(_ duration: Duration?, _ otherwise: String) -> String { duration.map { String(format: "%.1f s", Double(millis($0))! / 1000) } ?? otherwise }
@@ -101,6 +104,7 @@ public struct PartitionTrial: Sendable {
             ? "old primary node \(oldPrimary) writable for \(show(oldPrimaryWritableFor, "the whole fault")), "
                 + "node \(newPrimary.map(String.init) ?? "-") writable after \(show(newPrimaryWritableAfter, "never")), "
                 + "first client write acknowledged after \(show(firstAckAfter, "never"))"
+                + (newPrimaryWritableAfter == nil ? " (at the heal: \(stateAtHeal))" : "")
             : "node \(faulted) hit, primary node \(oldPrimary) \(newPrimary == oldPrimary ? "kept" : "replaced by \(newPrimary.map(String.init) ?? "-")"), longest write gap \(show(longestWriteGap, "-"))"
         let inside = InHostWriter.allCases.compactMap { writer in
             inHost[writer].map { "\(writer.rawValue) \($0.acknowledged) / \($0.lost.count)" + ($0.warned > 0 ? " (\($0.warned) with the cancel WARNING)" : "") }
@@ -163,10 +167,13 @@ extension PGClusterFixture {
             manager(of: old)?.send(SIGSTOP)
         }
         try await Task.sleep(until: cutAt + duration)
-        let lastReport = try await clusterState()[faulted]?.lastReport?.sentAtNanos
+        let atHeal = try await clusterState()
+        let lastReport = atHeal[faulted]?.lastReport?.sentAtNanos
         if fault == .frozenPrimaryManager { manager(of: old)?.send(SIGCONT) } else { try lab.heal() }
         let healedAt = ContinuousClock.now
         var trial = PartitionTrial(fault: fault, oldPrimary: old, faulted: faulted)
+        trial.stateAtHeal = atHeal.sortedNodes.map { "node \($0.id) \($0.reached.rawValue) -> \($0.goal.rawValue)" }.joined(separator: ", ")
+            + (atHeal.waitingReason.map { "; waiting: \($0)" } ?? "")
         trial.longestWriteGap = writer.longestGap(from: cutAt, to: healedAt)
         do {
             // Heard: a report of the faulted node's manager sent after the fault committed.
