@@ -47,11 +47,16 @@ extension ClusterState {
     /// Log time: within a term, the leader's clock, plus an offset. At a new term whose first
     /// entry says how long ago, at most, the last entry before it was stamped (`termStarted`,
     /// measured by the new leader from when it stored that entry, which is later), log time
-    /// carries on from there: every timer keeps running, and what it measures is never more
-    /// than what really passed. Otherwise, or when that is longer than the unhealthy timeout
-    /// (the witnesses were without a leader for long: nodes get their time to report first),
-    /// every timer restarts from the new term's first entry, so a witness with a wrong clock
-    /// can delay a failover by one timeout, never cause one (DESIGN §4).
+    /// carries on from there, and what it measures is never more than what really passed; but
+    /// the nodes' timers pause for that gap: while the witnesses had no leader nobody's report
+    /// could commit, and that silence is no evidence against a node (with a timeout shorter
+    /// than a witness election and a client's move to the new leader, every node would look
+    /// unhealthy after each one). A timer that pauses only measures less, so every wait it
+    /// bounds (a lease, the standbys' last replies) only gets longer. Otherwise, or when the gap
+    /// is longer than the unhealthy timeout (the witnesses were without a leader for long:
+    /// nodes get their time to report first), every timer restarts from the new term's first
+    /// entry, so a witness with a wrong clock can delay a failover by one timeout, never cause
+    /// one (DESIGN §4).
     mutating func advanceTime(term entryTerm: UInt64, leaderClockNanos: UInt64, carriedNanos: UInt64? = nil) {
         if entryTerm != term {
             term = entryTerm
@@ -60,6 +65,15 @@ extension ClusterState {
             {
                 clockOffsetNanos = nowNanos + carried - leaderClockNanos
                 nowNanos += carried
+                // Every timer started before the gap, at or before the old now: moved by the
+                // gap, it stays at or before the new one.
+                if let stopped = lastStoppedFollowingNanos { lastStoppedFollowingNanos = stopped + carried }
+                nodes.updateAll { node in
+                    node.lastHeardNanos += carried
+                    if let ended = node.followingEndedNanos { node.followingEndedNanos = ended + carried }
+                    if let down = node.postgresDownSinceNanos { node.postgresDownSinceNanos = down + carried }
+                    if let since = node.unstreamedSinceNanos { node.unstreamedSinceNanos = since + carried }
+                }
                 return
             }
             clockOffsetNanos = 0
