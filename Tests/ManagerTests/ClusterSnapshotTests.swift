@@ -181,9 +181,11 @@ struct FormationStatesTests {
         var formations = FormationStates()
         #expect(formations.shortestHeartbeatMillis == nil, "no nodes anywhere")
         formations.apply(entry(1, "default", registration("a", "10.0.0.1")))
-        #expect(formations.shortestHeartbeatMillis == 500)
+        #expect(formations.shortestHeartbeatMillis == 300, "the default")
+        fast.heartbeatIntervalMillis = 100
         formations.apply(entry(2, "empty", .settingsChanged(fast)))
-        #expect(formations.shortestHeartbeatMillis == 500, "a formation without nodes does not count")
+        #expect(formations.shortestHeartbeatMillis == 300, "a formation without nodes does not count")
+        fast.heartbeatIntervalMillis = 200
         formations.apply(entry(3, "orders", registration("x", "10.0.1.1")))
         formations.apply(entry(4, "orders", .settingsChanged(fast)))
         #expect(formations.shortestHeartbeatMillis == 200)

@@ -125,7 +125,8 @@ struct ReducerSimulation {
 
     let seed: UInt64
     var rng: SeededGenerator
-    var runner = StoryRunner()
+    /// The production defaults, with reports every 500 ms of log time (`StoryRunner`).
+    var runner = StoryRunner(settings: FormationSettings())
     var tick = 0
     /// True time (every manager's monotonic clock); the log's clock restarts at each term.
     var now: UInt64 = 0

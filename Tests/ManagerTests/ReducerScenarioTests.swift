@@ -23,8 +23,9 @@ struct ReducerScenarioTests {
             line += 1
             let output = runner.run(command)
             // Every reader replaying the same log must reach the same state, from the start or
-            // from a snapshot.
+            // from a snapshot (starting from the stories' settings, as the runner does).
             var replayed = ClusterState()
+            replayed.settings = StoryRunner.storySettings
             replayed.replay(runner.log)
             let restored = try? ClusterState(snapshot: runner.state.snapshotData())
             if replayed != runner.state || restored != runner.state { replayMismatches.append(line) }

@@ -6,7 +6,18 @@ import EventLog
 /// coalesced heartbeats every 500 ms of log time, states reached, operator requests. Node
 /// managers are simulated as obedient: `converge` makes every reporting node reach its goal.
 struct StoryRunner {
-    var state = ClusterState()
+    /// The stories were written for these timings (the defaults before issue 19: heartbeats
+    /// every 500 ms, unhealthy after 2.5 s, a 1.5 s lease); a story changes them with its
+    /// own `settings` commands.
+    static let storySettings: FormationSettings = {
+        var settings = FormationSettings()
+        settings.heartbeatIntervalMillis = 500
+        settings.nodeUnhealthyTimeoutMillis = 2_500
+        settings.primaryLeaseMillis = 1_500
+        return settings
+    }()
+
+    var state: ClusterState
     var log: [LogEntry] = []
     var term: UInt64 = 1
     var clockNanos: UInt64 = 0
@@ -24,6 +35,12 @@ struct StoryRunner {
     var lastWaiting: String?
 
     static let heartbeatNanos: UInt64 = 500_000_000
+
+    /// A runner whose log starts with `settings` in force (as if set before the story).
+    init(settings: FormationSettings = StoryRunner.storySettings) {
+        state = ClusterState()
+        state.settings = settings
+    }
 
     mutating func append(_ event: ClusterEvent) -> [GoalChange] {
         let entry = LogEntry(

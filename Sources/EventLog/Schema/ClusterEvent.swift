@@ -226,13 +226,13 @@ public struct FormationSettings: Sendable, Equatable {
     /// default) drops to `wait_primary` and lets writes through.
     public var strictSyncMode: Bool = false
     /// How often node managers report.
-    public var heartbeatIntervalMillis: UInt32 = 500
+    public var heartbeatIntervalMillis: UInt32 = 300
     /// A node with no committed report for this long is unhealthy.
-    public var nodeUnhealthyTimeoutMillis: UInt32 = 2_500
+    public var nodeUnhealthyTimeoutMillis: UInt32 = 1_500
     /// A node whose reports say postgres is down for this long is unhealthy.
     public var postgresRestartTimeoutMillis: UInt32 = 5_000
     /// How long the primary keeps writing after its last committed report (< unhealthy timeout).
-    public var primaryLeaseMillis: UInt32 = 1_500
+    public var primaryLeaseMillis: UInt32 = 1_000
     /// The most WAL, in MB, a node's replication slot for another node may hold back
     /// (`max_slot_wal_keep_size`), so that a standby that is gone for good cannot fill the disk;
     /// 0: no limit. Past it the slot is given up, and the standby is cloned again when it
