@@ -190,8 +190,17 @@ struct SettingsSetCommand: AsyncParsableCommand {
         abstract: "Change one setting.",
         discussion: """
             Durations take ms, s or m (500ms, 2.5s); plain numbers are milliseconds. The timeouts \
-            must keep the primary lease above the heartbeat interval and at most 80% of the node \
-            unhealthy timeout (DESIGN §5).
+            must keep the primary lease above the heartbeat interval, at most 80% of the node \
+            unhealthy timeout, and with the watchdog's \(FormationSettings.watchdogGraceMillis) ms \
+            grace within it (DESIGN §5). Each change is checked alone: to shorten them all, set \
+            the heartbeat first, then the lease, then the unhealthy timeout.
+
+            Defaults: heartbeat_interval \(FormationSettings().heartbeatIntervalMillis)ms, primary_lease \
+            \(FormationSettings().primaryLeaseMillis)ms, node_unhealthy_timeout \
+            \(FormationSettings().nodeUnhealthyTimeoutMillis)ms (a node crash fails over in about \
+            1.8 s). The fast profile of docs/BENCHMARKS.md, heartbeat_interval 100ms, primary_lease \
+            300ms, node_unhealthy_timeout 800ms, fails over in about 1.1 s; its short lease pauses \
+            writes for about a second whenever the witnesses elect a new leader.
             """
     )
 

@@ -132,7 +132,7 @@ struct OperatorCLITests {
 
             try expectSnapshot(try await cli(cluster, ["show", "settings"]).output, "show-settings")
             let settings = try json(try await cli(cluster, ["show", "settings", "--json"]).output)
-            #expect(settings["number_sync_standbys"] as? Int == 1 && settings["primary_lease_ms"] as? Int == 1500)
+            #expect(settings["number_sync_standbys"] as? Int == 1 && settings["primary_lease_ms"] as? Int == 1000)
             #expect(settings.count == 7 && settings["max_slot_wal_keep_size_mb"] as? Int == 4096)
         }
     }
