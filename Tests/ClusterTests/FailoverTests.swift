@@ -211,6 +211,11 @@ struct FailoverTests: ClusterScenarios {
             try await waitUntil("the writer commits", timeout: .seconds(20)) { writer.count >= 100 }
             let manager = try #require(cluster.manager(of: old))
             let prober = WritableProber(cluster: cluster)
+            // Frozen while it settled in primary: one frozen just after a blip gave it goal
+            // wait_primary may have acted on it (synchronous replication off) without that
+            // reaching the log, and no failover starts from there (it once failed so).
+            let settled = try await cluster.waitForHealthyAndStreaming(timeout: .seconds(60))
+            #expect(settled.primaryNode?.id == old && settled[old]?.goal == .primary && settled[old]?.reached == .primary)
             let frozenAt = ContinuousClock.now
             manager.send(SIGSTOP)
             defer { manager.send(SIGCONT) }
@@ -225,8 +230,8 @@ struct FailoverTests: ClusterScenarios {
             manager.send(SIGCONT)
             let probes = try await onOwnThread { prober.stop() }
             let fenced = try #require(probes.firstNotWritable(old, after: frozenAt, before: ContinuousClock.now), "the frozen primary kept taking writes")
-            // Lease 1.5 s from the last committed report, the watchdog's grace 0.5 s, and the
-            // probe's own pace.
+            // The lease (1 s) from the last committed report, the watchdog's grace 0.5 s, and
+            // the probe's own pace.
             #expect(fenced - frozenAt <= .seconds(3), "the frozen primary took writes for \(fenced - frozenAt)")
             #expect(probes.twoWritable.isEmpty, "two nodes took writes in \(probes.twoWritable.count) probe rounds")
             print("frozen manager: postgres fenced \(fenced - frozenAt) after SIGSTOP, writes back \(writer.outage(after: frozenAt).map { "\($0)" } ?? "never")")
@@ -292,6 +297,19 @@ struct FailoverTests: ClusterScenarios {
             try await createTable(cluster)
             let writer = RowWriter(uri: try await cluster.uri())
             try await waitUntil("the writer commits", timeout: .seconds(20)) { writer.count >= 100 }
+            // A witness election can outlast the lease (1 s): then the standbys' replies hold
+            // the primary, but only over replication connections older than
+            // `LeaseRules.settledConnectionMillis`. Right after the cluster formed they may not
+            // be yet, and the primary would fence itself for a moment (it did, once the lease
+            // was shortened from 1.5 s).
+            try await waitUntilAsync("both standbys' replication connections are settled", timeout: .seconds(20)) {
+                let settled = try await onOwnThread {
+                    try cluster.sql(
+                        on: old,
+                        "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' AND backend_start < now() - interval '\(LeaseRules.settledConnectionMillis + 1_000) milliseconds'")
+                }
+                return settled.first == "2"
+            }
 
             // The witness leader dies: a new one is elected, nothing else happens.
             let leader = try await cluster.witnesses.waitForLeader()

@@ -153,13 +153,16 @@ extension ClusterState {
         let inSync = healthyQuorumSecondaries(of: primary).count
         let streaming = healthyQuorumSecondaries(of: primary, provenStreaming: true).count
         let enough = streaming >= max(k, 1)
+        // A standby waiting for maintenance goes first: it goes once the primary sits in
+        // wait_primary, and back in primary, the primary would list it again and it would wait
+        // for ever (also when the primary comes from apply_settings: story
+        // maintenance_waits_for_the_standby).
+        let maintenanceWaits = sortedNodes.contains { $0.goal == .waitMaintenance }
         switch (primary.goal, primary.isConverged) {
-        case (.waitPrimary, true) where enough && !sortedNodes.contains(where: { $0.goal == .waitMaintenance }):
-            // A standby waiting for maintenance goes first: back in primary, the primary would
-            // list it again and it would wait for ever.
+        case (.waitPrimary, true) where enough && !maintenanceWaits:
             assign(primary.id, .primary, "\(streaming) quorum standby(s) caught up: synchronous replication on", &changes)
         case (.applySettings, true):
-            assign(primary.id, enough ? .primary : .waitPrimary, "new replication settings applied", &changes)
+            assign(primary.id, enough && !maintenanceWaits ? .primary : .waitPrimary, "new replication settings applied", &changes)
         case (.primary, _) where inSync < k:
             if settings.strictSyncMode {
                 waitingReason = "strict sync mode: writes wait until \(k) quorum standby(s) are back (\(inSync) in sync)"
