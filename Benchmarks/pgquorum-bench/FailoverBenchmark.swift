@@ -28,11 +28,7 @@ struct FailoverBenchmark {
 
     private func measure(_ cluster: PGClusterFixture) async throws {
         try await cluster.createTable()
-        for (key, value) in profile {
-            let result = try await cluster.cli(["settings", "set", key, value])
-            guard result.termination == .exited(code: 0) else { throw BenchmarkError("settings set \(key) \(value) failed: \(result.output)") }
-        }
-        if !profile.isEmpty { print("  settings: " + profile.map { "\($0.key) \($0.value)" }.joined(separator: ", ")) }
+        try await cluster.apply(profile)
         let writer = RowWriter(uri: try await cluster.uri())
         var results: [String: [Duration]] = [:]
         let scenarios = ["node crash", "postgres crash", "switchover"]

@@ -33,11 +33,7 @@ struct IdleBenchmark {
 
     private func measure(_ cluster: PGClusterFixture) async throws {
         _ = try await cluster.waitForHealthy(timeout: .seconds(120))
-        for (key, value) in settings {
-            let result = try await cluster.cli(["settings", "set", key, value])
-            guard result.termination == .exited(code: 0) else { throw BenchmarkError("settings set \(key) \(value) failed: \(result.output)") }
-        }
-        if !settings.isEmpty { print("  settings: " + settings.map { "\($0.key) \($0.value)" }.joined(separator: ", ")) }
+        try await cluster.apply(settings)
         var processes = [NodeID(1), 2, 3].compactMap { id in cluster.witnesses.pid(of: id).map { Process(kind: "witness", pid: $0) } }
         for id in cluster.ids {
             guard let manager = cluster.manager(of: id)?.pid else { continue }

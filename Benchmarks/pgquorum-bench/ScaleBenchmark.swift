@@ -27,15 +27,9 @@ struct ScaleBenchmark {
     var snapshotEntries: Int
 
     func run() async throws {
-        let cluster = try WitnessClusterFixture(extraArguments: ["--snapshot-entries", "\(snapshotEntries)", "--keep-entries", "\(snapshotEntries / 4)"])
-        do {
-            try await measure(cluster)
-        } catch {
-            print(logTail(cluster.logs(), lines: 40))
-            await cluster.destroy()
-            throw error
+        try await withWitnessCluster(extraArguments: ["--snapshot-entries", "\(snapshotEntries)", "--keep-entries", "\(snapshotEntries / 4)"]) {
+            try await measure($0)
         }
-        await cluster.destroy()
     }
 
     private func measure(_ cluster: WitnessClusterFixture) async throws {

@@ -25,10 +25,7 @@ struct SoakBenchmark {
     private func measure(_ cluster: PGClusterFixture) async throws {
         _ = try await cluster.waitForHealthy(timeout: .seconds(120))
         try await cluster.createTable()
-        for (key, value) in settings {
-            let result = try await cluster.cli(["settings", "set", key, value])
-            guard result.termination == .exited(code: 0) else { throw BenchmarkError("settings set \(key) \(value) failed: \(result.output)") }
-        }
+        try await cluster.apply(settings, announce: false)
         _ = try await cluster.waitForHealthyAndStreaming(timeout: .seconds(60))
         let client = cluster.client()
         defer { client.close() }
@@ -84,15 +81,11 @@ struct SoakBenchmark {
             }
         }
         let sortedLoad = loadAverages.sorted()
-        print(String(format: "  load average (1 min) median %.1f, max %.1f; %d writes acknowledged, longest gap between them %.0f ms",
-            sortedLoad.isEmpty ? 0 : sortedLoad[sortedLoad.count / 2], sortedLoad.last ?? 0, writer.count, Self.millis(longestGap)))
+        print(String(format: "  load average (1 min) median %.1f, max %.1f; %d writes acknowledged, ", sortedLoad.isEmpty ? 0 : sortedLoad[sortedLoad.count / 2], sortedLoad.last ?? 0, writer.count)
+            + "longest gap between them \(millis(longestGap)) ms")
         print("  log entries \(start.appliedIndex + 1)–\(state.appliedIndex): \(terms) new Raft terms (\(kills) witness leaders killed), \(changes.count) goal changes")
         for line in changes { print(line) }
         let failovers = changes.filter { $0.contains("-> prepare_promotion") || $0.contains("-> fast_forward") }.count
         print("  false failovers: \(failovers)")
-    }
-
-    static func millis(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
     }
 }

@@ -35,6 +35,18 @@ func settingsArgument() throws -> [(key: String, value: String)] {
     }
 }
 
+extension PGClusterFixture {
+    /// Sets `settings` with `pgquorum settings set`, in the order given (each change must be
+    /// valid on its own), and with `announce` prints them.
+    func apply(_ settings: [(key: String, value: String)], announce: Bool = true) async throws {
+        for (key, value) in settings {
+            let result = try await cli(["settings", "set", key, value])
+            guard result.termination == .exited(code: 0) else { throw BenchmarkError("settings set \(key) \(value) failed: \(result.output)") }
+        }
+        if announce, !settings.isEmpty { print("  settings: " + settings.map { "\($0.key) \($0.value)" }.joined(separator: ", ")) }
+    }
+}
+
 let usage = """
     usage: pgquorum-bench raft [--entries N] [--batch N] [--payload BYTES] [--runs N]
            pgquorum-bench lmdb [--seconds S] [--payload BYTES] [--runs N] [--dir DIR]

@@ -212,12 +212,4 @@ extension ClusterEvent {
         if case .nodeReports = self { return true }
         return false
     }
-
-    /// Events that belong to no formation in particular.
-    var isGlobal: Bool {
-        switch self {
-        case .tick, .termStarted, .membershipChanged: return true
-        default: return false
-        }
-    }
 }

@@ -173,10 +173,7 @@ struct WitnessClusterTests {
             let all = try await cluster.entries(of: try await cluster.waitForLeader())
             func concernsA(_ entry: CommittedEntry) -> Bool {
                 guard case .event(let record) = entry.payload else { return true }
-                switch record.event {
-                case .tick, .termStarted, .membershipChanged: return true
-                default: return record.formation == "a"
-                }
+                return record.event.isGlobal || record.formation == "a"
             }
             let expected = all.filter { $0.index <= received.last!.index && concernsA($0) }
             #expect(received == expected)

@@ -79,11 +79,7 @@ extension EventRecord {
     /// (ticks, new terms, membership), as `FormationStates.apply` hands them out. Reads only
     /// the header; a record too short to tell is kept, so that its reader fails on it.
     public static func concerns(_ bytes: [UInt8], formation: String) -> Bool {
-        guard bytes.count >= 4 else { return true }
-        switch bytes[1] {
-        case ClusterEvent.tick.kind, ClusterEvent.termStarted(carriedNanos: 0).kind, ClusterEvent.membershipChanged([]).kind: return true
-        default: break
-        }
+        guard bytes.count >= 4, !ClusterEvent.globalKinds.contains(bytes[1]) else { return true }
         let length = Int(bytes[2]) << 8 | Int(bytes[3])
         guard bytes.count >= 4 + length else { return true }
         return bytes[4..<(4 + length)].elementsEqual(formation.utf8)

@@ -50,6 +50,13 @@ public enum ClusterEvent: Sendable, Equatable {
         }
     }
 
+    /// Events of no formation in particular (they carry log time, terms and membership):
+    /// every formation's state applies them, and every formation's reader needs them.
+    public var isGlobal: Bool { Self.globalKinds.contains(kind) }
+
+    /// The kind bytes of the events that are `isGlobal`, for readers of encoded records.
+    static let globalKinds: Set<UInt8> = [ClusterEvent.tick.kind, ClusterEvent.termStarted(carriedNanos: 0).kind, ClusterEvent.membershipChanged([]).kind]
+
     /// The short name `pgquorum log` shows and filters by.
     public var kindName: String {
         switch self {

@@ -193,12 +193,7 @@ public struct FormationStates: Sendable, Equatable {
     /// particular (ticks, new terms, membership), which carry log time and terms.
     public mutating func apply(_ entry: LogEntry) {
         let formation = entry.record.formation
-        let global: Bool
-        switch entry.record.event {
-        case .tick, .termStarted, .membershipChanged: global = true
-        default: global = false
-        }
-        if global {
+        if entry.record.event.isGlobal {
             // The states are independent of each other: any order gives the same result.
             for name in states.keys { states[name]!.apply(entry) }
             return
