@@ -121,6 +121,45 @@ public final class PostgresConnection {
         }
     }
 
+    /// Runs several statements without parameters in one round trip (one simple query: they
+    /// run in one implicit transaction, and a failing one skips the rest), and returns their
+    /// results in order. For reads that are made together often, such as an observation.
+    public func queries(_ statements: [String]) throws(PostgresError) -> [PostgresResult] {
+        let sql = statements.joined(separator: ";\n")
+        guard let handle else {
+            throw .queryFailed(target: options.description, sqlState: nil, message: "the connection is closed", query: sql)
+        }
+        guard PQsendQuery(handle, sql) == 1 else {
+            throw .queryFailed(
+                target: options.description, sqlState: nil,
+                message: options.redact(Self.errorText(PQerrorMessage(handle))), query: sql)
+        }
+        var results: [PostgresResult] = []
+        var failure: PostgresError?
+        // Every result is read, to the end, whatever failed: the connection is then ready for
+        // its next query.
+        while let result = PQgetResult(handle) {
+            defer { PQclear(result) }
+            guard failure == nil else { continue }
+            switch PQresultStatus(result) {
+            case PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_EMPTY_QUERY:
+                results.append(Self.copy(result))
+            default:
+                let state = PQresultErrorField(result, Int32(UInt8(ascii: "C"))).map { String(cString: $0) }
+                failure = .queryFailed(
+                    target: options.description, sqlState: state,
+                    message: options.redact(Self.errorText(PQresultErrorMessage(result))), query: sql)
+            }
+        }
+        if let failure { throw failure }
+        guard results.count == statements.count else {
+            throw .queryFailed(
+                target: options.description, sqlState: nil,
+                message: options.redact(Self.errorText(PQerrorMessage(handle))), query: sql)
+        }
+        return results
+    }
+
     /// Runs a query expected to return exactly one row and one column, and returns that value.
     public func scalar(_ sql: String, _ parameters: [String?] = []) throws(PostgresError) -> String? {
         let result = try query(sql, parameters)

@@ -131,65 +131,82 @@ final class KeptConnection: @unchecked Sendable {
 
 extension PostgresNode {
 
+    /// What an observation asks, in one round trip (`PostgresConnection.queries`): an
+    /// observation every heartbeat, five round trips each, woke the manager and postgres five
+    /// times instead of once.
+    private static let observationStatements = [
+        """
+        SELECT pg_is_in_recovery(), system_identifier::text, current_setting('default_transaction_read_only'),
+               current_setting('synchronous_standby_names'),
+               (SELECT timeline_id FROM pg_control_checkpoint()),
+               (SELECT coalesce(string_agg(name, ',' ORDER BY name), '') FROM pg_settings WHERE pending_restart)
+        FROM pg_control_system()
+        """,
+        """
+        SELECT slot_name, restart_lsn::text, active, coalesce(wal_status, '') FROM pg_replication_slots
+        WHERE slot_type = 'physical' AND slot_name LIKE 'pgquorum\\_%' ORDER BY slot_name
+        """,
+        // A standby's positions, or a primary's: the functions of the other kind are not
+        // called (a primary's fail during recovery).
+        """
+        SELECT pg_is_in_recovery(),
+               CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn()::text END,
+               CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text END,
+               CASE WHEN NOT pg_is_in_recovery() THEN pg_current_wal_lsn()::text END,
+               CASE WHEN NOT pg_is_in_recovery() THEN pg_current_wal_flush_lsn()::text END,
+               CASE WHEN NOT pg_is_in_recovery() THEN substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END
+        """,
+        walReceiverStatement,
+        replicationPeersStatement,
+    ]
+
     private func observe(on connection: PostgresConnection) throws(PostgresError) -> PostgresObservation {
-        try { () throws(PostgresError) -> PostgresObservation in
-            let base = try connection.query(
-                """
-                SELECT pg_is_in_recovery(), system_identifier::text, current_setting('default_transaction_read_only'),
-                       current_setting('synchronous_standby_names'),
-                       (SELECT timeline_id FROM pg_control_checkpoint()),
-                       (SELECT coalesce(string_agg(name, ',' ORDER BY name), '') FROM pg_settings WHERE pending_restart)
-                FROM pg_control_system()
-                """)
-            let row = base.rows[0]
-            let inRecovery = row[0] == "t"
-            var observation = PostgresObservation(
-                inRecovery: inRecovery, timeline: UInt32(row[4] ?? "") ?? 0, currentLSN: 0, flushLSN: 0, replayLSN: 0,
-                systemIdentifier: UInt64(row[1] ?? "") ?? 0, defaultTransactionReadOnly: row[2] == "on",
-                synchronousStandbyNames: row[3] ?? "", replication: [], walReceiver: nil)
-            observation.pendingRestart = (row[5] ?? "").split(separator: ",").map(String.init)
-            observation.slots = try connection.query(
-                """
-                SELECT slot_name, restart_lsn::text, active, coalesce(wal_status, '') FROM pg_replication_slots
-                WHERE slot_type = 'physical' AND slot_name LIKE 'pgquorum\\_%' ORDER BY slot_name
-                """
-            ).rows.map { row in
-                ReplicationSlot(name: row[0] ?? "", restartLSN: row[1].flatMap(LSNFormat.parse), active: row[2] == "t", walStatus: row[3] ?? "")
+        let results = try connection.queries(Self.observationStatements)
+        let row = results[0].rows[0]
+        let inRecovery = row[0] == "t"
+        var observation = PostgresObservation(
+            inRecovery: inRecovery, timeline: UInt32(row[4] ?? "") ?? 0, currentLSN: 0, flushLSN: 0, replayLSN: 0,
+            systemIdentifier: UInt64(row[1] ?? "") ?? 0, defaultTransactionReadOnly: row[2] == "on",
+            synchronousStandbyNames: row[3] ?? "", replication: [], walReceiver: nil)
+        observation.pendingRestart = (row[5] ?? "").split(separator: ",").map(String.init)
+        observation.slots = results[1].rows.map { row in
+            ReplicationSlot(name: row[0] ?? "", restartLSN: row[1].flatMap(LSNFormat.parse), active: row[2] == "t", walStatus: row[3] ?? "")
+        }
+        let positions = results[2].rows[0]
+        guard (positions[0] == "t") == inRecovery else {
+            // Promoted between the statements: the next observation sees it whole.
+            throw .unexpectedResult(
+                target: connection.options.description, query: Self.observationStatements[2], message: "postgres left recovery during the observation")
+        }
+        if inRecovery {
+            observation.replayLSN = positions[2].flatMap(LSNFormat.parse) ?? 0
+            observation.flushLSN = positions[1].flatMap(LSNFormat.parse) ?? observation.replayLSN
+            observation.currentLSN = observation.flushLSN
+            observation.walReceiver = Self.walReceiver(results[3])
+            if let timeline = observation.walReceiver?.receivedTimeline, timeline > observation.timeline {
+                observation.timeline = timeline
             }
-            if inRecovery {
-                let positions = try connection.query("SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text").rows[0]
-                observation.replayLSN = positions[1].flatMap(LSNFormat.parse) ?? 0
-                observation.flushLSN = positions[0].flatMap(LSNFormat.parse) ?? observation.replayLSN
-                observation.currentLSN = observation.flushLSN
-                observation.walReceiver = try walReceiver(connection)
-                if let timeline = observation.walReceiver?.receivedTimeline, timeline > observation.timeline {
-                    observation.timeline = timeline
-                }
-            } else {
-                let positions = try connection.query(
-                    "SELECT pg_current_wal_lsn()::text, pg_current_wal_flush_lsn()::text, substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"
-                ).rows[0]
-                observation.currentLSN = positions[0].flatMap(LSNFormat.parse) ?? 0
-                observation.flushLSN = positions[1].flatMap(LSNFormat.parse) ?? 0
-                observation.replayLSN = observation.flushLSN
-                observation.timeline = positions[2].flatMap { UInt32($0, radix: 16) } ?? observation.timeline
-            }
-            observation.replication = try replicationPeers(connection)
-            return observation
-        }()
+        } else {
+            observation.currentLSN = positions[3].flatMap(LSNFormat.parse) ?? 0
+            observation.flushLSN = positions[4].flatMap(LSNFormat.parse) ?? 0
+            observation.replayLSN = observation.flushLSN
+            observation.timeline = positions[5].flatMap { UInt32($0, radix: 16) } ?? observation.timeline
+        }
+        observation.replication = Self.replicationPeers(results[4])
+        return observation
     }
 
-    private func replicationPeers(_ connection: PostgresConnection) throws(PostgresError) -> [ReplicationPeer] {
-        let result = try connection.query(
-            """
-            SELECT application_name, state, sync_state, flush_lsn::text, replay_lsn::text,
-                   pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END,
-                                   replay_lsn)::bigint,
-                   (extract(epoch FROM clock_timestamp() - reply_time) * 1000)::bigint,
-                   (extract(epoch FROM clock_timestamp() - backend_start) * 1000)::bigint
-            FROM pg_stat_replication ORDER BY application_name
-            """)
-        return result.rows.map { row in
+    private static let replicationPeersStatement = """
+        SELECT application_name, state, sync_state, flush_lsn::text, replay_lsn::text,
+               pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END,
+                               replay_lsn)::bigint,
+               (extract(epoch FROM clock_timestamp() - reply_time) * 1000)::bigint,
+               (extract(epoch FROM clock_timestamp() - backend_start) * 1000)::bigint
+        FROM pg_stat_replication ORDER BY application_name
+        """
+
+    private static func replicationPeers(_ result: PostgresResult) -> [ReplicationPeer] {
+        result.rows.map { row in
             ReplicationPeer(
                 applicationName: row[0] ?? "", state: row[1] ?? "", syncState: row[2] ?? "",
                 flushLSN: row[3].flatMap(LSNFormat.parse), replayLSN: row[4].flatMap(LSNFormat.parse),
@@ -204,13 +221,13 @@ extension PostgresNode {
     public func replicationStatus() throws(NodeControlError) -> (inRecovery: Bool, peers: [ReplicationPeer]) {
         try withConnection("read the replication status of \(dataDirectory)") { connection throws(PostgresError) in
             let inRecovery = try connection.scalar("SELECT pg_is_in_recovery()") == "t"
-            return (inRecovery, try replicationPeers(connection))
+            return (inRecovery, Self.replicationPeers(try connection.query(Self.replicationPeersStatement)))
         }
     }
 
-    private func walReceiver(_ connection: PostgresConnection) throws(PostgresError) -> WALReceiver? {
-        let result = try connection.query(
-            "SELECT status, sender_host, sender_port, received_tli, flushed_lsn::text FROM pg_stat_wal_receiver")
+    private static let walReceiverStatement = "SELECT status, sender_host, sender_port, received_tli, flushed_lsn::text FROM pg_stat_wal_receiver"
+
+    private static func walReceiver(_ result: PostgresResult) -> WALReceiver? {
         guard let row = result.rows.first else { return nil }
         return WALReceiver(
             status: row[0] ?? "", senderHost: row[1], senderPort: row[2].flatMap { Int($0) },
