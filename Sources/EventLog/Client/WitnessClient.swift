@@ -33,6 +33,9 @@ public final class WitnessClient: Sendable {
     private let sequences = Mutex<(next: UInt64, outstanding: Set<UInt64>)>((1, []))
     private let logger: Logger
     private let group: any EventLoopGroup
+    /// When the client runs on one event loop (a node manager's), its own tasks (streams)
+    /// run there too: a push is then handled on the thread that read it.
+    private let executor: LoopExecutor?
     private let state = Mutex(State())
 
     private struct State {
@@ -60,6 +63,7 @@ public final class WitnessClient: Sendable {
         self.clientID = UInt64.random(in: 1...UInt64.max)
         self.logger = logger
         self.group = group
+        executor = (group as? any EventLoop).map(LoopExecutor.init(loop:))
     }
 
     /// Appends an event and returns its index once committed. Retried across witnesses and
@@ -182,7 +186,7 @@ public final class WitnessClient: Sendable {
     public func stream(from: UInt64, preferLeader: Bool = false, formation: String? = nil) -> AsyncThrowingStream<StreamItem, any Error> {
         let (stream, continuation) = AsyncThrowingStream<StreamItem, any Error>.makeStream()
         let filter = formation == EventRecord.defaultFormation ? nil : formation
-        let task = Task { [self] in
+        let task = Task(executorPreference: executor) { [self] in
             do {
                 try await follow(from: max(from, 1), preferLeader: preferLeader, formation: filter, into: continuation)
             } catch {
@@ -231,16 +235,22 @@ public final class WitnessClient: Sendable {
             subscribe(next)
             // A witness that hangs (stopped, or the path to it cut) sends nothing, not even the
             // empty push that follows each confirmation: leave it once it is quiet for too long.
+            // It sleeps until the quiet would be too long, not in short polls: an idle stream
+            // then costs no wakeup between the witness's pushes.
             let idleTimeout = streamIdleTimeout
-            let watchdog = Task { [logger] in
+            let watchdog = Task(executorPreference: executor) { [logger, executor] in
                 while !Task.isCancelled {
-                    try? await Task.sleep(for: .milliseconds(100))
-                    if lastHeard.elapsed > idleTimeout {
-                        logger.info("stream quiet for too long; following another witness", metadata: ["witness": "\(endpoint)"])
-                        self.suspect(endpoint)
-                        connection.close()
-                        return
+                    let quiet = lastHeard.elapsed
+                    if quiet <= idleTimeout {
+                        let (seconds, attoseconds) = (idleTimeout - quiet).components
+                        let nanos = UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds / 1_000_000_000)) + 1_000_000
+                        if let executor { await executor.sleep(nanoseconds: nanos) } else { try? await Task.sleep(for: .nanoseconds(nanos)) }
+                        continue
                     }
+                    logger.info("stream quiet for too long; following another witness", metadata: ["witness": "\(endpoint)"])
+                    self.suspect(endpoint)
+                    connection.close()
+                    return
                 }
             }
             await withTaskCancellationHandler {

@@ -16,7 +16,7 @@ extension NodeManager {
                 reports.addTask { await self.send(report, sentAt: sent) }
                 let elapsed = nowNanos() - sent
                 let interval = UInt64(settings.heartbeatIntervalMillis) * 1_000_000
-                if elapsed < interval { try? await Task.sleep(for: .nanoseconds(Int64(interval - elapsed))) }
+                if elapsed < interval { await executor.sleep(nanoseconds: interval - elapsed) }
             }
             reports.cancelAll()
         }
@@ -27,7 +27,7 @@ extension NodeManager {
     func reportNow() {
         let sent = nowNanos()
         let report = observeAndBuildReport(sentAt: sent)
-        Task { await self.send(report, sentAt: sent) }
+        Task(executorPreference: executor) { await self.send(report, sentAt: sent) }
     }
 
     /// Sends one report; once it commits, the lease runs from its send time.
@@ -56,7 +56,7 @@ extension NodeManager {
             await refreshObservation()
             let elapsed = nowNanos() - started
             let intervalNanos = UInt64(interval) * 1_000_000
-            if elapsed < intervalNanos { try? await Task.sleep(for: .nanoseconds(Int64(intervalNanos - elapsed))) }
+            if elapsed < intervalNanos { await executor.sleep(nanoseconds: intervalNanos - elapsed) }
         }
     }
 

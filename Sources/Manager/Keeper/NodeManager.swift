@@ -1,6 +1,7 @@
 import EventLog
 import Foundation
 import Logging
+import NIOPosix
 import NodeControl
 import Synchronization
 
@@ -24,11 +25,13 @@ public final class NodeManager: Sendable {
     /// The Prometheus registry served at `/metrics`, and what the manager records into it.
     let metricsEndpoint = MetricsEndpoint()
     let metrics: ManagerMetrics
+    /// The event loop the manager's tasks and its witness connections run on (`run`).
+    let executor = LoopExecutor(loop: MultiThreadedEventLoopGroup.singleton.next())
     /// Signalled when the follower applied new entries, or postgres ended: the control loop
     /// steps at once.
-    let wake = WakeSignal()
+    let wake: WakeSignal
     /// Signalled when a report is acknowledged (the lease renewed): the lease loop checks it.
-    let leaseWake = WakeSignal()
+    let leaseWake: WakeSignal
 
     struct Shared {
         /// The state replayed from the log, as far as this manager read it.
@@ -80,8 +83,11 @@ public final class NodeManager: Sendable {
         self.configuration = configuration
         self.logger = logger
         postgres = try PostgresNode(configuration.postgresConfiguration())
+        wake = WakeSignal(loop: executor.loop)
+        leaseWake = WakeSignal(loop: executor.loop)
         client = try WitnessClient(
-            endpoints: configuration.witnesses, credentials: configuration.credentials, requestTimeout: .seconds(5), logger: logger)
+            endpoints: configuration.witnesses, credentials: configuration.credentials, requestTimeout: .seconds(5), logger: logger,
+            group: executor.loop)
         guard configuration.credentials.replicationPassword != nil else {
             throw NodeManagerError(
                 "the credentials of \(client.tls.identity) carry no replication password: a node runs with its own node credentials (`pgquorum pki issue node \(configuration.name) --host \(configuration.host)`)")
@@ -123,14 +129,17 @@ public final class NodeManager: Sendable {
         let endpoints = await startHTTPEndpoints()
         notify.ready()
         do {
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { await self.observationLoop() }
-                group.addTask { await self.heartbeatLoop() }
-                group.addTask { await self.leaseLoop() }
-                group.addTask { await self.followLoop() }
-                group.addTask { try await self.controlLoop() }
-                try await group.next()
-                group.cancelAll()
+            // Every loop, and every task they start, runs on the manager's event loop.
+            try await withTaskExecutorPreference(executor) {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask { await self.observationLoop() }
+                    group.addTask { await self.heartbeatLoop() }
+                    group.addTask { await self.leaseLoop() }
+                    group.addTask { await self.followLoop() }
+                    group.addTask { try await self.controlLoop() }
+                    try await group.next()
+                    group.cancelAll()
+                }
             }
         } catch {
             await endpoints?.close()
