@@ -34,10 +34,6 @@ final class BlockingThreads: Sendable {
 
     private let idle = Mutex<[Worker]>([])
 
-    /// The threads alive now (working or idle), for tests.
-    var threadCount: Int { alive.withLock { $0 } }
-    private let alive = Mutex(0)
-
     func run(_ job: @escaping @Sendable () -> Void) {
         if let worker = idle.withLock({ $0.popLast() }) {
             worker.job = job
@@ -46,7 +42,6 @@ final class BlockingThreads: Sendable {
         }
         let worker = Worker()
         worker.job = job
-        alive.withLock { $0 += 1 }
         Thread.detachNewThread { [self] in serve(worker) }
     }
 
@@ -66,6 +61,5 @@ final class BlockingThreads: Sendable {
             if left { break }
             worker.wakeup.wait()
         }
-        alive.withLock { $0 -= 1 }
     }
 }

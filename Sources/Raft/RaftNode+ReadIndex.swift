@@ -24,12 +24,15 @@ extension RaftNode {
     /// still leads with a heartbeat round that a quorum acknowledges. A follower forwards the
     /// request to the leader it knows. Nothing is answered when the confirmation does not come
     /// (a deposed or cut-off leader, a lost message): the shell bounds the wait itself. Throws
-    /// `notLeader` when no leader is known. Batch reads in the shell: every call on the leader
-    /// costs one heartbeat to each voter.
-    public mutating func readIndex(context: UInt64) throws {
+    /// `notLeader` when no leader is known. Batch reads in the shell: every prompt call on the
+    /// leader costs one heartbeat to each voter. With `prompt` false the leader sends nothing
+    /// for it: the next regular heartbeat (within `heartbeatTicks`) carries the round, so a read
+    /// that can wait that long (a stream's periodic confirmation) costs no message of its own.
+    /// A follower forwards every read at once.
+    public mutating func readIndex(context: UInt64, prompt: Bool = true) throws {
         switch role {
         case .leader:
-            startReadRound(for: id, context: context)
+            startReadRound(for: id, context: context, prompt: prompt)
         case .follower:
             guard let leader else { throw RaftError.notLeader(leader: nil) }
             var request = Message(kind: .readIndex, from: id, to: leader, term: term)
@@ -41,8 +44,10 @@ extension RaftNode {
     }
 
     /// Leader: records a read for `requester` at the current read index and asks every voter
-    /// to acknowledge this leadership with a heartbeat carrying a new round.
-    mutating func startReadRound(for requester: NodeID, context: UInt64) {
+    /// to acknowledge this leadership with a heartbeat carrying a new round: at once, or with
+    /// the next regular heartbeat when not `prompt`. Either heartbeat is sent after the read
+    /// arrived, which is all the confirmation needs.
+    mutating func startReadRound(for requester: NodeID, context: UInt64, prompt: Bool = true) {
         let index = max(log.committed, termStartIndex)
         if membership.voters == [id] {
             // A lone voter is its own quorum.
@@ -51,7 +56,7 @@ extension RaftNode {
         guard readRounds.count < Self.readRoundsMax else { return }
         readRound += 1
         readRounds.append(ReadRound(round: readRound, index: index, requester: requester, context: context))
-        broadcastHeartbeat()
+        if prompt { broadcastHeartbeat() }
     }
 
     /// Leader: `voter` answered a heartbeat of round `round` in this term, so it still took

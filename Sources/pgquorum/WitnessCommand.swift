@@ -125,10 +125,13 @@ struct WitnessRunCommand: AsyncParsableCommand {
     var metrics: String?
 
     @Option(help: "Milliseconds per Raft tick.")
-    var tickMs = 50
+    var tickMs = 100
 
     @Option(help: "Raft ticks without a leader before an election (randomized up to twice this).")
-    var electionTicks = 16
+    var electionTicks = 8
+
+    @Option(help: "Raft ticks between the leader's heartbeats; less than --election-ticks.")
+    var heartbeatTicks = 2
 
     @Option(help: "Take a snapshot every this many entries.")
     var snapshotEntries: UInt64 = 20_000
@@ -151,6 +154,7 @@ struct WitnessRunCommand: AsyncParsableCommand {
         configuration.join = join
         configuration.tickMillis = tickMs
         configuration.electionTicks = electionTicks
+        configuration.heartbeatTicks = heartbeatTicks
         configuration.snapshotEntries = snapshotEntries
         configuration.keepEntries = keepEntries
         configuration.stallTimeoutMillis = stallTimeoutMs

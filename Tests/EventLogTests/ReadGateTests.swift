@@ -13,10 +13,10 @@ struct ReadGateTests {
         #expect(gate.startBatch() == nil)
         #expect(gate.add(1, deadlineNanos: 100) == true)
         #expect(gate.add(2, deadlineNanos: 100) == true)
-        let first = gate.startBatch()
+        let first = gate.startBatch()?.context
         #expect(first != nil)
         #expect(gate.add(3, deadlineNanos: 100) == true)
-        let second = gate.startBatch()
+        let second = gate.startBatch()?.context
         #expect(second != nil && second != first)
         // Nothing is served before its confirmation, whatever is applied.
         #expect(gate.served(applied: 1_000).isEmpty)
@@ -33,10 +33,10 @@ struct ReadGateTests {
     func expiry() {
         var gate = ReadGate<Int>()
         _ = gate.add(1, deadlineNanos: 100)
-        let context = gate.startBatch()!
+        let context = gate.startBatch()!.context
         _ = gate.add(2, deadlineNanos: 200)
         _ = gate.add(3, deadlineNanos: 300)
-        let refused = gate.startBatch()!
+        let refused = gate.startBatch()!.context
         #expect(gate.failedBatch(refused) == [2, 3])
         gate.confirmed(ReadState(context: context, index: 50))
         #expect(gate.expired(nowNanos: 99).isEmpty)
@@ -45,6 +45,20 @@ struct ReadGateTests {
         gate.confirmed(ReadState(context: refused, index: 1))
         #expect(gate.served(applied: 100).isEmpty)
         #expect(gate.count == 0)
+    }
+
+    @Test("a batch is prompt when one of its reads is; reads that may wait make a batch that waits")
+    func promptness() {
+        var gate = ReadGate<Int>()
+        _ = gate.add(1, deadlineNanos: 100, prompt: false)
+        _ = gate.add(2, deadlineNanos: 100, prompt: false)
+        #expect(gate.startBatch()?.prompt == false)
+        _ = gate.add(3, deadlineNanos: 100, prompt: false)
+        _ = gate.add(4, deadlineNanos: 100)
+        #expect(gate.startBatch()?.prompt == true)
+        // Promptness belongs to the batch closed: the next one starts without it.
+        _ = gate.add(5, deadlineNanos: 100, prompt: false)
+        #expect(gate.startBatch()?.prompt == false)
     }
 
     @Test("the number of waiting reads is bounded")

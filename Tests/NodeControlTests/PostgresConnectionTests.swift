@@ -32,6 +32,14 @@ struct PostgresConnectionTests {
             #expect(error?.description.contains("syntax error") == true)
             // The connection is still usable after a failed statement.
             #expect(try connection.scalar("SELECT 1") == "1")
+
+            // Several statements in one round trip: every result, in order (an observation).
+            let results = try connection.queries(["SELECT 1 AS a", "SELECT id FROM t ORDER BY id", "SELECT note FROM t WHERE id = 3"])
+            #expect(results.map(\.rows) == [[["1"]], [["1"], ["2"]], []])
+            // One that fails fails them all, with its reason, and the connection goes on.
+            let failed = #expect(throws: PostgresError.self) { try connection.queries(["SELECT 1", "SELECT 1/0", "SELECT 2"]) }
+            #expect(failed?.sqlState == "22012")
+            #expect(try connection.queries(["SELECT 3"]).map(\.rows) == [[["3"]]])
             connection.close()
             #expect(!connection.isOpen)
 
@@ -73,5 +81,33 @@ struct PostgresConnectionTests {
         let pairs = Dictionary(uniqueKeysWithValues: options.keywordValues())
         #expect(pairs["options"] == #"-c application_name=a\ b -c statement_timeout=5s"#)
         #expect(pairs["password"] == nil)
+    }
+}
+
+@Suite("blocking work on threads of its own")
+struct BlockingThreadsTests {
+    @Test("every call gets a thread at once (two calls that wait for each other both end), and threads are reused, not made per call")
+    func threadsAreReusedNeverShared() async throws {
+        // Each waits for the other to start: with one thread between them, neither would end.
+        let first = DispatchSemaphore(value: 0)
+        let second = DispatchSemaphore(value: 0)
+        async let a: Bool = blocking {
+            first.signal()
+            return second.wait(timeout: .now() + 10) == .success
+        }
+        async let b: Bool = blocking {
+            second.signal()
+            return first.wait(timeout: .now() + 10) == .success
+        }
+        #expect(await (a, b) == (true, true))
+        // Calls one after the other run on threads kept from before: no new one each time
+        // (Linux never gives a new thread the id of one that just ended; other tests' calls
+        // running meanwhile may take a kept thread now and then).
+        var threads: Set<String> = []
+        for _ in 0..<40 {
+            // "PID/task/TID"
+            threads.insert(await blocking { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/thread-self")) ?? "" })
+        }
+        #expect(threads.count <= 10, "40 calls ran on \(threads.count) threads")
     }
 }

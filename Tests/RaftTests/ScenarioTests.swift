@@ -78,8 +78,9 @@ struct ScenarioRunner {
             let target = try id(1)
             try cluster.with(try id(0)) { try $0.transferLeadership(to: target) }
         case "read-index":
+            // `read-index ID CONTEXT lazy`: a read that waits for the next regular heartbeat.
             let context = arguments.count > 1 ? UInt64(arguments[1]) ?? 0 : 0
-            try cluster.with(try id(0)) { try $0.readIndex(context: context) }
+            try cluster.with(try id(0)) { try $0.readIndex(context: context, prompt: arguments.count < 3 || arguments[2] != "lazy") }
         case "deliver": try cluster.deliverRound(to: arguments.isEmpty ? nil : try id(0))
         case "stabilize": try cluster.stabilize()
         case "process-ready": break

@@ -185,6 +185,40 @@ struct WitnessClusterTests {
         }
     }
 
+    @Test("the leader appends a tick when a deadline of the cluster state passes, on time, not at its next Raft tick")
+    func deadlinesOnTime() async throws {
+        // Raft ticks of 400 ms: a deadline ticked at the next Raft tick would be late by up to
+        // 400 ms (here 100 ms: reports are flushed at a tick, and 1.5 s is 3.75 ticks).
+        try await withWitnessCluster(extraArguments: ["--tick-ms", "400", "--election-ticks", "3", "--heartbeat-ticks", "1"]) { cluster in
+            try cluster.startAll()
+            let leader = try await cluster.waitForLeader()
+            let client = cluster.client()
+            defer { client.close() }
+            _ = try await client.append(.nodeRegistered(NodeRegistration(node: 1, name: "n1", host: "127.0.0.1", port: 5433, systemIdentifier: 7)))
+            let nodeClient = cluster.client(credentials: try WitnessCredentials.load(from: try cluster.nodeCredentialsPath("n1")))
+            defer { nodeClient.close() }
+            let unhealthy = UInt64(FormationSettings().nodeUnhealthyTimeoutMillis) * 1_000_000
+            func clock(_ entry: CommittedEntry) -> UInt64? {
+                guard case .event(let record) = entry.payload else { return nil }
+                return record.stamp.leaderClockNanos
+            }
+            // Three times: a report, then silence until the node is unhealthy.
+            for _ in 0..<3 {
+                let reported = try await nodeClient.report(
+                    NodeReport(
+                        node: 1, reachedState: .secondary, postgresRunning: true, timeline: 1, flushLSN: 0, replayLSN: 0, syncState: .quorum,
+                        lagBytes: 0, sentAtNanos: 0))
+                try await Task.sleep(for: .milliseconds(Int(unhealthy / 1_000_000) + 800))
+                let entries = try await cluster.entries(of: leader, from: reported)
+                let reportClock = try #require(entries.first.flatMap(clock))
+                let deadline = reportClock + unhealthy
+                let first = entries.dropFirst().compactMap(clock).first { $0 >= deadline }
+                let late = try #require(first, "no entry after the deadline") - deadline
+                #expect(late < 40_000_000, "the deadline's tick came \(late / 1_000_000) ms late")
+            }
+        }
+    }
+
     @Test("wrong cluster id, plain TCP, garbage, oversized and unknown-version frames are refused, an unreadable request is answered with the reason, while the cluster commits")
     func badInputIsRefused() async throws {
         try await withWitnessCluster(extraArguments: ["--stall-timeout-ms", "1000"]) { cluster in

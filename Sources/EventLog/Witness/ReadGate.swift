@@ -18,6 +18,8 @@ struct ReadGate<Read> {
 
     /// Reads that arrived since the last batch was asked for.
     private var unbatched: [Pending] = []
+    /// Whether one of them cannot wait for the leader's next regular heartbeat.
+    private var unbatchedPrompt = false
     /// Batches asked for and not yet confirmed, by the context Raft was given.
     private var awaitingIndex: [UInt64: [Pending]] = [:]
     /// Confirmed batches waiting for the applied index to reach theirs, in confirmation order.
@@ -25,22 +27,28 @@ struct ReadGate<Read> {
     private var lastContext: UInt64 = 0
     private(set) var count = 0
 
-    /// Queues a read that must be answered by `deadlineNanos`; false when too many wait.
-    mutating func add(_ read: Read, deadlineNanos: UInt64) -> Bool {
+    /// Queues a read that must be answered by `deadlineNanos`; false when too many wait. A
+    /// read that is not `prompt` may wait for the leader's next regular heartbeat to be
+    /// confirmed; a batch is prompt when one of its reads is.
+    mutating func add(_ read: Read, deadlineNanos: UInt64, prompt: Bool = true) -> Bool {
         guard count < Self.pendingMax else { return false }
         unbatched.append(Pending(read: read, deadlineNanos: deadlineNanos))
+        unbatchedPrompt = unbatchedPrompt || prompt
         count += 1
         return true
     }
 
-    /// Closes the current batch: the context to pass to `RaftNode.readIndex`, or nil when no
-    /// read arrived since the last batch.
-    mutating func startBatch() -> UInt64? {
+    /// Closes the current batch: the context to pass to `RaftNode.readIndex`, and whether it
+    /// is prompt, or nil when no read arrived since the last batch.
+    mutating func startBatch() -> (context: UInt64, prompt: Bool)? {
         guard !unbatched.isEmpty else { return nil }
         lastContext += 1
         awaitingIndex[lastContext] = unbatched
-        unbatched = []
-        return lastContext
+        defer {
+            unbatched = []
+            unbatchedPrompt = false
+        }
+        return (lastContext, unbatchedPrompt)
     }
 
     /// Raft refused the batch (no leader known): its reads are answered `noQuorum` now.

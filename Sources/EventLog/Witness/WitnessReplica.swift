@@ -168,23 +168,44 @@ final class WitnessReplica: @unchecked Sendable {
         do { try node.tick() } catch { return fatal("Raft tick failed: \(error)") }
         ticks += 1
         if isLeader {
-            let now = nowNanos()
-            // A deadline of the applied state passed: tick now (once per deadline), so that a
-            // failover or a promotion waiting on time is decided then, not up to a tick later.
-            var deadline = false
-            if let next = application?.nextDeadlineNanos(), next != lastDeadlineTicked, sequencer.leaderClockNanos(at: now) >= next {
-                lastDeadlineTicked = next
-                deadline = true
-            }
             let flushMillis = min(configuration.sequencerTickMillis, application?.reportFlushIntervalMillis().map(Int.init) ?? .max)
-            if deadline || ticks % max(1, flushMillis / configuration.tickMillis) == 0 {
-                for proposal in sequencer.tick(nowNanos: now, wallTimeMillis: wallTimeMillis(), deadline: deadline) {
-                    propose(proposal.record, tokens: proposal.tokens)
-                }
-            }
+            sequence(flush: ticks % max(1, flushMillis / configuration.tickMillis) == 0)
         }
         for read in reads.expired(nowNanos: nowNanos()) { read(false) }
         if isLeader && !node.membership.learners.isEmpty { promoteCaughtUpLearners() }
+    }
+
+    /// The leader's sequencer at this moment: coalesced reports flushed (or an idle tick) when
+    /// `flush`, and at once when a deadline of the applied state passed (once per deadline),
+    /// so that a failover or a promotion waiting on time is decided then, not at the next
+    /// flush.
+    private func sequence(flush: Bool) {
+        let now = nowNanos()
+        var deadline = false
+        if let next = application?.nextDeadlineNanos(), next != lastDeadlineTicked, sequencer.leaderClockNanos(at: now) >= next {
+            lastDeadlineTicked = next
+            deadline = true
+        }
+        guard deadline || flush else { return }
+        for proposal in sequencer.tick(nowNanos: now, wallTimeMillis: wallTimeMillis(), deadline: deadline) {
+            propose(proposal.record, tokens: proposal.tokens)
+        }
+    }
+
+    /// The leader: how long until the applied state's next deadline passes, on this witness's
+    /// clock (0: it passed and is not ticked yet); nil when there is none, or this witness
+    /// does not lead. The shell sets a timer for it (`deadlineReached`), so a deadline is met
+    /// on time, not at the next Raft tick.
+    func nanosUntilDeadline() -> UInt64? {
+        guard !stopped, isLeader, let next = application?.nextDeadlineNanos(), next != lastDeadlineTicked else { return nil }
+        let clock = sequencer.leaderClockNanos(at: nowNanos())
+        return next > clock ? next - clock : 0
+    }
+
+    /// The timer of `nanosUntilDeadline` fired: a deadline that passed is ticked now.
+    func deadlineReached() {
+        guard !stopped, isLeader else { return }
+        sequence(flush: false)
     }
 
     /// Hands a peer's message to Raft. A message that breaks the protocol is dropped; a storage
@@ -215,12 +236,12 @@ final class WitnessReplica: @unchecked Sendable {
     func processReady() {
         guard !stopped else { return }
         flushProposals()
-        if let context = reads.startBatch() {
+        if let batch = reads.startBatch() {
             do {
-                try node.readIndex(context: context)
+                try node.readIndex(context: batch.context, prompt: batch.prompt)
             } catch {
                 // No leader is known: this witness cannot confirm anything now.
-                for read in reads.failedBatch(context) { read(false) }
+                for read in reads.failedBatch(batch.context) { read(false) }
             }
         }
         var changed = false
@@ -413,9 +434,11 @@ final class WitnessReplica: @unchecked Sendable {
 
     /// Runs `serve(true)` once this witness has applied a read index that the leader confirmed
     /// after this call (a linearizable read), or `serve(false)` after one election timeout
-    /// without one (this witness is cut off from the quorum, or no leader is known).
-    func linearizableRead(_ serve: @escaping (Bool) -> Void) {
-        guard !stopped, reads.add(serve, deadlineNanos: nowNanos() + readTimeoutNanos) else { return serve(false) }
+    /// without one (this witness is cut off from the quorum, or no leader is known). A read
+    /// that is not `prompt` (a stream's periodic confirmation) is confirmed by the leader's
+    /// next regular heartbeat instead of a round of its own.
+    func linearizableRead(prompt: Bool = true, _ serve: @escaping (Bool) -> Void) {
+        guard !stopped, reads.add(serve, deadlineNanos: nowNanos() + readTimeoutNanos, prompt: prompt) else { return serve(false) }
     }
 
     /// Committed entries from `from` on, at most `maxEntries`, as applied here.

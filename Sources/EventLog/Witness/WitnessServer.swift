@@ -12,9 +12,12 @@ import Raft
 /// frames and answers clients, streams included (`WitnessStreams`).
 ///
 /// Threads: all Raft, storage and application work happens on one event loop of its own (the
-/// Raft loop), so the replica needs no locks and a disk flush never delays network I/O, which
+/// Raft loop), so the replica needs no locks and a disk flush never delays clients' I/O, which
 /// runs on a second loop. Connection handlers hand frames to the Raft loop; the Raft loop
-/// writes answers to channels (NIO makes that safe from any thread).
+/// writes answers to channels (NIO makes that safe from any thread). The connections this
+/// witness opens to its peers run on the Raft loop itself: what goes out on them is written
+/// by Raft as it is produced (a leader's appends before its own disk write, as before), and a
+/// hop to another thread for each message was two wakeups more for every heartbeat.
 public final class WitnessServer: @unchecked Sendable {
     public let configuration: WitnessConfiguration
     private let logger: Logger
@@ -31,6 +34,8 @@ public final class WitnessServer: @unchecked Sendable {
     private var streams: WitnessStreams!
     private var serverChannel: (any Channel)?
     private var tickTask: RepeatedTask?
+    /// The timer of the applied state's next deadline, and when it fires (`armDeadlineTimer`).
+    private var deadlineTimer: (at: UInt64, task: Scheduled<Void>)?
     private var readyScheduled = false
     private var stopped = false
     /// Client connections, with who each one's certificate says it is.
@@ -68,7 +73,7 @@ public final class WitnessServer: @unchecked Sendable {
             })
         replica = WitnessReplica(configuration: configuration, application: application, logger: logger, metrics: metrics, transport: transport)
         peers = PeerLinks(
-            configuration: configuration, tls: tls, logger: logger, loop: loop, group: ioGroup,
+            configuration: configuration, tls: tls, logger: logger, loop: loop, group: loop,
             feedback: PeerLinks.Feedback(
                 unreachable: { [unowned self] peer in self.replica.reportUnreachable(peer) },
                 snapshotDelivered: { [unowned self] peer, delivered in self.replica.reportSnapshot(to: peer, delivered: delivered) },
@@ -157,6 +162,7 @@ public final class WitnessServer: @unchecked Sendable {
             self.stopped = true
             self.peers.stopped = true
             self.tickTask?.cancel()
+            self.deadlineTimer?.task.cancel()
             let channels = [self.serverChannel].compactMap { $0 } + self.peers.channels + self.clients.values.map(\.channel)
             self.replica.stop()
             return channels
@@ -184,8 +190,31 @@ public final class WitnessServer: @unchecked Sendable {
         readyScheduled = true
         loop.execute {
             self.readyScheduled = false
-            if !self.stopped { self.replica.processReady() }
+            guard !self.stopped else { return }
+            self.replica.processReady()
+            self.armDeadlineTimer()
         }
+    }
+
+    /// Sets the timer for the applied state's next deadline (the leader only), unless one is
+    /// set for that moment already: with ticks of 100 ms, a failover waiting on a timeout is
+    /// decided when it runs out, not up to a tick later.
+    private func armDeadlineTimer() {
+        guard let nanos = replica.nanosUntilDeadline() else {
+            deadlineTimer?.task.cancel()
+            deadlineTimer = nil
+            return
+        }
+        let at = replica.nowNanos() + nanos
+        if let armed = deadlineTimer, armed.at <= at + 1_000_000, armed.at + 1_000_000 >= at { return }
+        deadlineTimer?.task.cancel()
+        let task = loop.scheduleTask(in: .nanoseconds(Int64(clamping: nanos))) { [unowned self] () -> Void in
+            self.deadlineTimer = nil
+            guard !self.stopped else { return }
+            self.replica.deadlineReached()
+            self.scheduleReady()
+        }
+        deadlineTimer = (at, task)
     }
 
     // MARK: Connections

@@ -55,14 +55,16 @@ final class WitnessStreams: @unchecked Sendable {
 
     func tick() {
         guard !subscribers.isEmpty, replica.nowNanos() >= lastConfirmationNanos + confirmationIntervalNanos else { return }
-        confirm()
+        confirm(prompt: false)
     }
 
-    private func confirm() {
+    /// A new stream's first confirmation is prompt; the periodic ones ride on the leader's
+    /// regular heartbeats (no message of their own), and fail by the same deadline.
+    private func confirm(prompt: Bool = true) {
         guard !confirmationInFlight else { return }
         confirmationInFlight = true
         let started = replica.nowNanos()
-        replica.linearizableRead { [unowned self] confirmed in
+        replica.linearizableRead(prompt: prompt) { [unowned self] confirmed in
             self.confirmationInFlight = false
             guard confirmed else { return self.endAll() }
             self.lastConfirmationNanos = started
