@@ -120,9 +120,20 @@ public final class WitnessClusterFixture: Sendable {
 
     public func isRunning(_ id: NodeID) -> Bool { state.withLock { $0.processes[id] }?.isRunning ?? false }
 
-    /// Sends `signal` to witness `id` (SIGSTOP and SIGCONT freeze and thaw it).
+    /// Sends `signal` to witness `id` (SIGSTOP and SIGCONT freeze and thaw it). After SIGSTOP
+    /// it returns once the process is stopped (at most a second): the signal is delivered
+    /// asynchronously, and a witness that still answers a request sent right after it would
+    /// not look hung to the client.
     public func signal(_ id: NodeID, _ signal: Int32) {
-        state.withLock { $0.processes[id] }?.send(signal)
+        guard let process = state.withLock({ $0.processes[id] }) else { return }
+        process.send(signal)
+        guard signal == SIGSTOP else { return }
+        for _ in 0..<1_000 {
+            // /proc/PID/stat: "PID (COMM) STATE …"; T is stopped.
+            guard let stat = try? String(contentsOfFile: "/proc/\(process.pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return }
+            if stat[stat.index(after: close)...].dropFirst().first == "T" { return }
+            usleep(1_000)
+        }
     }
 
     /// SIGKILL, then waits until the process is gone.
