@@ -35,6 +35,8 @@ let package = Package(
             pkgConfig: "libpq",
             providers: [.apt(["libpq-dev"])]
         ),
+        // glibc's posix_spawn extensions that Swift's Glibc module leaves out.
+        .target(name: "CSpawn"),
 
         // The consensus algorithm as a pure state machine: no I/O, no clocks.
         .target(name: "Raft", swiftSettings: strict),
@@ -63,6 +65,7 @@ let package = Package(
             name: "NodeControl",
             dependencies: [
                 "CLibPQ",
+                "CSpawn",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict

@@ -1,3 +1,4 @@
+import CSpawn
 import Foundation
 import Synchronization
 
@@ -286,6 +287,10 @@ private func spawnOnThisThread(
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
     configure(&actions)
+    // A child gets its input and outputs, nothing else of ours: NIO's sockets are not
+    // close-on-exec, and postgres (and its backends) held a manager's witness connections
+    // open after the manager died, the witnesses streaming into them until the stall timeout.
+    _ = pgquorum_spawn_add_close_from(&actions, 3)
 
     var attributes = posix_spawnattr_t()
     posix_spawnattr_init(&attributes)

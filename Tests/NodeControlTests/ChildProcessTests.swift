@@ -13,6 +13,23 @@ struct ChildProcessTests {
         #expect(result.output == "out\nerr\n")
     }
 
+    @Test("a child inherits its input and outputs only, not the parent's other descriptors (sockets are not close-on-exec)")
+    func noDescriptorLeaks() async throws {
+        // A descriptor without close-on-exec, as NIO's sockets are.
+        let leaky = open("/dev/null", O_RDONLY)
+        #expect(leaky > 2)
+        defer { close(leaky) }
+        let captured = try runCommand("/bin/sh", ["-c", "ls /proc/$$/fd"])
+        #expect(captured.output.split(separator: "\n") == ["0", "1", "2"], "\(captured.output)")
+        // A supervised child (postgres, the watchdog) too.
+        let folder = try TemporaryDirectory(prefix: "pgquorum-fds")
+        let log = folder.appending("fds")
+        let child = try ChildProcess.spawn("/bin/sh", ["-c", "ls /proc/$$/fd"], output: .file(path: log))
+        _ = await child.wait(timeout: .seconds(10))
+        let listed = try String(contentsOfFile: log, encoding: .utf8)
+        #expect(listed.split(separator: "\n") == ["0", "1", "2"], "\(listed)")
+    }
+
     @Test("a failing command throws with its exit code and output tail")
     func failureCarriesTail() {
         let error = #expect(throws: ProcessError.self) {
