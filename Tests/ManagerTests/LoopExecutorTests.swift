@@ -14,11 +14,11 @@ struct LoopExecutorTests {
         let onLoop = await Task(executorPreference: executor) { executor.loop.inEventLoop }.value
         #expect(onLoop)
         let started = ContinuousClock.now
-        await executor.sleep(nanoseconds: 100_000_000)
+        await executor.sleep(for: .milliseconds(100))
         #expect(ContinuousClock.now - started >= .milliseconds(100))
         let sleeper = Task(executorPreference: executor) {
             let started = ContinuousClock.now
-            await executor.sleep(nanoseconds: 10_000_000_000)
+            await executor.sleep(for: .seconds(10))
             return ContinuousClock.now - started
         }
         try await Task.sleep(for: .milliseconds(50))

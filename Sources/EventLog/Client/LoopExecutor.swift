@@ -8,7 +8,7 @@ import Synchronization
 /// libdispatch's timer thread and resumed on a pool thread. An idle manager woke threads
 /// about 130 times a second, mostly to hand work over. With this executor as the manager's
 /// task executor preference, an answer resumes its task on the thread that read it, and the
-/// manager's timers (`sleep(nanoseconds:)`, `WakeSignal`) are the loop's own.
+/// manager's timers (`sleep(for:)`, `WakeSignal`) are the loop's own.
 ///
 /// Blocking work still runs on threads of its own (`blocking`); what runs here must not
 /// block, as on any event loop.
@@ -26,12 +26,12 @@ public final class LoopExecutor: TaskExecutor, @unchecked Sendable {
     }
 
     /// Sleeps on the loop's timer (no other thread is woken), or until the task is cancelled.
-    public func sleep(nanoseconds: UInt64) async {
-        guard nanoseconds > 0, !Task.isCancelled else { return }
+    public func sleep(for duration: Duration) async {
+        guard duration > .zero, !Task.isCancelled else { return }
         let sleeper = Sleeper()
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                sleeper.start(continuation, on: loop, nanoseconds: nanoseconds)
+                sleeper.start(continuation, on: loop, after: TimeAmount(duration))
             }
         } onCancel: {
             sleeper.finish()
@@ -48,14 +48,14 @@ public final class LoopExecutor: TaskExecutor, @unchecked Sendable {
 
         private let state = Mutex(State())
 
-        func start(_ continuation: CheckedContinuation<Void, Never>, on loop: any EventLoop, nanoseconds: UInt64) {
+        func start(_ continuation: CheckedContinuation<Void, Never>, on loop: any EventLoop, after delay: TimeAmount) {
             let cancelledAlready = state.withLock { state -> Bool in
                 if state.finished { return true }
                 state.continuation = continuation
                 return false
             }
             if cancelledAlready { return continuation.resume() }
-            let scheduled = loop.scheduleTask(in: .nanoseconds(Int64(clamping: nanoseconds))) { [self] in finish() }
+            let scheduled = loop.scheduleTask(in: delay) { [self] in finish() }
             let finishedMeanwhile = state.withLock { state -> Bool in
                 state.scheduled = scheduled
                 return state.finished

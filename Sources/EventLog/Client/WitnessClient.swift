@@ -242,9 +242,8 @@ public final class WitnessClient: Sendable {
                 while !Task.isCancelled {
                     let quiet = lastHeard.elapsed
                     if quiet <= idleTimeout {
-                        let (seconds, attoseconds) = (idleTimeout - quiet).components
-                        let nanos = UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds / 1_000_000_000)) + 1_000_000
-                        if let executor { await executor.sleep(nanoseconds: nanos) } else { try? await Task.sleep(for: .nanoseconds(nanos)) }
+                        let rest = idleTimeout - quiet + .milliseconds(1)
+                        if let executor { await executor.sleep(for: rest) } else { try? await Task.sleep(for: rest) }
                         continue
                     }
                     logger.info("stream quiet for too long; following another witness", metadata: ["witness": "\(endpoint)"])

@@ -191,8 +191,11 @@ public final class WitnessServer: @unchecked Sendable {
         loop.execute {
             self.readyScheduled = false
             guard !self.stopped else { return }
+            let (applied, leading) = (self.replica.applied, self.replica.isLeader)
             self.replica.processReady()
-            self.armDeadlineTimer()
+            // The next deadline moves only with the applied state or the leadership; working it
+            // out (over every node of every formation) after every peer message would not do.
+            if self.replica.applied != applied || self.replica.isLeader != leading { self.armDeadlineTimer() }
         }
     }
 

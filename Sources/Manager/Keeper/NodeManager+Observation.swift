@@ -16,7 +16,7 @@ extension NodeManager {
                 reports.addTask { await self.send(report, sentAt: sent) }
                 let elapsed = nowNanos() - sent
                 let interval = UInt64(settings.heartbeatIntervalMillis) * 1_000_000
-                if elapsed < interval { await executor.sleep(nanoseconds: interval - elapsed) }
+                if elapsed < interval { await executor.sleep(for: .nanoseconds(Int64(interval - elapsed))) }
             }
             reports.cancelAll()
         }
@@ -56,7 +56,7 @@ extension NodeManager {
             await refreshObservation()
             let elapsed = nowNanos() - started
             let intervalNanos = UInt64(interval) * 1_000_000
-            if elapsed < intervalNanos { await executor.sleep(nanoseconds: intervalNanos - elapsed) }
+            if elapsed < intervalNanos { await executor.sleep(for: .nanoseconds(Int64(intervalNanos - elapsed))) }
         }
     }
 

@@ -46,8 +46,6 @@ final class WakeSignal: Sendable {
     /// Returns at the next signal (at once if one came since the last wait), or after `timeout`.
     func wait(timeout: Duration) async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let (seconds, attoseconds) = timeout.components
-            let nanos = max(0, Int64(seconds) * 1_000_000_000 + attoseconds / 1_000_000_000)
             let id = state.withLock { state -> UInt64? in
                 if state.pending {
                     state.pending = false
@@ -58,7 +56,7 @@ final class WakeSignal: Sendable {
                 return state.nextWaiter
             }
             guard let id else { return continuation.resume() }
-            let timer = loop.scheduleTask(in: .nanoseconds(nanos)) { [self] () -> Void in
+            let timer = loop.scheduleTask(in: TimeAmount(timeout)) { [self] () -> Void in
                 state.withLock { $0.waiters.removeValue(forKey: id) }?.continuation.resume()
             }
             // Kept for a signal to cancel, unless one came already (then the timer finds
