@@ -60,8 +60,10 @@ public struct Message: Sendable, Equatable {
     /// Vote request sent after a leadership transfer: voters grant it even while they
     /// still follow a live leader.
     public var force: Bool = false
-    /// Heartbeat and its response: the leader's latest read round (0: none), echoed back so
-    /// the leader knows which reads a quorum has confirmed. ReadIndex and its response: the
+    /// Heartbeat, append and their responses: the leader's latest read round when it sent the
+    /// message (0: none), echoed back so the leader knows which reads a quorum has confirmed
+    /// (a replica that does not echo it on appends only confirms reads by heartbeats, so
+    /// mixed versions stay correct). ReadIndex and its response: the
     /// requester's own context, returned unchanged.
     public var context: UInt64 = 0
 
@@ -80,8 +82,10 @@ extension Message: CustomStringConvertible {
         case .append:
             text += " log=\(logTerm)/\(index) commit=\(commit)"
             if !entries.isEmpty { text += " entries=[" + entries.map(\.shortDescription).joined(separator: " ") + "]" }
+            if context > 0 { text += " read=\(context)" }
         case .appendResponse:
             text += reject ? " reject index=\(index) hint=\(logTerm)/\(rejectHint)" : " index=\(index)"
+            if context > 0 { text += " read=\(context)" }
         case .vote, .preVote:
             text += " last=\(logTerm)/\(index)" + (force ? " force" : "")
         case .voteResponse, .preVoteResponse:

@@ -29,6 +29,12 @@ struct Progress: Equatable {
     var recentActive = false
     /// Ticks since the snapshot was sent, to retry one that got lost.
     var snapshotTicks = 0
+    /// The read round the latest append to this follower carried, if one went out since the
+    /// leader's last heartbeat time: that append stands in for the heartbeat when it carried
+    /// the current round and the follower echoes rounds on appends.
+    var appendRoundSinceHeartbeat: UInt64?
+    /// The follower echoed a read round in an append response: it runs a version that does.
+    var echoesReadRoundsOnAppends = false
 
     init(next: UInt64) {
         self.next = next

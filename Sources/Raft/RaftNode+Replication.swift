@@ -31,7 +31,7 @@ extension RaftNode {
         }
         if heartbeatElapsed >= config.heartbeatTicks {
             heartbeatElapsed = 0
-            broadcastHeartbeat()
+            broadcastHeartbeat(skipCovered: true)
         }
     }
 
@@ -68,9 +68,19 @@ extension RaftNode {
         }
     }
 
-    mutating func broadcastHeartbeat() {
+    /// A heartbeat to every follower. With `skipCovered`, the regular heartbeat: a follower
+    /// sent an append since the last one, carrying the current read round, and that echoes
+    /// rounds on appends gets none. That append already did all a heartbeat does: it told the
+    /// follower the leader and the commit index, and its answer counts for check-quorum and
+    /// confirms every read of that round. An idle cluster's log grows by a report entry every
+    /// few hundred ms, so most regular heartbeats are covered.
+    mutating func broadcastHeartbeat(skipCovered: Bool = false) {
         for voter in sortedMembers where voter != id {
-            guard let peer = progress[voter] else { continue }
+            guard var peer = progress[voter] else { continue }
+            let covered = peer.echoesReadRoundsOnAppends && peer.appendRoundSinceHeartbeat == readRound
+            peer.appendRoundSinceHeartbeat = nil
+            progress[voter] = peer
+            if skipCovered && covered { continue }
             var heartbeat = Message(kind: .heartbeat, from: id, to: voter, term: term)
             // Never let a follower commit past what it is known to hold.
             heartbeat.commit = min(peer.match, log.committed)
@@ -103,7 +113,9 @@ extension RaftNode {
         append.logTerm = previousTerm
         append.entries = entries
         append.commit = log.committed
+        append.context = readRound
         send(append)
+        peer.appendRoundSinceHeartbeat = readRound
         peer.sentEntries(lastIndex: entries.last?.index ?? previousIndex, count: entries.count, maxInflight: config.maxInflightMessages)
         progress[follower] = peer
         return true
@@ -128,6 +140,12 @@ extension RaftNode {
         case .appendResponse:
             guard progress[message.from] != nil else { return }
             progress[message.from]?.recentActive = true
+            if message.context > 0 {
+                // Accepted or not, the answer shows the follower took this replica as its
+                // leader after the append was sent: it confirms the reads of that round.
+                progress[message.from]?.echoesReadRoundsOnAppends = true
+                acknowledgeReadRound(message.context, from: message.from)
+            }
             if message.reject {
                 try handleAppendRejection(message)
             } else {
@@ -221,6 +239,7 @@ extension RaftNode {
     mutating func handleAppend(_ message: Message) throws {
         try validateEntries(message)
         var response = Message(kind: .appendResponse, from: id, to: message.from, term: term)
+        response.context = message.context
         if message.index < log.committed {
             // Everything up to our commit index already matches the leader's log.
             response.index = log.committed

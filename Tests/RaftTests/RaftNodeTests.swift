@@ -138,4 +138,34 @@ struct RaftNodeTests {
         #expect(follower.node.status.commit == 3)
         #expect(follower.node.status.lastIndex == 5)
     }
+
+    @Test("regular heartbeats go on to a follower that does not echo read rounds on appends (an older version)")
+    func heartbeatsForFollowersThatDoNotEcho() throws {
+        var leader = try LoneNode(1, voters: [1, 2], terms: [1], term: 1, commit: 1)
+        try leader.becomeLeader()
+        // Follower 2 answers every append without the round: it runs a version before rounds
+        // rode on appends, so only heartbeats can confirm its reads.
+        func answerAppends(echo: Bool) throws {
+            var pending = try leader.drain()
+            while let append = pending.first(where: { $0.kind == .append }) {
+                pending.removeAll { $0.kind == .append }
+                try leader.step(message(.appendResponse, 2, 1, term: leader.node.term) { response in
+                    response.index = append.index + UInt64(append.entries.count)
+                    if echo { response.context = append.context }
+                })
+                pending += try leader.drain()
+            }
+        }
+        func heartbeatsAfterAProposalAndATick(echo: Bool) throws -> [Message] {
+            try leader.node.readIndex(context: 7, prompt: false)
+            try leader.node.propose([1])
+            try answerAppends(echo: echo)
+            try leader.tick(leader.node.config.heartbeatTicks)
+            return try leader.drain().filter { $0.kind == .heartbeat }
+        }
+        try answerAppends(echo: false)
+        #expect(try heartbeatsAfterAProposalAndATick(echo: false).count == 1)
+        // Once it echoes, an append that carried the current round stands in for the heartbeat.
+        #expect(try heartbeatsAfterAProposalAndATick(echo: true).isEmpty)
+    }
 }
