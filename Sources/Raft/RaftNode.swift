@@ -119,6 +119,23 @@ public struct RaftNode {
         }
     }
 
+    /// How many more `tick()` calls at the least before one does more than count: sends a
+    /// heartbeat, checks the quorum, retries a snapshot or starts an election; nil when no tick
+    /// ever does (a replica that cannot campaign). A shell may sleep that many ticks' worth of
+    /// time and then deliver the ticks it slept through, before any other input: the replica
+    /// goes through exactly the states it would have with a tick every interval, and an idle
+    /// follower wakes once an election timeout instead of at every tick.
+    public var ticksUntilTimerAction: Int? {
+        guard role == .leader else {
+            return isPromotable ? max(1, randomizedElectionTimeout - electionElapsed) : nil
+        }
+        var ticks = min(config.heartbeatTicks - heartbeatElapsed, config.electionTicks - electionElapsed)
+        for peer in progress.values {
+            if case .snapshot = peer.state { ticks = min(ticks, snapshotRetryTicks - peer.snapshotTicks) }
+        }
+        return max(1, ticks)
+    }
+
     /// Starts an election now, as if the election timeout had passed.
     public mutating func campaign() throws {
         try wrapStorageErrors {

@@ -182,6 +182,42 @@ extension WitnessReplicaTests {
         #expect(fatal.reason == nil)
         replica.stop()
     }
+
+    @Test("the ticks a witness may sleep through do nothing: the leader flushes reports at the tick ticksUntilTimerWork names, not before")
+    func sleptTicksDoNothing() throws {
+        let folder = try TemporaryDirectory(prefix: "pgquorum-replica")
+        defer { folder.remove() }
+        let fatal = FatalRecorder()
+        let application = DeadlineApplication()
+        // Ticks of 100 ms; reports flushed every 300 ms (every third tick), Raft's own timers
+        // (heartbeats every second tick, check-quorum every eighth) in between.
+        let replica = try lone(folder, fatal: fatal, application: application) { $0.sequencerTickMillis = 60_000 }
+        application.flushMillis = 300
+        let answered = Mutex(0)
+        for token in 1...4 {
+            let report = NodeReport(node: 1, reachedState: .secondary, postgresRunning: true, timeline: 1, flushLSN: 1, replayLSN: 1, sentAtNanos: UInt64(token))
+            replica.report(report, formation: "default") { _ in answered.withLock { $0 += 1 } }
+            var ticks = replica.ticksUntilTimerWork()
+            // Tick by tick, as the shell would after sleeping: nothing commits before the tick
+            // named, which is the flush or one of Raft's own timers (then name the next one).
+            var delivered = 0
+            while answered.withLock({ $0 }) < token {
+                #expect(delivered < 6, "report \(token) not flushed within six ticks")
+                if delivered >= 6 { break }
+                for _ in 1..<ticks {
+                    replica.tick()
+                    replica.processReady()
+                    #expect(answered.withLock { $0 } == token - 1, "a tick before the one named flushed report \(token)")
+                }
+                replica.tick()
+                replica.processReady()
+                delivered += ticks
+                ticks = replica.ticksUntilTimerWork()
+            }
+        }
+        #expect(fatal.reason == nil)
+        replica.stop()
+    }
 }
 
 /// An application whose next deadline the test sets; it counts the tick records applied.

@@ -19,6 +19,8 @@ final class PeerLinks: @unchecked Sendable {
     }
 
     private struct Link {
+        /// The address as the log or the configuration gives it, and parsed.
+        var text: String
         var endpoint: WitnessEndpoint
         var channel: (any Channel)?
         var connecting = false
@@ -60,19 +62,30 @@ final class PeerLinks: @unchecked Sendable {
         }
         let now = NIODeadline.now().uptimeNanoseconds
         for id in targets where id != configuration.id {
-            guard let text = address(id), let endpoint = try? WitnessEndpoint(parsing: text) else { continue }
-            var link = links[id] ?? Link(endpoint: endpoint)
-            if link.endpoint != endpoint {
-                link.channel?.close(promise: nil)
-                link = Link(endpoint: endpoint)
+            guard let text = address(id) else { continue }
+            var link: Link
+            if let known = links[id], known.text == text {
+                link = known
+            } else {
+                guard let endpoint = try? WitnessEndpoint(parsing: text) else { continue }
+                if var known = links[id], known.endpoint == endpoint {
+                    known.text = text
+                    link = known
+                } else {
+                    links[id]?.channel?.close(promise: nil)
+                    link = Link(text: text, endpoint: endpoint)
+                }
             }
             if link.channel == nil && !link.connecting && now >= link.nextAttemptNanos {
                 link.connecting = true
-                dial(id, endpoint)
+                dial(id, link.endpoint)
             }
             links[id] = link
         }
     }
+
+    /// Whether a link is down or being dialled: `maintain` has work at the next tick.
+    var needsMaintenance: Bool { links.values.contains { $0.channel == nil } }
 
     /// A connection closed: forget it if it was a link.
     func closed(_ channel: any Channel) {

@@ -100,6 +100,19 @@ struct ReadGate<Read> {
         return late
     }
 
+    /// The earliest deadline of a waiting read, nil when none waits (the shell wakes then to
+    /// answer it `expired`).
+    func earliestDeadlineNanos() -> UInt64? {
+        var earliest: UInt64?
+        func note(_ reads: [Pending]) {
+            for pending in reads where pending.deadlineNanos < (earliest ?? .max) { earliest = pending.deadlineNanos }
+        }
+        note(unbatched)
+        for reads in awaitingIndex.values { note(reads) }
+        for batch in awaitingApply { note(batch.reads) }
+        return earliest
+    }
+
     /// Every waiting read (the witness is stopping).
     mutating func removeAll() -> [Read] {
         let all = unbatched.map(\.read) + awaitingIndex.values.flatMap { $0.map(\.read) } + awaitingApply.flatMap { $0.reads.map(\.read) }

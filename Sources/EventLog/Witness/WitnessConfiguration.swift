@@ -54,7 +54,7 @@ public struct WitnessEndpoint: Sendable, Hashable, CustomStringConvertible {
         self.port = port
     }
 
-    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+    public var description: String { host.contains(Character(":")) ? "[\(host)]:\(port)" : "\(host):\(port)" }
 
     /// Parses `1=HOST:PORT,2=HOST:PORT,…`.
     public static func parsePeers(_ text: String) throws(WitnessConfigurationError) -> [NodeID: WitnessEndpoint] {

@@ -167,12 +167,43 @@ final class WitnessReplica: @unchecked Sendable {
         guard !stopped else { return }
         do { try node.tick() } catch { return fatal("Raft tick failed: \(error)") }
         ticks += 1
-        if isLeader {
-            let flushMillis = min(configuration.sequencerTickMillis, application?.reportFlushIntervalMillis().map(Int.init) ?? .max)
-            sequence(flush: ticks % max(1, flushMillis / configuration.tickMillis) == 0)
-        }
-        for read in reads.expired(nowNanos: nowNanos()) { read(false) }
+        if isLeader { sequence(flush: ticks % flushTicks == 0) }
+        expireReads()
         if isLeader && !node.membership.learners.isEmpty { promoteCaughtUpLearners() }
+    }
+
+    /// Every how many ticks the leader flushes the coalesced reports (or appends an idle tick).
+    private var flushTicks: Int {
+        let flushMillis = min(configuration.sequencerTickMillis, application?.reportFlushIntervalMillis().map(Int.init) ?? .max)
+        return max(1, flushMillis / configuration.tickMillis)
+    }
+
+    /// How many more ticks at the least before `tick()` does more than count (DESIGN §7: an
+    /// idle witness does not wake for every tick): Raft's own timers, the leader's report
+    /// flush, learners to promote. The shell adds the reads' deadlines and the streams'
+    /// confirmations (`readDeadlineNanos`, `WitnessStreams.nextConfirmationNanos`).
+    func ticksUntilTimerWork() -> Int {
+        guard !stopped else { return .max }
+        var until = node.ticksUntilTimerAction ?? .max
+        if isLeader {
+            // `tick()` flushes when the tick count it reaches is a multiple of `flushTicks`.
+            until = min(until, flushTicks - ticks % flushTicks)
+            if !node.membership.learners.isEmpty { until = 1 }
+        }
+        return max(1, until)
+    }
+
+    /// Answers `noQuorum` to the reads whose deadline passed.
+    func expireReads() {
+        for read in reads.expired(nowNanos: nowNanos()) { read(false) }
+    }
+
+    /// When the earliest waiting read times out (the tick answers it then), if one waits. Past
+    /// a thousand waiting reads, the next tick: the loop is busy with them anyway.
+    func readDeadlineNanos(tickNanos: UInt64) -> UInt64? {
+        guard reads.count > 0 else { return nil }
+        guard reads.count <= 1_000 else { return nowNanos() + tickNanos }
+        return reads.earliestDeadlineNanos()
     }
 
     /// The leader's sequencer at this moment: coalesced reports flushed (or an idle tick) when

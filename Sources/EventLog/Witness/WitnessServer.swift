@@ -33,7 +33,14 @@ public final class WitnessServer: @unchecked Sendable {
     private var peers: PeerLinks!
     private var streams: WitnessStreams!
     private var serverChannel: (any Channel)?
-    private var tickTask: RepeatedTask?
+    /// Raft's ticks are due every `tickMillis` from `tickOriginNanos`; `ticksDelivered` of them
+    /// were given to the replica. The timer fires only for a tick that does more than count
+    /// (`armTickTimer`), and the ticks slept through are delivered before any other input.
+    private var tickOriginNanos: UInt64 = 0
+    private var ticksDelivered: UInt64 = 0
+    private var tickTimer: (at: UInt64, task: Scheduled<Void>)?
+    /// The members `peers` last kept connections to.
+    private var maintainedMembers: Set<NodeID> = []
     /// The timer of the applied state's next deadline, and when it fires (`armDeadlineTimer`).
     private var deadlineTimer: (at: UInt64, task: Scheduled<Void>)?
     private var readyScheduled = false
@@ -68,7 +75,7 @@ public final class WitnessServer: @unchecked Sendable {
             onApplied: { [unowned self] in self.streams.pump() },
             onFatal: { [unowned self] reason in
                 self.stopped = true
-                self.tickTask?.cancel()
+                self.tickTimer?.task.cancel()
                 onFatal(reason)
             })
         replica = WitnessReplica(configuration: configuration, application: application, logger: logger, metrics: metrics, transport: transport)
@@ -128,8 +135,9 @@ public final class WitnessServer: @unchecked Sendable {
         boundPort = channel.localAddress?.port ?? configuration.listen.port
         try await loop.submit {
             self.serverChannel = channel
-            let tick = TimeAmount.milliseconds(Int64(self.configuration.tickMillis))
-            self.tickTask = self.loop.scheduleRepeatedTask(initialDelay: tick, delay: tick) { _ in self.onTick() }
+            self.tickOriginNanos = self.replica.nowNanos()
+            self.maintainPeers()
+            self.armTickTimer()
         }.get()
         if let warning = tls.expiryWarning() { logger.error("certificate problem", metadata: ["reason": "\(warning)"]) }
         logger.info(
@@ -161,7 +169,7 @@ public final class WitnessServer: @unchecked Sendable {
         let channels: [any Channel] = (try? await loop.submit { () -> [any Channel] in
             self.stopped = true
             self.peers.stopped = true
-            self.tickTask?.cancel()
+            self.tickTimer?.task.cancel()
             self.deadlineTimer?.task.cancel()
             let channels = [self.serverChannel].compactMap { $0 } + self.peers.channels + self.clients.values.map(\.channel)
             self.replica.stop()
@@ -175,14 +183,69 @@ public final class WitnessServer: @unchecked Sendable {
 
     // MARK: - Raft loop
 
-    private func onTick() {
+    private var tickNanos: UInt64 { UInt64(configuration.tickMillis) * 1_000_000 }
+
+    /// Delivers the ticks due since the last delivery, in order, and what rides on them (peer
+    /// links redialled, streams' confirmations). Runs before any input from a peer or a
+    /// client, so Raft sees its ticks and messages in the order a tick every interval gives.
+    private func catchUpTicks() {
         guard !stopped, !replica.stopped else { return }
-        replica.tick()
-        var targets = replica.node.membership.members
-        targets.formUnion(configuration.peers.keys)
-        peers.maintain(targets: targets, address: replica.address(of:))
+        let now = replica.nowNanos()
+        let due = now > tickOriginNanos ? (now - tickOriginNanos) / tickNanos : 0
+        guard due > ticksDelivered else { return }
+        // After a long stall (a stopped process), two election timeouts of ticks do all that
+        // more would.
+        let most = UInt64(2 * configuration.electionTicks + 1)
+        if due - ticksDelivered > most { ticksDelivered = due - most }
+        while ticksDelivered < due && !replica.stopped {
+            replica.tick()
+            ticksDelivered += 1
+        }
+        maintainPeers()
         streams.tick()
         scheduleReady()
+    }
+
+    /// The tick timer fired: the ticks due, and what may fall between two ticks (a read's
+    /// deadline, a stream's confirmation).
+    private func tickTimerFired() {
+        guard !stopped, !replica.stopped else { return }
+        catchUpTicks()
+        replica.expireReads()
+        streams.tick()
+        scheduleReady()
+    }
+
+    private func maintainPeers() {
+        var targets = replica.node.membership.members
+        maintainedMembers = targets
+        targets.formUnion(configuration.peers.keys)
+        peers.maintain(targets: targets, address: replica.address(of:))
+    }
+
+    /// Sets the timer for the next tick that does more than count: Raft's timers and the
+    /// leader's flush (`ticksUntilTimerWork`), the earliest read's deadline, the streams' next
+    /// confirmation, and every tick while a peer link is down (it is redialled). An idle
+    /// follower wakes about once an election timeout instead of ten times a second. A timer
+    /// set earlier than needed stays: it fires, delivers the ticks due and sets the next.
+    private func armTickTimer() {
+        guard !stopped, !replica.stopped else { return }
+        // A day of ticks at the most: a replica whose ticks never act still wakes now and then.
+        var ticks = UInt64(min(replica.ticksUntilTimerWork(), 86_400_000 / configuration.tickMillis))
+        if peers.needsMaintenance { ticks = 1 }
+        var at = tickOriginNanos + (ticksDelivered + ticks) * tickNanos
+        if let read = replica.readDeadlineNanos(tickNanos: tickNanos) { at = min(at, read) }
+        if let confirmation = streams.nextConfirmationNanos { at = min(at, confirmation) }
+        // Never sooner than a millisecond: a deadline that passed unanswered cannot spin the loop.
+        let now = replica.nowNanos()
+        at = max(at, now + 1_000_000)
+        if let armed = tickTimer, armed.at <= at { return }
+        tickTimer?.task.cancel()
+        let task = loop.scheduleTask(in: .nanoseconds(Int64(clamping: at - now))) { [unowned self] () -> Void in
+            self.tickTimer = nil
+            self.tickTimerFired()
+        }
+        tickTimer = (at, task)
     }
 
     private func scheduleReady() {
@@ -196,6 +259,8 @@ public final class WitnessServer: @unchecked Sendable {
             // The next deadline moves only with the applied state or the leadership; working it
             // out (over every node of every formation) after every peer message would not do.
             if self.replica.applied != applied || self.replica.isLeader != leading { self.armDeadlineTimer() }
+            if self.replica.node.membership.members != self.maintainedMembers { self.maintainPeers() }
+            self.armTickTimer()
         }
     }
 
@@ -249,6 +314,7 @@ public final class WitnessServer: @unchecked Sendable {
 
     private func received(_ frame: Frame, on channel: any Channel, limiter: RequestLimiter) {
         guard !stopped else { return }
+        catchUpTicks()
         let key = ObjectIdentifier(channel)
         switch WitnessFrameKind(rawValue: frame.kind) {
         case .raftMessage where inboundPeers[key] != nil:

@@ -58,6 +58,12 @@ final class WitnessStreams: @unchecked Sendable {
         confirm(prompt: false)
     }
 
+    /// When `tick` next has a confirmation to start, if streams are open and none is under
+    /// way (the shell wakes then).
+    var nextConfirmationNanos: UInt64? {
+        subscribers.isEmpty || confirmationInFlight ? nil : lastConfirmationNanos + confirmationIntervalNanos
+    }
+
     /// A new stream's first confirmation is prompt; the periodic ones ride on the leader's
     /// regular heartbeats (no message of their own), and fail by the same deadline.
     private func confirm(prompt: Bool = true) {

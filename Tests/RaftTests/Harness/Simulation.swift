@@ -152,7 +152,14 @@ struct Simulation {
             }
         }
         for id in ids where replicas[id]!.isUp {
+            // A shell may sleep through the ticks `ticksUntilTimerAction` says only count
+            // (a witness does): such a tick must not change anything another input could see.
+            let quiet = (replicas[id]!.raft!.ticksUntilTimerAction ?? .max) > 1
+            let before = Self.timerVisible(replicas[id]!.raft!)
             try replicas[id]!.raft!.tick()
+            if quiet && Self.timerVisible(replicas[id]!.raft!) != before {
+                throw failure("replica \(id) acted on a tick that ticksUntilTimerAction said only counts")
+            }
         }
         // Deliver what is due, in rounds, until the network is quiet for this tick.
         for round in 0..<200 {
@@ -165,6 +172,12 @@ struct Simulation {
         }
         serveConfirmedReads()
         try checkInvariants()
+    }
+
+    /// What a tick can change that the rest of the replica's life depends on, beside counters.
+    private static func timerVisible(_ node: RaftNode) -> String {
+        let progress = node.progress.keys.sorted().map { "\($0):\(node.progress[$0]!.state)" }
+        return "\(node.role) \(node.term) \(node.leader.map(String.init) ?? "-") \(node.messages.count) \(node.transferee.map(String.init) ?? "-") \(progress)"
     }
 
     private mutating func processAll(faulty: Bool) throws {
