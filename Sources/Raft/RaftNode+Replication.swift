@@ -68,9 +68,9 @@ extension RaftNode {
         }
     }
 
-    /// A heartbeat to every follower. With `skipCovered`, the regular heartbeat: a follower
-    /// sent an append since the last one, carrying the current read round, and that echoes
-    /// rounds on appends gets none. That append already did all a heartbeat does: it told the
+    /// A heartbeat to every follower. With `skipCovered` (the regular heartbeat), a follower
+    /// that echoes rounds on appends, and got an append carrying the current read round since
+    /// the last heartbeat time, gets none: that append did all a heartbeat does. It told the
     /// follower the leader and the commit index, and its answer counts for check-quorum and
     /// confirms every read of that round. An idle cluster's log grows by a report entry every
     /// few hundred ms, so most regular heartbeats are covered.

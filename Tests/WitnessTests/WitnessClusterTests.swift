@@ -219,6 +219,32 @@ struct WitnessClusterTests {
         }
     }
 
+    @Test("followers that sleep through their ticks keep their leader: over four idle seconds and four with appends, no witness campaigns or changes role")
+    func sleepingFollowersKeepTheirLeader() async throws {
+        try await withWitnessCluster { cluster in
+            try cluster.startAll()
+            let leader = try await cluster.waitForLeader()
+            let client = cluster.client()
+            defer { client.close() }
+            _ = try await client.append(taggedEvent(1))
+            try await Task.sleep(for: .milliseconds(500))
+            func roleChanges(_ id: NodeID) -> Int {
+                cluster.log(of: id).split(separator: "\n").filter { $0.hasSuffix("following") || $0.hasSuffix("became leader") }.count
+            }
+            let before = (1...3).map { roleChanges(NodeID($0)) }
+            // Idle: heartbeats only, so a follower sleeps an election timeout at a time and must
+            // count the ticks it slept through before each heartbeat, not after.
+            try await Task.sleep(for: .seconds(4))
+            // Appends every 300 ms stand in for most heartbeats.
+            for tag in 2...14 {
+                _ = try await client.append(taggedEvent(UInt32(tag)))
+                try await Task.sleep(for: .milliseconds(300))
+            }
+            #expect((1...3).map { roleChanges(NodeID($0)) } == before, "a witness changed role:\n\(cluster.logs())")
+            #expect(try await cluster.waitForLeader() == leader)
+        }
+    }
+
     @Test("wrong cluster id, plain TCP, garbage, oversized and unknown-version frames are refused, an unreadable request is answered with the reason, while the cluster commits")
     func badInputIsRefused() async throws {
         try await withWitnessCluster(extraArguments: ["--stall-timeout-ms", "1000"]) { cluster in
