@@ -26,8 +26,9 @@ extension RaftNode {
     /// (a deposed or cut-off leader, a lost message): the shell bounds the wait itself. Throws
     /// `notLeader` when no leader is known. Batch reads in the shell: every prompt call on the
     /// leader costs one heartbeat to each voter. With `prompt` false the leader sends nothing
-    /// for it: the next regular heartbeat (within `heartbeatTicks`) carries the round, so a read
-    /// that can wait that long (a stream's periodic confirmation) costs no message of its own.
+    /// for it: its next append or regular heartbeat (within `heartbeatTicks`) carries the round,
+    /// so a read that can wait that long (a stream's periodic confirmation) costs no message of
+    /// its own.
     /// A follower forwards every read at once.
     public mutating func readIndex(context: UInt64, prompt: Bool = true) throws {
         switch role {
@@ -44,8 +45,8 @@ extension RaftNode {
     }
 
     /// Leader: records a read for `requester` at the current read index and asks every voter
-    /// to acknowledge this leadership with a heartbeat carrying a new round: at once, or with
-    /// the next regular heartbeat when not `prompt`. Either heartbeat is sent after the read
+    /// to acknowledge this leadership with a message carrying a new round: a heartbeat at once,
+    /// or the next append or regular heartbeat when not `prompt`. Either is sent after the read
     /// arrived, which is all the confirmation needs.
     mutating func startReadRound(for requester: NodeID, context: UInt64, prompt: Bool = true) {
         let index = max(log.committed, termStartIndex)

@@ -18,7 +18,7 @@ struct ReadGate<Read> {
 
     /// Reads that arrived since the last batch was asked for.
     private var unbatched: [Pending] = []
-    /// Whether one of them cannot wait for the leader's next regular heartbeat.
+    /// Whether one of them cannot wait for the leader's next append or regular heartbeat.
     private var unbatchedPrompt = false
     /// Batches asked for and not yet confirmed, by the context Raft was given.
     private var awaitingIndex: [UInt64: [Pending]] = [:]
@@ -28,8 +28,8 @@ struct ReadGate<Read> {
     private(set) var count = 0
 
     /// Queues a read that must be answered by `deadlineNanos`; false when too many wait. A
-    /// read that is not `prompt` may wait for the leader's next regular heartbeat to be
-    /// confirmed; a batch is prompt when one of its reads is.
+    /// read that is not `prompt` may wait for the leader's next append or regular heartbeat to
+    /// be confirmed; a batch is prompt when one of its reads is.
     mutating func add(_ read: Read, deadlineNanos: UInt64, prompt: Bool = true) -> Bool {
         guard count < Self.pendingMax else { return false }
         unbatched.append(Pending(read: read, deadlineNanos: deadlineNanos))

@@ -94,15 +94,17 @@ public struct WitnessConfiguration: Sendable {
     /// Start without bootstrapping a cluster: wait to be added by `witness add`.
     public var join = false
     /// One Raft tick. Elections start after `electionTicks` to twice that without a leader
-    /// (800 ms to 1.6 s by default). Every witness wakes at each tick, so ticks are as long as
-    /// elections allow: deadlines of the cluster state have timers of their own, and reports
-    /// are flushed every heartbeat interval of the formation (in whole ticks, rounded down).
+    /// (800 ms to 1.6 s by default). A witness wakes only for the ticks that act (heartbeats,
+    /// flushes, election timeouts), and deadlines of the cluster state have timers of their
+    /// own; reports are flushed every heartbeat interval of the formation (in whole ticks,
+    /// rounded down).
     public var tickMillis = 100
     public var electionTicks = 8
     /// The leader's heartbeats: every 200 ms by default, four to an election timeout. Appends
-    /// go out as they come, and a read that must be confirmed now sends a heartbeat of its
-    /// own; the regular ones only keep followers from starting elections and carry the
-    /// streams' periodic confirmations, so more would cost an idle cluster wakeups for nothing.
+    /// go out as they come (one sent to a follower since its last heartbeat stands in for the
+    /// next), and a read that must be confirmed now sends a heartbeat of its own; the regular
+    /// ones only keep followers from starting elections and carry the streams' periodic
+    /// confirmations, so more would cost an idle cluster wakeups for nothing.
     public var heartbeatTicks = 2
     /// How often the leader flushes coalesced node reports (or every heartbeat interval of the
     /// log's settings, if shorter), or appends a tick when idle.

@@ -198,11 +198,11 @@ final class WitnessReplica: @unchecked Sendable {
         for read in reads.expired(nowNanos: nowNanos()) { read(false) }
     }
 
-    /// When the earliest waiting read times out (the tick answers it then), if one waits. Past
-    /// a thousand waiting reads, the next tick: the loop is busy with them anyway.
-    func readDeadlineNanos(tickNanos: UInt64) -> UInt64? {
+    /// When the earliest waiting read times out (`expireReads` answers it then), if one waits.
+    /// Past a thousand waiting reads, the next tick: the loop is busy with them anyway.
+    func readDeadlineNanos() -> UInt64? {
         guard reads.count > 0 else { return nil }
-        guard reads.count <= 1_000 else { return nowNanos() + tickNanos }
+        guard reads.count <= 1_000 else { return nowNanos() + UInt64(configuration.tickMillis) * 1_000_000 }
         return reads.earliestDeadlineNanos()
     }
 
@@ -467,7 +467,7 @@ final class WitnessReplica: @unchecked Sendable {
     /// after this call (a linearizable read), or `serve(false)` after one election timeout
     /// without one (this witness is cut off from the quorum, or no leader is known). A read
     /// that is not `prompt` (a stream's periodic confirmation) is confirmed by the leader's
-    /// next regular heartbeat instead of a round of its own.
+    /// next append or regular heartbeat instead of a round of its own.
     func linearizableRead(prompt: Bool = true, _ serve: @escaping (Bool) -> Void) {
         guard !stopped, reads.add(serve, deadlineNanos: nowNanos() + readTimeoutNanos, prompt: prompt) else { return serve(false) }
     }

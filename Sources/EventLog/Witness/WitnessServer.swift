@@ -185,9 +185,9 @@ public final class WitnessServer: @unchecked Sendable {
 
     private var tickNanos: UInt64 { UInt64(configuration.tickMillis) * 1_000_000 }
 
-    /// Delivers the ticks due since the last delivery, in order, and what rides on them (peer
-    /// links redialled, streams' confirmations). Runs before any input from a peer or a
-    /// client, so Raft sees its ticks and messages in the order a tick every interval gives.
+    /// Delivers the ticks due since the last delivery, in order, and redials peer links that
+    /// are down. Runs before any input from a peer or a client, so Raft sees its ticks and
+    /// messages in the order a tick every interval gives.
     private func catchUpTicks() {
         guard !stopped, !replica.stopped else { return }
         let now = replica.nowNanos()
@@ -202,7 +202,6 @@ public final class WitnessServer: @unchecked Sendable {
             ticksDelivered += 1
         }
         maintainPeers()
-        streams.tick()
         scheduleReady()
     }
 
@@ -234,7 +233,7 @@ public final class WitnessServer: @unchecked Sendable {
         var ticks = UInt64(min(replica.ticksUntilTimerWork(), 86_400_000 / configuration.tickMillis))
         if peers.needsMaintenance { ticks = 1 }
         var at = tickOriginNanos + (ticksDelivered + ticks) * tickNanos
-        if let read = replica.readDeadlineNanos(tickNanos: tickNanos) { at = min(at, read) }
+        if let read = replica.readDeadlineNanos() { at = min(at, read) }
         if let confirmation = streams.nextConfirmationNanos { at = min(at, confirmation) }
         // Never sooner than a millisecond: a deadline that passed unanswered cannot spin the loop.
         let now = replica.nowNanos()

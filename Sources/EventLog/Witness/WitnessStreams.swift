@@ -65,7 +65,8 @@ final class WitnessStreams: @unchecked Sendable {
     }
 
     /// A new stream's first confirmation is prompt; the periodic ones ride on the leader's
-    /// regular heartbeats (no message of their own), and fail by the same deadline.
+    /// next append or regular heartbeat (no message of their own), and fail by the same
+    /// deadline.
     private func confirm(prompt: Bool = true) {
         guard !confirmationInFlight else { return }
         confirmationInFlight = true
